@@ -1,0 +1,93 @@
+"""The two small data models of a conversion.
+
+* ``Graph``/``Node``/``Value``: the Keras model as read by :mod:`graph`, nested models flattened.
+* ``TensorSpec``: what a torch tensor at some point of the generated ``forward`` holds, relative to
+  the Keras tensor at the same point (layout permutation, flatten order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Value:
+    """One symbolic Keras tensor: an edge of the graph."""
+
+    shape: tuple  # Keras shape, batch dimension included (usually None)
+    dtype: str
+    name: str | None = None  # set for model inputs
+
+
+@dataclass(eq=False)
+class Node:
+    """One call of one Keras layer (a layer called twice gives two nodes sharing ``layer``)."""
+
+    layer: Any  # keras.layers.Layer
+    scope: tuple[str, ...]  # names of the enclosing nested models, outermost first
+    inputs: list[Value]
+    outputs: list[Value]
+    keras_node: Any  # the keras Node, kept for its call arguments
+
+    @property
+    def class_name(self) -> str:
+        return type(self.layer).__name__
+
+    @property
+    def qualified_name(self) -> str:
+        """Layer name with its nested-model path, e.g. ``encoder/conv2d``."""
+        return "/".join((*self.scope, self.layer.name))
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    inputs: list[Value]
+    outputs: list[Value]
+    nodes: list[Node]  # topological order
+
+    def consumers(self) -> dict[int, list[Node]]:
+        """id(Value) -> nodes reading it, in graph order."""
+        readers: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for value in node.inputs:
+                readers.setdefault(id(value), []).append(node)
+        return readers
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """How a torch tensor relates to the Keras tensor it stands for.
+
+    ``torch_array == keras_array.transpose(perm)``; when ``flat_order`` is set (a channels-first
+    flatten whose order was folded into the next Dense), additionally
+    ``torch_array[:, i] == keras_array[:, flat_order[i]]``.
+    """
+
+    keras_shape: tuple
+    perm: tuple[int, ...]
+    dtype: str = "float32"
+    name: str | None = None
+    flat_order: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rank(self) -> int:
+        return len(self.keras_shape)
+
+    @property
+    def torch_shape(self) -> tuple:
+        return tuple(self.keras_shape[axis] for axis in self.perm)
+
+    def torch_dim(self, keras_axis: int) -> int:
+        """The torch dimension holding Keras axis ``keras_axis`` (negative axes allowed)."""
+        return self.perm.index(keras_axis % self.rank)
+
+    def to_torch_layout(self, keras_array: np.ndarray) -> np.ndarray:
+        """Re-lay a Keras array the way this spec says the torch tensor is laid out."""
+        array = np.transpose(keras_array, self.perm)
+        if self.flat_order is not None:
+            array = array[:, self.flat_order]
+        return array

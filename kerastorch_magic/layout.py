@@ -1,0 +1,44 @@
+"""Channels-last <-> channels-first bookkeeping.
+
+Keras (TF) lays images out as (N, H, W, C); torch convolutions want (N, C, H, W). A ``perm`` says
+where each Keras axis sits in the torch tensor: ``torch == keras.transpose(perm)``.
+"""
+
+from __future__ import annotations
+
+
+def identity(rank: int) -> tuple[int, ...]:
+    return tuple(range(rank))
+
+
+def channels_first(rank: int) -> tuple[int, ...]:
+    """Perm of a channels-last Keras tensor stored channels-first: (0, r-1, 1, ..., r-2)."""
+    if rank < 3:
+        return identity(rank)
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def relative(current: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[int, ...]:
+    """The ``permute`` argument taking a tensor laid out as ``current`` to ``wanted``."""
+    return tuple(current.index(axis) for axis in wanted)
+
+
+def is_identity(perm: tuple[int, ...]) -> bool:
+    return perm == identity(len(perm))
+
+
+def permute_expression(var: str, current: tuple[int, ...], wanted: tuple[int, ...]) -> str | None:
+    """``x.permute(...)`` re-laying ``var`` from ``current`` to ``wanted``; None when already so."""
+    if current == wanted:
+        return None
+    dims = ", ".join(str(d) for d in relative(current, wanted))
+    return f"{var}.permute({dims})"
+
+
+def describe(perm: tuple[int, ...]) -> str:
+    """Short human name of a layout, for comments: 'channels-first', 'channels-last', or the perm."""
+    if is_identity(perm):
+        return "Keras layout"
+    if perm == channels_first(len(perm)):
+        return "channels-first"
+    return f"permuted {perm}"

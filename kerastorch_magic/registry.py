@@ -1,0 +1,162 @@
+"""The converter API and its one registry.
+
+A converter is a pure function ``(LayerCall) -> Converted``: it reads a Keras layer's config, its
+weights (numpy) and the layouts of its inputs, and returns the torch submodules to declare (with
+their state tensors and Keras-equivalent initialisation), the ``forward`` steps as source text, the
+layouts of its outputs and the notes worth a comment. It never runs generated code and never
+touches notebooks. Register one with::
+
+    @converter("Conv1D", "Conv2D", "Conv3D")
+    def convert_conv(call: LayerCall) -> Converted: ...
+
+Custom layers register the same way (``kerastorch_magic.converter("MyLayer")``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from .ir import Node, TensorSpec
+
+_REGISTRY: dict[str, Callable[[LayerCall], Converted]] = {}
+
+
+class ConversionError(Exception):
+    """A model that cannot be converted; the message names every offending layer."""
+
+    def __init__(self, message: str, layers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.layers = layers or []  # (layer name, class name)
+
+
+def converter(*class_names: str):
+    """Register the decorated function as the converter of the given Keras layer classes."""
+
+    def register(function: Callable[[LayerCall], Converted]):
+        for class_name in class_names:
+            _REGISTRY[class_name] = function
+        return function
+
+    return register
+
+
+def find(class_name: str) -> Callable[[LayerCall], Converted] | None:
+    return _REGISTRY.get(class_name)
+
+
+def supported_layers() -> list[str]:
+    """Every Keras class name with a converter, sorted (the README's list is generated from it)."""
+    from . import converters  # noqa: F401  (importing registers the built-in converters)
+
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class Submodule:
+    """A torch submodule to declare in ``__init__``.
+
+    ``ctor`` is source such as ``nn.Conv2d(3, 32, kernel_size=3)``; ``state`` maps the module's
+    state_dict keys to arrays; ``init`` are ``reset_parameters`` lines where ``{m}`` stands for the
+    module (``nn.init.zeros_({m}.bias)``); ``comment`` goes above the declaration.
+    """
+
+    ctor: str
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    init: list[str] = field(default_factory=list)
+    comment: str | None = None
+
+
+@dataclass
+class Step:
+    """One ``forward`` statement: ``out = expr``, with an optional trailing comment.
+
+    In ``expr``, ``{x}`` is the step's input (the layer input for the first step, the previous
+    step's result after), ``{x0}``, ``{x1}``... the layer's inputs, ``{m}`` the main submodule and
+    ``{m_key}`` the submodule declared under ``key``.
+    """
+
+    expr: str
+    comment: str | None = None
+
+
+@dataclass
+class Converted:
+    steps: list[Step]
+    outputs: list[TensorSpec]
+    modules: dict[str, Submodule] = field(default_factory=dict)  # "" is the main submodule
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LayerCall:
+    """Everything a converter may read about one call of one Keras layer."""
+
+    node: Node
+    inputs: list[TensorSpec]
+    input_format: str  # "channels_first" | "channels_last": the user's choice for the model
+    consumers: list[Node]  # nodes reading this call's first output
+    is_model_output: bool
+    _config: dict | None = None
+
+    @property
+    def layer(self) -> Any:
+        return self.node.layer
+
+    @property
+    def class_name(self) -> str:
+        return self.node.class_name
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            self._config = self.layer.get_config()
+        return self._config
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The layer's weights by short name (``kernel``, ``bias``, ``gamma``...)."""
+        return {w.name: np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in self.layer.weights}
+
+    @property
+    def output_shapes(self) -> list[tuple]:
+        """Keras's own output shapes of this call (batch dimension included)."""
+        return [tuple(v.shape) for v in self.node.outputs]
+
+    def output_spec(self, perm: tuple[int, ...], index: int = 0) -> TensorSpec:
+        """Spec of output ``index`` laid out as ``perm``."""
+        value = self.node.outputs[index]
+        return TensorSpec(tuple(value.shape), perm, value.dtype)
+
+    def input_as(self, index: int, wanted: tuple[int, ...]) -> str:
+        """Expression of input ``index`` re-laid as ``wanted`` (the bare placeholder if it is)."""
+        spec = self.inputs[index]
+        if spec.flat_order is not None:
+            raise self.unsupported("its input is a flatten whose order was folded; cannot re-lay it")
+        placeholder = "{x}" if len(self.inputs) == 1 else "{x%d}" % index
+        return layout.permute_expression(placeholder, spec.perm, wanted) or placeholder
+
+    def relayout(self, wanted: tuple[int, ...]) -> list[Step]:
+        """The step bringing the single input to layout ``wanted``: [] if it already is."""
+        expr = self.input_as(0, wanted)
+        if expr == "{x}":
+            return []
+        return [Step(expr, f"{self.class_name} works {layout.describe(wanted)}")]
+
+    def channels_first_perm(self, rank: int | None = None) -> tuple[int, ...]:
+        """The torch layout of a channels-first op's input (for Keras ``data_format``)."""
+        rank = rank or self.inputs[0].rank
+        if self.config.get("data_format", "channels_last") == "channels_first":
+            return layout.identity(rank)
+        return layout.channels_first(rank)
+
+    def describe(self) -> str:
+        return f"layer {self.node.qualified_name!r} ({self.class_name})"
+
+    def unsupported(self, why: str) -> ConversionError:
+        """An error naming this layer and the option it cannot convert."""
+        return ConversionError(f"{self.describe()}: {why}", [(self.node.qualified_name, self.class_name)])
