@@ -42,3 +42,9 @@ def describe(perm: tuple[int, ...]) -> str:
     if perm == channels_first(len(perm)):
         return "channels-first"
     return f"permuted {perm}"
+
+
+def axis_first(rank: int, axis: int) -> tuple[int, ...]:
+    """Perm putting Keras ``axis`` at torch dim 1 (batch stays first, the rest keep their order)."""
+    axis %= rank
+    return (0, axis, *(a for a in range(1, rank) if a != axis))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import keyword
 import re
 
-_RESERVED = {"self", "x", "F", "nn", "torch", "math", "super", "forward", "reset_parameters"}
+# Names generated code uses for itself; identifiers never take them.
+_RESERVED = {"self", "F", "nn", "torch", "math", "super", "layer"}
 
 
 def identifier(raw: str, fallback: str = "layer") -> str:
@@ -38,16 +39,11 @@ def comment_text(raw: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def quoted(raw: str) -> str:
-    """A Python string literal of ``raw`` (repr escapes quotes and newlines), for docstrings/data."""
-    return repr(comment_text(raw))
-
-
 class Namespace:
     """Hands out unique identifiers (attributes or local variables) within one scope."""
 
-    def __init__(self, taken: set[str] | None = None):
-        self._taken = set(taken or ())
+    def __init__(self, taken=()):
+        self._taken = set(taken)
 
     def claim(self, raw: str, fallback: str = "layer") -> str:
         base = identifier(raw, fallback)

@@ -34,10 +34,17 @@ class ConversionError(Exception):
         self.layers = layers or []  # (layer name, class name)
 
 
-def converter(*class_names: str):
-    """Register the decorated function as the converter of the given Keras layer classes."""
+def converter(*class_names: str, channels_first: bool = False, passthrough: bool = False):
+    """Register the decorated function as the converter of the given Keras layer classes.
+
+    ``channels_first``: the layer computes channels-first in torch (convolutions, pooling...), so a
+    model input feeding it is taken channels-first. ``passthrough``: the layer is indifferent to
+    layout (element-wise), so that decision looks through it.
+    """
 
     def register(function: Callable[[LayerCall], Converted]):
+        function.channels_first = channels_first
+        function.passthrough = passthrough
         for class_name in class_names:
             _REGISTRY[class_name] = function
         return function
@@ -137,7 +144,7 @@ class LayerCall:
         spec = self.inputs[index]
         if spec.flat_order is not None:
             raise self.unsupported("its input is a flatten whose order was folded; cannot re-lay it")
-        placeholder = "{x}" if len(self.inputs) == 1 else "{x%d}" % index
+        placeholder = "{x}" if len(self.inputs) == 1 else "{x" + str(index) + "}"
         return layout.permute_expression(placeholder, spec.perm, wanted) or placeholder
 
     def relayout(self, wanted: tuple[int, ...]) -> list[Step]:

@@ -1,0 +1,147 @@
+"""Converted layers -> Python source of one ``nn.Module`` class.
+
+Takes the per-layer results that :mod:`convert` collected (declarations, forward statements,
+initialisers) and lays them out as hand-written PyTorch: imports actually used, ``__init__`` with
+commented declarations, an explicit ``forward``, a ``reset_parameters`` grouping identical
+initialisers, then ``ruff format`` for stable formatting.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass, field
+
+from . import naming
+
+
+@dataclass
+class Declaration:
+    attr: str
+    ctor: str
+    comment: str | None
+    init: list[str]  # reset_parameters lines with {m} for the module
+
+
+@dataclass
+class Statement:
+    target: str  # variable(s) assigned
+    expr: str
+    comment: str | None = None
+
+
+@dataclass
+class ClassSource:
+    class_name: str
+    header: list[str]  # comment lines at the top of the file
+    docstring: str
+    forward_args: list[str]
+    declarations: list[Declaration]
+    statements: list[Statement | tuple[int, str]]  # (trace index, var) entries are tap points
+    returns: list[str]
+    helpers: dict[str, str] = field(default_factory=dict)
+
+
+def _comment_lines(text: str, indent: str) -> list[str]:
+    """``text`` as ``#`` lines wrapped to the code's width (names in it are made inert first)."""
+    width = 98 - len(indent)
+    lines = []
+    for paragraph in text.splitlines():
+        if paragraph.strip():
+            safe = naming.comment_text(paragraph, 400)
+            lines += [f"{indent}# {line}" for line in textwrap.wrap(safe, width)]
+    return lines
+
+
+def _init_method(declarations: list[Declaration]) -> list[str]:
+    """``reset_parameters`` with modules sharing identical initialisers grouped in one loop."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for decl in declarations:
+        if decl.init:
+            groups.setdefault(tuple(decl.init), []).append(decl.attr)
+    if not groups:
+        return []
+    lines = [
+        "    def reset_parameters(self):",
+        '        """Re-initialise every weight as Keras would (its initialisers, not torch\'s)."""',
+    ]
+    for init, attrs in groups.items():
+        if len(attrs) == 1:
+            lines += [f"        {line.format(m='self.' + attrs[0])}" for line in init]
+        else:
+            members = ", ".join(f"self.{a}" for a in attrs)
+            lines.append(f"        for layer in ({members}):")
+            lines += [f"            {line.format(m='layer')}" for line in init]
+    return lines
+
+
+def render(source: ClassSource, trace: bool = False) -> str:
+    """Source text of the module; with ``trace``, ``forward`` also calls ``self._tap(i, var)``."""
+    body: list[str] = []
+    for helper in source.helpers.values():
+        body += ["", "", helper.rstrip()]
+    body += ["", "", f"class {source.class_name}(nn.Module):"]
+    body += ['    """' + source.docstring.rstrip() + '\n    """', ""]
+    body += ["    def __init__(self):", "        super().__init__()"]
+    for decl in source.declarations:
+        if decl.comment:
+            body += _comment_lines(decl.comment, "        ")
+        body.append(f"        self.{decl.attr} = {decl.ctor}")
+    init = _init_method(source.declarations)
+    if init:
+        body.append("        self.reset_parameters()")
+    body += ["", f"    def forward(self, {', '.join(source.forward_args)}):"]
+    for statement in source.statements:
+        if isinstance(statement, tuple):
+            if trace:
+                body.append(f"        self._tap({statement[0]}, {statement[1]})")
+            continue
+        if statement.comment:
+            body += _comment_lines(statement.comment, "        ")
+        body.append(f"        {statement.target} = {statement.expr}")
+    ret = source.returns[0] if len(source.returns) == 1 else ", ".join(source.returns)
+    body.append(f"        return {ret}")
+    if init:
+        body += [""] + init
+    code_only = "\n".join(line.split("#", 1)[0] for line in body)
+    imports = []
+    if re.search(r"\bmath\.", code_only):
+        imports.append("import math")
+    imports.append("")
+    if re.search(r"\btorch\.", code_only):
+        imports.append("import torch")
+    if re.search(r"\bF\.", code_only):
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import nn")
+    if imports[0] == "":
+        imports = imports[1:]
+    text = "\n".join([*source.header, *imports, *body]) + "\n"
+    return format_source(text)
+
+
+def format_source(text: str) -> str:
+    """``ruff format`` the text (the reference style of generated code); unchanged without ruff."""
+    ruff = _ruff()
+    if ruff is None:
+        return text
+    result = subprocess.run(
+        [ruff, "format", "--quiet", "--line-length", "100", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"generated code does not parse (ruff format): {result.stderr.strip()}")
+    return result.stdout
+
+
+def _ruff() -> str | None:
+    try:
+        from ruff.__main__ import find_ruff_bin
+
+        return find_ruff_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("ruff")

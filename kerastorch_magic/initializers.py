@@ -1,0 +1,112 @@
+"""Keras initialisers -> ``reset_parameters`` lines, so a generated class trains like Keras.
+
+Keras computes fans from its own kernel layout (receptive field x in/out channels); torch's
+``nn.init`` helpers compute them from torch's layout. They agree for Dense and plain convolutions,
+not for depthwise or transposed kernels, so the lines use explicit bounds whenever fans differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def keras_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) the way keras.initializers computes them."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def torch_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) the way torch.nn.init computes them for a weight of ``shape``."""
+    if len(shape) < 2:
+        return (shape[0], shape[0]) if shape else (1, 1)
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...], param: str) -> list[str]:
+    """Lines re-initialising ``{m}.<param>`` as Keras's ``config`` initialiser would.
+
+    ``config`` is what ``layer.get_config()`` holds for the initialiser (a dict or a name).
+    """
+    if isinstance(config, str):
+        name, options = config, {}
+    elif config is None:
+        return []
+    else:
+        name, options = config.get("class_name", ""), dict(config.get("config") or {})
+    name = name.lower().replace("_", "")
+    target = "{m}." + param
+    fan_in, fan_out = keras_fans(keras_shape)
+    same_fans = keras_fans(keras_shape) == torch_fans(torch_shape)
+    if name == "zeros":
+        return [f"nn.init.zeros_({target})"]
+    if name == "ones":
+        return [f"nn.init.ones_({target})"]
+    if name == "constant":
+        return [f"nn.init.constant_({target}, {_number(options.get('value', 0.0))})"]
+    if name == "glorotuniform":
+        if same_fans:
+            return [f"nn.init.xavier_uniform_({target})"]
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return [f"nn.init.uniform_({target}, -{_number(limit)}, {_number(limit)})  # Keras glorot fans"]
+    if name == "orthogonal":
+        return [f"nn.init.orthogonal_({target}, gain={_number(options.get('gain', 1.0))})"]
+    if name in {"randomnormal", "randomuniform", "truncatednormal"}:
+        mean, std = options.get("mean", 0.0), options.get("stddev", 0.05)
+        if name == "randomuniform":
+            low, high = options.get("minval", -0.05), options.get("maxval", 0.05)
+            return [f"nn.init.uniform_({target}, {_number(low)}, {_number(high)})"]
+        if name == "randomnormal":
+            return [f"nn.init.normal_({target}, mean={_number(mean)}, std={_number(std)})"]
+        low, high = mean - 2 * std, mean + 2 * std
+        return [
+            f"nn.init.trunc_normal_({target}, mean={_number(mean)}, std={_number(std)}, "
+            f"a={_number(low)}, b={_number(high)})"
+        ]
+    scaling = _variance_scaling(name, options)
+    if scaling is None:
+        return [f"# {param}: Keras initialiser {name!r} has no torch twin; torch's default is kept"]
+    scale, mode, distribution = scaling
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    variance = scale / max(1.0, fan)
+    if distribution == "uniform":
+        limit = math.sqrt(3.0 * variance)
+        return [f"nn.init.uniform_({target}, -{_number(limit)}, {_number(limit)})  # Keras {name}"]
+    if distribution == "untruncated_normal":
+        return [f"nn.init.normal_({target}, std={_number(math.sqrt(variance))})  # Keras {name}"]
+    # Keras's truncated normal: cut at two standard deviations, then rescaled to keep the variance.
+    std = math.sqrt(variance) / 0.87962566103423978
+    return [
+        f"nn.init.trunc_normal_({target}, std={_number(std)}, a={_number(-2 * std)}, "
+        f"b={_number(2 * std)})  # Keras {name}: truncated normal"
+    ]
+
+
+def _variance_scaling(name: str, options: dict) -> tuple[float, str, str] | None:
+    presets = {
+        "glorotnormal": (1.0, "fan_avg", "truncated_normal"),
+        "henormal": (2.0, "fan_in", "truncated_normal"),
+        "heuniform": (2.0, "fan_in", "uniform"),
+        "lecunnormal": (1.0, "fan_in", "truncated_normal"),
+        "lecununiform": (1.0, "fan_in", "uniform"),
+    }
+    if name in presets:
+        return presets[name]
+    if name == "variancescaling":
+        return (
+            float(options.get("scale", 1.0)),
+            options.get("mode", "fan_in"),
+            options.get("distribution", "truncated_normal"),
+        )
+    return None
