@@ -27,3 +27,14 @@ __all__ = [
     "supported_layers",
 ]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext kerastorch_magic``: register ``%%keras2torch`` and open the frontend comm."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "kerastorch-magic"}]

@@ -1,3 +1,13 @@
 """Built-in converters, one module per Keras layer family; importing them registers them."""
 
-from . import activations, conv, core, merging, normalization, pooling, reshaping  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    applications,
+    conv,
+    core,
+    merging,
+    normalization,
+    pooling,
+    preprocessing,
+    reshaping,
+)

@@ -1,0 +1,1 @@
+"""Custom layers that keras.applications defines (CustomScaleLayer, LayerScale)."""
