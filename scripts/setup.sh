@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine for kerastorch_magic: system Chromium (UI tests), a .venv with
+# CPU PyTorch + TensorFlow, the package itself (its build compiles the JupyterLab extension with
+# npm) and the test tools. Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip install --upgrade pip
+# Torch first, pinned: this machine serves a CPU build of 2.13.0 from disk, while a bare `torch`
+# requirement would pull a multi-GB CUDA build. TensorFlow likewise as the CPU wheel.
+pip install torch==2.13.0 tensorflow-cpu==2.21.0
+pip install -e ".[test]"
+(cd labextension && npm ci --no-audit --no-fund --loglevel=error)
+.venv/bin/jupyter labextension list 2>&1 | grep -i kerastorch || true
