@@ -1,0 +1,140 @@
+"""Reading models: nesting, sharing, several inputs/outputs, bad input, untrusted names."""
+
+import ast
+
+import keras
+import numpy as np
+import pytest
+from exactness import assert_exact, check_source
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+def nested_model():
+    inner = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.Conv2D(4, 3, padding="same", name="conv2d"),
+            keras.layers.ReLU(),
+        ],
+        name="block",
+    )
+    functional_inner = keras.Model(*_dense_pair(4), name="head")
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 1, name="conv2d")(inputs)
+    x = keras.layers.Add()([x, inner(x)])
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(x))
+    outputs = functional_inner(keras.layers.Dense(4)(x))
+    return keras.Model(inputs, outputs, name="outer")
+
+
+def _dense_pair(width):
+    inputs = keras.Input((width,))
+    return inputs, keras.layers.Dense(3, name="logits")(keras.layers.Dense(width, activation="relu")(inputs))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_nested_models_are_flattened_with_prefixed_names(fmt):
+    conversion, _ = assert_exact(nested_model(), fmt)
+    assert "self.block_conv2d = nn.Conv2d" in conversion.code  # nested layer keeps its model's name
+    assert "self.conv2d = nn.Conv2d" in conversion.code
+    assert "self.head_logits = nn.Linear" in conversion.code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_shared_layer_is_one_submodule_called_twice(fmt):
+    inputs = keras.Input((6,))
+    shared = keras.layers.Dense(6, activation="tanh", name="shared")
+    outputs = shared(shared(inputs))
+    conversion, _ = assert_exact(keras.Model(inputs, outputs), fmt)
+    assert conversion.code.count("self.shared = nn.Linear") == 1
+    assert conversion.code.count("self.shared(") == 2
+    assert len(conversion.state_dict) == 2
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_several_inputs_and_outputs_keep_keras_order(fmt):
+    image = keras.Input((10, 10, 2), name="image")
+    extra = keras.Input((5,), name="extra")
+    features = keras.layers.Flatten()(keras.layers.Conv2D(3, 3, name="conv")(image))
+    merged = keras.layers.Add()([keras.layers.Dense(5)(features), extra])
+    model = keras.Model([image, extra], [merged, keras.layers.Conv2D(2, 1)(image)])
+    conversion, _ = assert_exact(model, fmt)
+    assert [spec.name for spec in conversion.inputs] == ["image", "extra"]
+    assert "def forward(self, image, extra):" in conversion.code
+    expected_perm = (0, 3, 1, 2) if fmt == "channels_first" else (0, 1, 2, 3)
+    assert conversion.inputs[0].perm == expected_perm
+    assert conversion.outputs[1].perm == expected_perm
+
+
+def test_untrusted_layer_names_stay_inert():
+    evil = 'x"); import os; os.system("echo pwned")  #'
+    inputs = keras.Input((4,), name="in\nput")
+    x = keras.layers.Dense(4, name=evil)(inputs)
+    x = keras.layers.Dense(4, name="class")(x)
+    x = keras.layers.Dense(4, name="forward")(x)
+    outputs = keras.layers.Dense(2, name="training\n# injected")(x)
+    model = keras.Model(inputs, outputs, name='m"""\nimport os')
+    conversion, _ = assert_exact(model)
+    check_source(conversion.code)
+    tree = ast.parse(conversion.code)
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert imported <= {"torch", "torch.nn.functional", "nn", "math"}
+    assert "os" not in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert "self.class_ = nn.Linear" in conversion.code
+    assert "self.forward_1 = nn.Linear" in conversion.code  # never shadows nn.Module.forward
+
+
+def test_unsupported_layers_are_all_named_at_once():
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: t * 2, name="double")(inputs)
+    x = keras.layers.Dense(4)(x)
+    x = keras.layers.Lambda(lambda t: t + 1, name="plus_one")(x)
+    with pytest.raises(k2t.ConversionError) as error:
+        k2t.convert(keras.Model(inputs, x))
+    message = str(error.value)
+    assert "'double' (Lambda)" in message and "'plus_one' (Lambda)" in message
+    assert {name for name, _ in error.value.layers} == {"double", "plus_one"}
+
+
+def test_unbuilt_sequential_says_how_to_build_it():
+    model = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(k2t.ConversionError, match=r"keras\.Input\(shape=\.\.\.\)"):
+        k2t.convert(model)
+
+
+def test_subclassed_model_is_refused_clearly():
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Tiny()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(k2t.ConversionError, match="subclassed"):
+        k2t.convert(model)
+
+
+def test_tf_keras_models_convert_too():
+    import tensorflow as tf
+
+    model = tf.keras.Sequential([tf.keras.Input((5,)), tf.keras.layers.Dense(3, activation="relu")])
+    assert_exact(model)
+
+
+def test_bad_arguments_are_rejected():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="input_format"):
+        k2t.convert(model, input_format="nhwc")
+    with pytest.raises(ValueError, match="class name"):
+        k2t.convert(model, class_name="not valid")
