@@ -4,6 +4,7 @@ Public API (DESIGN.md §3): :func:`convert`, :func:`compare`, :class:`Conversion
 :func:`converter` (register a converter for a custom layer), and the IPython extension hooks.
 """
 
+from .compare import Comparison, compare
 from .conversion import Conversion, convert
 from .registry import (
     ConversionError,
@@ -16,12 +17,14 @@ from .registry import (
 )
 
 __all__ = [
+    "Comparison",
     "Conversion",
     "ConversionError",
     "Converted",
     "LayerCall",
     "Step",
     "Submodule",
+    "compare",
     "convert",
     "converter",
     "supported_layers",

@@ -97,6 +97,7 @@ class Converted:
     outputs: list[TensorSpec]
     modules: dict[str, Submodule] = field(default_factory=dict)  # "" is the main submodule
     notes: list[str] = field(default_factory=list)
+    helpers: dict[str, str] = field(default_factory=dict)  # name -> module-level function source
 
 
 @dataclass

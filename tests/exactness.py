@@ -39,6 +39,8 @@ def randomise_weights(model, seed: int = 0) -> None:
         if new:
             for weight, value in zip(layer.weights, new):
                 weight.assign(value)
+            if hasattr(layer, "finalize_state"):  # Normalization caches its statistics at build
+                layer.finalize_state()
 
 
 def _all_layers(model):

@@ -1,20 +1,93 @@
-"""Activation functions (the ``activation=`` argument and the activation layers)."""
+"""Activation functions (the ``activation=`` argument) and the activation layers.
+
+Every name in ``keras.activations`` maps to an idiomatic torch expression, checked numerically
+against Keras (tests/test_activations.py). Where torch has no twin (``squareplus``,
+``sparse_plus``, ``sparsemax``) the generated code spells out Keras's own formula.
+
+Converters with an ``activation=`` option call :func:`activation_steps` (any activation) or the
+older :func:`apply_activation` (one expression; refuses the few activations that need the
+pre-activation value twice or a helper function when that value is not a plain variable).
+"""
 
 from __future__ import annotations
 
-from ..registry import Converted, LayerCall, Step, converter
+import functools
+from dataclasses import dataclass, field
 
-# Keras activation name -> (torch expression with {x} and {dim}, note or None).
-_ACTIVATIONS: dict[str, tuple[str, str | None]] = {
-    "linear": ("{x}", None),
-    "relu": ("F.relu({x})", None),
-    "sigmoid": ("torch.sigmoid({x})", None),
-    "tanh": ("torch.tanh({x})", None),
-    "softmax": (
-        "F.softmax({x}, dim={dim})",
-        "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead.",
+import numpy as np
+
+from ..registry import Converted, LayerCall, Step, Submodule, converter
+
+_SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """A torch expression template: ``{x}`` the input, ``{dim}`` the torch dim of Keras's axis -1."""
+
+    template: str
+    note: str | None = None
+    helper: str | None = None  # name of a module-level function the expression calls
+
+    @property
+    def reads_input_twice(self) -> bool:
+        return self.template.count("{x}") > 1
+
+
+# Keras activation name -> torch expression. Defaults that differ between the libraries are
+# passed explicitly (leaky_relu's slope); the rest share torch's defaults (elu/celu alpha=1,
+# soft/hard shrink threshold 0.5, gelu exact erf form: keras.activations.gelu has
+# approximate=False, like F.gelu).
+_ACTIVATIONS: dict[str, _Activation] = {
+    "linear": _Activation("{x}"),
+    "relu": _Activation("F.relu({x})"),
+    "relu6": _Activation("F.relu6({x})"),
+    "leaky_relu": _Activation(
+        "F.leaky_relu({x}, negative_slope=0.2)",
+        "Keras's leaky_relu activation has slope 0.2 (torch's default is 0.01).",
     ),
+    "elu": _Activation("F.elu({x})"),
+    "selu": _Activation("F.selu({x})"),
+    "celu": _Activation("F.celu({x})"),
+    "gelu": _Activation("F.gelu({x})"),
+    "silu": _Activation("F.silu({x})"),
+    "swish": _Activation("F.silu({x})"),
+    "hard_sigmoid": _Activation(
+        "F.hardsigmoid({x})",
+        "Keras 3's hard_sigmoid is relu6(x + 3) / 6, torch's F.hardsigmoid (Keras 2 used 0.2 * x + 0.5).",
+    ),
+    "hard_silu": _Activation("F.hardswish({x})"),
+    "hard_swish": _Activation("F.hardswish({x})"),
+    "softplus": _Activation("F.softplus({x})"),
+    "softsign": _Activation("F.softsign({x})"),
+    "soft_shrink": _Activation("F.softshrink({x})"),
+    "hard_shrink": _Activation("F.hardshrink({x})"),
+    "tanh_shrink": _Activation("F.tanhshrink({x})"),
+    "hard_tanh": _Activation("F.hardtanh({x})"),
+    "mish": _Activation("F.mish({x})"),
+    "log_sigmoid": _Activation("F.logsigmoid({x})"),
+    "sigmoid": _Activation("torch.sigmoid({x})"),
+    "tanh": _Activation("torch.tanh({x})"),
+    "exponential": _Activation("torch.exp({x})"),
+    "sparse_sigmoid": _Activation(
+        "(F.hardtanh({x}) + 1) / 2", "Keras sparse_sigmoid: (x + 1) / 2 clipped to [0, 1]."
+    ),
+    "sparse_plus": _Activation(
+        "torch.where({x} <= -1, 0.0, torch.where({x} < 1, 0.25 * ({x} + 1) ** 2, {x}))",
+        "Keras sparse_plus (no torch twin): 0 below -1, (x + 1)^2 / 4 up to 1, x above.",
+    ),
+    "squareplus": _Activation(
+        "({x} + torch.sqrt({x} * {x} + 4)) / 2", "Keras squareplus (no torch twin), b=4."
+    ),
+    "glu": _Activation("F.glu({x}, dim={dim})"),
+    "softmax": _Activation("F.softmax({x}, dim={dim})", _SOFTMAX_NOTE),
+    "log_softmax": _Activation("F.log_softmax({x}, dim={dim})"),
+    "sparsemax": _Activation("sparsemax({x}, dim={dim})", helper="sparsemax"),
 }
+
+# keras.activations names that cannot be used by name: Keras itself fails to call them without
+# arguments (``threshold(x, threshold, default_value)`` has no defaults).
+KERAS_UNUSABLE_BY_NAME = frozenset({"threshold"})
 
 
 def activation_name(value) -> str:
@@ -28,18 +101,242 @@ def activation_name(value) -> str:
     return str(value)
 
 
-def apply_activation(call: LayerCall, expr: str, name, dim: int) -> tuple[str, list[str]]:
-    """``expr`` wrapped in the activation ``name``; returns the expression and notes."""
+def supported_activations() -> list[str]:
+    """Every ``keras.activations`` name with a torch translation, sorted."""
+    return sorted(_ACTIVATIONS)
+
+
+def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
     key = activation_name(name)
-    if key not in _ACTIVATIONS:
+    entry = _ACTIVATIONS.get(key)
+    if entry is None:
         raise call.unsupported(f"activation {key!r} has no converter")
-    template, note = _ACTIVATIONS[key]
-    return template.format(x=expr, dim=dim), [note] if note else []
+    # A custom function that happens to share a built-in's name must not pass for it.
+    function = getattr(call.layer, "activation", None)
+    if callable(function) and not _is_builtin(function, key):
+        raise call.unsupported(f"activation {key!r} is a custom function, not keras.activations.{key}")
+    return key, entry
+
+
+def _is_builtin(function, key: str) -> bool:
+    import keras
+
+    try:
+        return keras.activations.get(key) is function
+    except ValueError:
+        return False
+
+
+@dataclass
+class ActivationCode:
+    """What an ``activation=`` adds to a converter: steps, notes and helper functions."""
+
+    steps: list[Step]
+    notes: list[str] = field(default_factory=list)
+    helpers: dict[str, str] = field(default_factory=dict)
+
+
+def activation_steps(
+    call: LayerCall, expr: str, name, dim: int, comment: str | None = None
+) -> ActivationCode:
+    """The steps computing ``expr`` (a step expression, e.g. ``{m}({x})``) under activation ``name``.
+
+    ``dim`` is the torch dim holding Keras's axis -1 (softmax, glu...). One step in general; two
+    when the activation reads its input twice and ``expr`` is not the bare input (``{x}``).
+    """
+    key, entry = _lookup(call, name)
+    notes = [entry.note] if entry.note else []
+    helpers = {entry.helper: _helper_source(call, entry.helper)} if entry.helper else {}
+    if entry.template == "{x}":
+        return ActivationCode([] if expr == "{x}" else [Step(expr, comment)], notes, helpers)
+    if entry.reads_input_twice and expr != "{x}":
+        second = Step(entry.template.format(x="{x}", dim=dim))
+        return ActivationCode([Step(expr, comment), second], notes, helpers)
+    return ActivationCode([Step(entry.template.format(x=expr, dim=dim), comment)], notes, helpers)
+
+
+def apply_activation(call: LayerCall, expr: str, name, dim: int) -> tuple[str, list[str]]:
+    """``expr`` wrapped in the activation ``name`` as one expression; returns it and the notes.
+
+    Prefer :func:`activation_steps`: this form cannot express the activations that read their
+    input twice (``squareplus``, ``sparse_plus``) unless ``expr`` is ``{x}``, nor those needing a
+    helper function (``sparsemax``), and refuses them.
+    """
+    key, entry = _lookup(call, name)
+    if entry.helper or (entry.reads_input_twice and expr != "{x}"):
+        raise call.unsupported(
+            f"activation {key!r} needs activation_steps() in this layer's converter (converter bug)"
+        )
+    return entry.template.format(x=expr, dim=dim), [entry.note] if entry.note else []
+
+
+# -- sparsemax ------------------------------------------------------------------------------------
+_SPARSEMAX = '''
+def sparsemax(x, dim):
+    """Keras's sparsemax along ``dim``: max(x - tau, 0), with tau computed as Keras does."""
+    z = torch.sort(x, dim=dim, descending=True).values
+    cumsum = z.cumsum(dim)
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    r = torch.arange(1, x.shape[dim] + 1, dtype=x.dtype, device=x.device).view(shape)
+    support = z - (cumsum - 1) / r > 0
+    k = support.sum(dim=dim, keepdim=True)
+{tau}
+    return torch.clamp(x - tau, min=0.0)
+'''
+_TAU_KERAS_3_15 = """\
+    # As keras.activations.sparsemax computes it up to Keras 3.15 (keras-team/keras#23425): the
+    # sum of the cumulative sums over the support. The paper's tau is (cumsum[k] - 1) / k, and the
+    # output of this form does not sum to 1.
+    tau = (torch.where(support, cumsum, 0.0).sum(dim=dim, keepdim=True) - 1) / k"""
+_TAU_PAPER = """\
+    # tau = (sum of the k largest values - 1) / k (Martins & Astudillo, 2016).
+    tau = (torch.where(support, z, 0.0).sum(dim=dim, keepdim=True) - 1) / k"""
+
+
+@functools.cache
+def _keras_sparsemax_form() -> str:
+    """Which threshold the installed Keras uses: probed once on a three-element input."""
+    import keras
+
+    out = np.asarray(keras.ops.convert_to_numpy(keras.activations.sparsemax(np.array([[0.0, 0.5, 1.0]]))))
+    if np.allclose(out, [[0.0, 0.0, 0.25]]):
+        return "keras_3_15"
+    if np.allclose(out, [[0.0, 0.25, 0.75]]):
+        return "paper"
+    return "unknown"
+
+
+def _helper_source(call: LayerCall, name: str) -> str:
+    if name == "sparsemax":
+        form = _keras_sparsemax_form()
+        if form == "unknown":
+            raise call.unsupported("this Keras version's sparsemax matches no known formula")
+        return _SPARSEMAX.replace("{tau}", _TAU_KERAS_3_15 if form == "keras_3_15" else _TAU_PAPER)
+    raise KeyError(name)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+def _number(value) -> str:
+    """A float literal for generated code (``0.3``, ``6.0``, ``1e-07``)."""
+    return repr(float(value))
+
+
+def has_keras_mask(call: LayerCall, index: int = 0) -> bool:
+    """Whether input ``index`` carries a Keras mask (Embedding(mask_zero=True), Masking)."""
+    tensors = getattr(call.node.keras_node, "input_tensors", None) or []
+    return index < len(tensors) and getattr(tensors[index], "_keras_mask", None) is not None
 
 
 @converter("Activation", passthrough=True)
 def convert_activation(call: LayerCall) -> Converted:
     spec = call.inputs[0]
-    expr, notes = apply_activation(call, "{x}", call.config["activation"], spec.torch_dim(-1))
-    steps = [] if expr == "{x}" else [Step(expr)]
-    return Converted(steps, [call.output_spec(spec.perm)], notes=notes)
+    code = activation_steps(call, "{x}", call.config["activation"], spec.torch_dim(-1))
+    return Converted(code.steps, [call.output_spec(spec.perm)], notes=code.notes, helpers=code.helpers)
+
+
+def relu_expression(negative_slope: float, max_value, threshold: float) -> str:
+    """Keras's ``relu(x, negative_slope, max_value, threshold)`` as a torch expression of ``{x}``.
+
+    Follows ``keras.activations.relu`` term by term: ``x`` where ``x > threshold`` (else 0),
+    clipped to ``max_value``, minus ``negative_slope * relu(threshold - x)``.
+    """
+    slope, threshold = float(negative_slope), float(threshold)
+    if slope and max_value is None and not threshold:
+        return f"F.leaky_relu({{x}}, negative_slope={_number(slope)})"
+    if threshold:
+        positive = f"F.threshold({{x}}, {_number(threshold)}, 0.0)"  # x if x > threshold else 0
+    elif max_value is not None and float(max_value) == 6.0:
+        positive, max_value = "F.relu6({x})", None
+    elif max_value is not None:
+        positive, max_value = f"torch.clamp({{x}}, 0.0, {_number(max_value)})", None
+    else:
+        positive = "F.relu({x})"
+    if max_value is not None:
+        positive = f"torch.clamp({positive}, 0.0, {_number(max_value)})"
+    if not slope:
+        return positive
+    negative = f"F.relu({_number(threshold)} - {{x}})" if threshold else "F.relu(-{x})"
+    return f"{positive} - {_number(slope)} * {negative}"
+
+
+@converter("ReLU", passthrough=True)
+def convert_relu(call: LayerCall) -> Converted:
+    layer = call.layer
+    expr = relu_expression(layer.negative_slope, layer.max_value, layer.threshold)
+    notes = []
+    if "threshold" in expr and float(layer.threshold):
+        notes.append(f"Keras ReLU(threshold={float(layer.threshold):g}): x only where x > threshold.")
+    return Converted([Step(expr)], [call.output_spec(call.inputs[0].perm)], notes=notes)
+
+
+@converter("LeakyReLU", passthrough=True)
+def convert_leaky_relu(call: LayerCall) -> Converted:
+    slope = float(call.layer.negative_slope)
+    comment = (
+        "Keras's LeakyReLU slope (layer default 0.3; torch's default is 0.01)" if slope != 0.01 else None
+    )
+    step = Step(f"F.leaky_relu({{x}}, negative_slope={_number(slope)})", comment)
+    return Converted([step], [call.output_spec(call.inputs[0].perm)])
+
+
+@converter("ELU", passthrough=True)
+def convert_elu(call: LayerCall) -> Converted:
+    alpha = float(call.layer.alpha)
+    expr = "F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={_number(alpha)})"
+    return Converted([Step(expr)], [call.output_spec(call.inputs[0].perm)])
+
+
+@converter("Softmax", passthrough=True)
+def convert_softmax(call: LayerCall) -> Converted:
+    spec = call.inputs[0]
+    if has_keras_mask(call):
+        raise call.unsupported("its input carries a Keras mask (masked softmax is not converted)")
+    axis = call.layer.axis
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    dims = sorted(spec.torch_dim(int(a)) for a in axes)
+    if len(dims) == 1:
+        step = Step(f"F.softmax({{x}}, dim={dims[0]})")
+    else:
+        # Keras normalises over several axes at once: exp(x - logsumexp(x, axes)).
+        dim_tuple = "(" + ", ".join(str(d) for d in dims) + ")"
+        step = Step(
+            f"torch.exp({{x}} - torch.logsumexp({{x}}, dim={dim_tuple}, keepdim=True))",
+            "softmax over several axes at once, as Keras computes it",
+        )
+    return Converted([step], [call.output_spec(spec.perm)], notes=[_SOFTMAX_NOTE])
+
+
+@converter("PReLU", passthrough=True)
+def convert_prelu(call: LayerCall) -> Converted:
+    from .. import initializers
+
+    spec = call.inputs[0]
+    alpha = np.asarray(call.weights["alpha"])  # Keras shape: input shape without batch, 1 on shared axes
+    # Lay alpha out like the torch tensor (the batch axis excluded).
+    alpha_t = np.ascontiguousarray(np.transpose(alpha, [p - 1 for p in spec.perm[1:]]))
+    init_config = call.config.get("alpha_initializer")
+    if alpha_t.size == 1 or (alpha_t.ndim >= 1 and all(d == 1 for d in alpha_t.shape[1:])):
+        # Shared over every axis but the one at torch dim 1: exactly nn.PReLU (one slope per channel).
+        count = alpha_t.size
+        weight = alpha_t.reshape(count)
+        init = initializers.init_lines(init_config, alpha.shape, weight.shape, "weight")
+        ctor = "nn.PReLU()" if count == 1 else f"nn.PReLU({count})"
+        what = "one slope for the whole tensor" if count == 1 else "one slope per channel"
+        module = Submodule(
+            ctor, {"weight": weight}, init, f"Keras PReLU, {what} (alpha shared over the other axes)."
+        )
+        return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module})
+    # One slope per element of alpha (not per channel): nn.PReLU cannot hold it.
+    shape = ", ".join(str(d) for d in alpha_t.shape)
+    ctor = f'nn.ParameterDict({{"alpha": nn.Parameter(torch.zeros({shape}))}})'
+    init = initializers.init_lines(init_config, alpha.shape, alpha_t.shape, "alpha")
+    module = Submodule(
+        ctor,
+        {"alpha": alpha_t},
+        init,
+        "Keras PReLU with a slope per element of a (" + shape + ") tensor, not per channel: "
+        "no nn.PReLU twin, so the parameter and formula are explicit.",
+    )
+    step = Step("F.relu({x}) - {m}.alpha * F.relu(-{x})")
+    return Converted([step], [call.output_spec(spec.perm)], {"": module})

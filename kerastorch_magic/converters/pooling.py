@@ -1,4 +1,13 @@
-"""Pooling: MaxPooling and AveragePooling 1D/2D/3D."""
+"""Pooling: MaxPooling and AveragePooling 1D/2D/3D, global pooling 1D/2D/3D.
+
+TF's ``padding="same"`` pools ``ceil(size / stride)`` windows with the odd padding cell after
+(bottom/right), and padded cells never count: max pooling never picks them, average pooling leaves
+them out of the mean. torch does the same with its own padding: ``padding=`` pads max pooling with
+-inf and ``count_include_pad=False`` leaves padded cells out of the divisor. The odd cell after:
+at stride > 1, ``ceil_mode=True`` adds exactly the window over it (clipped to the input, like TF);
+at stride 1 it does not, so the larger pad goes on both sides and the extra first window is
+dropped (max pooling pads explicitly with -inf instead, which reads plainer).
+"""
 
 from __future__ import annotations
 
@@ -16,28 +25,80 @@ def convert_pooling(call: LayerCall) -> Converted:
     rank = call.inputs[0].rank - 2
     size = tuple_of(config["pool_size"], rank)
     strides = tuple_of(config.get("strides") or config["pool_size"], rank)
+    if min(strides) < 1:
+        raise call.unsupported(f"strides={strides}")
     is_max = call.class_name.startswith("Max")
     cf = call.channels_first_perm()
     steps = call.relayout(cf)
     pads = spatial_padding(call, size, strides, (1,) * rank)
-    args = [f"kernel_size={compact(size)}"]
+    args = [compact(size)]
     if strides != size:
         args.append(f"stride={compact(strides)}")
-    notes = []
+    notes: list[str] = []
+    crop = [False] * rank  # dims whose first output window is dropped (see below)
     if any(before or after for before, after in pads):
-        if is_max:
-            steps.append(
-                Step(
-                    f"F.pad({{x}}, {torch_pad_tuple(pads)}, value=float('-inf'))",
-                    "TF 'same' max pooling never picks padding: pad with -inf, odd pixel after.",
-                )
-            )
-        elif all(b == a for b, a in pads):
-            args += [f"padding={compact(tuple(b for b, _ in pads))}", "count_include_pad=False"]
-            notes.append("TF 'same' average pooling leaves padded cells out of the mean.")
+        pad_text = ", ".join(f"({b}, {a})" for b, a in pads)
+        # An odd cell after needs torch's help: at stride > 1, ceil_mode=True adds the window over
+        # it; at stride 1 it does not, so pad the larger amount on both sides and drop the extra
+        # first window (max pooling: an explicit -inf F.pad is as exact and plainer).
+        unit_odd = [after > before and s == 1 for (before, after), s in zip(pads, strides)]
+        if is_max and any(unit_odd):
+            pad = f'F.pad({{x}}, {torch_pad_tuple(pads)}, value=float("-inf"))'
+            steps.append(Step(pad, "TF 'same' padding, odd cell after; -inf never wins the max"))
+            notes.append(f"TF 'same' pads (before, after) = {pad_text}; forward pads with -inf.")
         else:
-            raise call.unsupported("asymmetric 'same' average pooling")
+            what = "max pooling never picks them" if is_max else "they do not count in the mean"
+            note = f"TF 'same' pads (before, after) = {pad_text}; {what}"
+            leading = tuple(a if odd else b for (b, a), odd in zip(pads, unit_odd))
+            if any(leading):
+                args.append(f"padding={compact(leading)}")
+            if any(a > b and s > 1 for (b, a), s in zip(pads, strides)):
+                args.append("ceil_mode=True")
+                note += "; ceil_mode=True adds the window over the extra cell after"
+            if any(unit_odd):
+                crop = unit_odd
+                note += "; at stride 1 torch pads the larger amount on both sides, forward drops the extra first window"
+            if not is_max:
+                args.append("count_include_pad=False")
+            notes.append(note + ".")
     kind = "Max" if is_max else "Avg"
     ctor = f"nn.{kind}Pool{rank}d({', '.join(args)})"
-    steps.append(Step("{m}({x})"))
+    expr = "{m}({x})"
+    if any(crop):
+        index = [":", ":", *("1:" if c else ":" for c in crop)]
+        while index[-1] == ":":
+            index.pop()
+        expr += "[" + ", ".join(index) + "]"
+    steps.append(Step(expr))
     return Converted(steps, [call.output_spec(cf)], {"": Submodule(ctor)}, notes)
+
+
+@converter(
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    channels_first=True,
+)  # fmt: skip
+def convert_global_pooling(call: LayerCall) -> Converted:
+    arguments = getattr(call.node.keras_node, "arguments", None)
+    mask = getattr(arguments, "kwargs", {}).get("mask") if arguments is not None else None
+    if mask is not None or len(call.inputs) != 1:
+        raise call.unsupported(
+            "its input carries a Keras mask (from Embedding(mask_zero=True) or Masking), which makes "
+            "the average skip masked steps; masked averages are not supported"
+        )
+    spec = call.inputs[0]
+    if spec.flat_order is not None:
+        raise call.unsupported("its input is a flatten whose order was folded; cannot re-lay it")
+    rank = spec.rank
+    if call.config.get("data_format", "channels_last") == "channels_first":
+        spatial = range(2, rank)
+    else:
+        spatial = range(1, rank - 1)
+    # Reduce over wherever the spatial axes sit in torch: no permute needed in any layout.
+    dims = sorted(spec.torch_dim(axis) for axis in spatial)
+    keepdims = bool(call.config.get("keepdims", False))
+    method = "mean" if "Average" in call.class_name else "amax"
+    dim = str(dims[0]) if len(dims) == 1 else "(" + ", ".join(str(d) for d in dims) + ")"
+    expr = f"{{x}}.{method}(dim={dim}{', keepdim=True' if keepdims else ''})"
+    out_perm = spec.perm if keepdims else (0, 1)
+    return Converted([Step(expr)], [call.output_spec(out_perm)])

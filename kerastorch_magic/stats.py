@@ -1,0 +1,272 @@
+"""Statistics and previews of one layer's two activations, computed on the torch device.
+
+Everything here takes two torch tensors of the same shape in Keras's layout (the Keras activation
+and the PyTorch one re-laid to match) and returns small results: a handful of floats (one device
+synchronisation per layer), a histogram and downsampled previews. Only those small results move to
+the CPU; the activations themselves are never copied there.
+
+Status bands (the widget re-computes them client-side from ``rel_diff`` when its tolerance
+control moves, with the same rule):
+
+* ``ok``: ``rel_diff <= tolerance / 10`` (float round-off),
+* ``warn``: ``tolerance / 10 < rel_diff <= tolerance`` (within tolerance, but close to it),
+* ``fail``: ``rel_diff > tolerance``, or NaN/inf on either side, or shapes that do not match.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WARN_FRACTION = 0.1  # rel_diff above tolerance * WARN_FRACTION (and within tolerance) warns
+HIST_BINS = 40
+PREVIEW_SIDE = 64  # image previews are downsampled so that neither side exceeds this
+PREVIEW_CHANNELS = 4  # channels shown per image preview: the first ones, plus the worst
+PREVIEW_LENGTH = 512  # values shown per vector/sequence preview
+THUMB_SIDE = 16  # static-HTML thumbnails
+
+
+def status(rel_diff: float | None, tolerance: float, compared: bool = True) -> str:
+    """``ok``/``warn``/``fail`` for a compared layer, ``skip`` for one that was not compared."""
+    if not compared:
+        return "skip"
+    if rel_diff is None or not math.isfinite(rel_diff) or rel_diff > tolerance:
+        return "fail"
+    if rel_diff > tolerance * WARN_FRACTION:
+        return "warn"
+    return "ok"
+
+
+@dataclass
+class Numbers:
+    """Scalar statistics of one layer (all Python floats)."""
+
+    max_abs_diff: float
+    rel_diff: float
+    cosine: float
+    keras_absmax: float
+    torch_absmax: float
+    keras_mean: float
+    keras_std: float
+    torch_mean: float
+    torch_std: float
+    finite: bool
+
+
+@dataclass
+class Histogram:
+    low: float
+    high: float
+    keras: list[int]
+    torch: list[int]
+
+
+@dataclass
+class Preview:
+    """Downsampled activations of the first sample.
+
+    ``kind == "image"``: ``keras``/``torch`` are uint8 maps (K, h, w) quantised per channel with a
+    shared ``[low[k], high[k]]`` range; ``diff`` is |Δ| quantised to ``[0, diff_high[k]]``.
+    ``kind == "lines"``: ``keras``/``torch`` are float32 (K, L) series; ``diff`` is None.
+    """
+
+    kind: str
+    keras: np.ndarray
+    torch: np.ndarray
+    diff: np.ndarray | None = None
+    channels: list[int] = field(default_factory=list)
+    low: list[float] = field(default_factory=list)
+    high: list[float] = field(default_factory=list)
+    diff_high: list[float] = field(default_factory=list)
+    source_shape: tuple = ()  # the shape the preview was taken from (Keras layout, one sample)
+    label: str = ""  # what the preview shows, e.g. "channels 0, 1, 2 and 17 (largest |Δ|)"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.keras, self.torch, self.diff) if a is not None)
+
+
+def numbers(keras, torch_t) -> Numbers:
+    """Max |Δ|, relative error (max|Δ| / max|keras|), cosine similarity, means and stds."""
+    import torch
+
+    k = keras.detach().to(torch.float32).reshape(-1)
+    t = torch_t.detach().to(torch.float32).reshape(-1)
+    if k.numel() == 0:
+        return Numbers(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True)
+    diff = (t - k).abs_()
+    values = torch.stack(
+        [
+            diff.max(),
+            k.abs().max(),
+            t.abs().max(),
+            torch.dot(k, t),
+            torch.dot(k, k),
+            torch.dot(t, t),
+            k.mean(),
+            k.std(correction=0),
+            t.mean(),
+            t.std(correction=0),
+            (torch.isfinite(k).all() & torch.isfinite(t).all()).to(torch.float32),
+        ]
+    )
+    (max_abs, kmax, tmax, dot, kk, tt, kmean, kstd, tmean, tstd, finite) = values.cpu().tolist()
+    finite = bool(finite) and math.isfinite(max_abs)
+    if not finite:
+        max_abs = float("nan")
+        rel = float("nan")
+    else:
+        scale = kmax if kmax > 0 else tmax
+        rel = max_abs / scale if scale > 0 else 0.0
+    if kk > 0 and tt > 0 and math.isfinite(dot):
+        cosine = max(-1.0, min(1.0, dot / math.sqrt(kk * tt)))
+    elif kk == 0 and tt == 0:
+        cosine = 1.0
+    else:
+        cosine = 0.0 if finite else float("nan")
+    return Numbers(max_abs, rel, cosine, kmax, tmax, kmean, kstd, tmean, tstd, finite)
+
+
+def histogram(keras, torch_t, bins: int = HIST_BINS) -> Histogram:
+    """Counts of both activations over common bins (computed on the device)."""
+    import torch
+
+    k = keras.detach().to(torch.float32).reshape(-1)
+    t = torch_t.detach().to(torch.float32).reshape(-1)
+    k, t = k[torch.isfinite(k)], t[torch.isfinite(t)]
+    if k.numel() == 0 and t.numel() == 0:
+        return Histogram(0.0, 1.0, [0] * bins, [0] * bins)
+    ends = [torch.stack([x.min(), x.max()]) for x in (k, t) if x.numel()]
+    bounds = torch.cat(ends).cpu().tolist()
+    low, high = min(bounds), max(bounds)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    counts = [
+        _histc(x, bins, low, high).to(torch.int64).cpu().tolist() if x.numel() else [0] * bins for x in (k, t)
+    ]
+    return Histogram(low, high, counts[0], counts[1])
+
+
+def _histc(x, bins: int, low: float, high: float):
+    try:
+        return x.histc(bins=bins, min=low, max=high)
+    except (RuntimeError, NotImplementedError):  # a backend without histc (some MPS builds)
+        return x.cpu().histc(bins=bins, min=low, max=high)
+
+
+def preview(
+    keras,
+    torch_t,
+    side: int = PREVIEW_SIDE,
+    channels: int = PREVIEW_CHANNELS,
+    length: int = PREVIEW_LENGTH,
+) -> Preview:
+    """Small previews of the first sample (Keras layout: channels last).
+
+    Rank ≥ 4 (N, [D,] H, W, C): the first ``channels - 1`` channels plus the one with the largest
+    |Δ| as (h, w) maps (middle slice of extra spatial axes), area-downsampled (|Δ| max-pooled so
+    that a single wrong pixel stays visible). Rank 3 (N, T, C): up to 4 channels as lines over T
+    when C is small, else a (T, C) map. Rank ≤ 2: the first ``length`` values as lines.
+    """
+    import torch
+
+    k = keras.detach().to(torch.float32)
+    t = torch_t.detach().to(torch.float32)
+    if k.dim() >= 2:  # the first sample
+        k, t = k[0], t[0]
+    source = tuple(k.shape)
+    if k.dim() >= 3:
+        while k.dim() > 3:  # (D, H, W, C): the middle slice of the leading spatial axes
+            k, t = k[k.shape[0] // 2], t[t.shape[0] // 2]
+        k, t = k.permute(2, 0, 1), t.permute(2, 0, 1)  # (C, H, W)
+        return _image_preview(k, t, side, channels, source, "channel")
+    if k.dim() == 2:
+        steps, width = k.shape
+        if width <= 8:
+            series_k, series_t = k.T[:channels, :length], t.T[:channels, :length]
+            label = f"{min(width, channels)} channel(s) over {steps} steps"
+            if steps > length:
+                label += f" (first {length})"
+            return _lines(series_k, series_t, source, label)
+        return _image_preview(k[None], t[None], side, 1, source, "map")
+    flat_k, flat_t = k.reshape(1, -1), t.reshape(1, -1)
+    count = flat_k.shape[1]
+    label = f"{count} values" if count <= length else f"first {length} of {count} values"
+    return _lines(flat_k[:, :length], flat_t[:, :length], source, label)
+
+
+def _lines(k, t, source, label) -> Preview:
+    return Preview(
+        "lines",
+        np.ascontiguousarray(k.cpu().numpy(), dtype=np.float32),
+        np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32),
+        source_shape=source,
+        label=label,
+    )
+
+
+def _image_preview(k, t, side, channels, source, what) -> Preview:
+    """``k``, ``t``: (C, H, W) on the device."""
+    import torch
+    import torch.nn.functional as F
+
+    count = k.shape[0]
+    chosen = list(range(min(count, channels)))
+    diff = (t - k).abs()
+    diff = torch.nan_to_num(diff, nan=float("inf"))
+    label = ""
+    if count > channels and channels > 1:
+        worst = int(diff.reshape(count, -1).amax(dim=1).argmax().item())
+        if worst not in chosen and float(diff[worst].max().item()) > 0:
+            chosen[-1] = worst
+            label = f" (channel {worst}: largest |Δ|)"
+    index = torch.tensor(chosen, device=k.device)
+    k, t, diff = k.index_select(0, index), t.index_select(0, index), diff.index_select(0, index)
+    height, width = k.shape[1:]
+    if max(height, width) > side:
+        scale = side / max(height, width)
+        size = (max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale)))
+        k = F.adaptive_avg_pool2d(k[None], size)[0]
+        t = F.adaptive_avg_pool2d(t[None], size)[0]
+        diff = F.adaptive_max_pool2d(diff[None], size)[0]
+    k, t = torch.nan_to_num(k), torch.nan_to_num(t)
+    low = torch.minimum(k.amin(dim=(1, 2)), t.amin(dim=(1, 2)))
+    high = torch.maximum(k.amax(dim=(1, 2)), t.amax(dim=(1, 2)))
+    finite_diff = torch.nan_to_num(diff, posinf=0.0)
+    diff_high = finite_diff.amax(dim=(1, 2))
+    span = (high - low).clamp_min(1e-30)[:, None, None]
+    qk = ((k - low[:, None, None]) / span * 255).round().clamp(0, 255).to(torch.uint8)
+    qt = ((t - low[:, None, None]) / span * 255).round().clamp(0, 255).to(torch.uint8)
+    qd = (finite_diff / diff_high.clamp_min(1e-30)[:, None, None] * 255).round().clamp(0, 255)
+    qd = torch.where(torch.isinf(diff), torch.full_like(qd, 255), qd).to(torch.uint8)
+    if what == "map":
+        label = f"(steps × features) map of {source[0]} × {source[1]}"
+    else:
+        names = ", ".join(str(c) for c in chosen)
+        label = f"channel{'s' if len(chosen) > 1 else ''} {names} of {count}{label}"
+    return Preview(
+        "image",
+        qk.cpu().numpy(),
+        qt.cpu().numpy(),
+        qd.cpu().numpy(),
+        channels=chosen,
+        low=low.cpu().tolist(),
+        high=high.cpu().tolist(),
+        diff_high=diff_high.cpu().tolist(),
+        source_shape=source,
+        label=label,
+    )
+
+
+def thumbnail(array: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """A (≤ side, ≤ side) float map in [0, 1] from a uint8 (h, w) preview map (block means)."""
+    array = array.astype(np.float32) / 255.0
+    height, width = array.shape
+    step = max(1, math.ceil(max(height, width) / side))
+    if step == 1:
+        return array
+    pad_h, pad_w = (-height) % step, (-width) % step
+    padded = np.pad(array, ((0, pad_h), (0, pad_w)), mode="edge")
+    return padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).mean(axis=(1, 3))

@@ -1,0 +1,181 @@
+"""The comparison widget: an anywidget whose ESM and CSS ship inside this package (no build step).
+
+State (all synced traits):
+
+* ``header``: verdict inputs (model names, devices, input description, timings, error).
+* ``rows``: one small dict per Keras layer output (names, shapes, parameters, statistics).
+* ``tolerance``: the tolerance control's value; the front end re-colours statuses from
+  ``rows[i]["rel"]`` with the same rule as :func:`kerastorch_magic.stats.status`.
+* ``selected``: the row whose activations the detail panel shows.
+* ``detail`` (bytes) + ``detail_meta``: binary previews (uint8 maps, float32 series) and, per row,
+  their offsets, shapes, scales and histogram. Small comparisons ship every row's previews at once
+  (the view then works without a kernel, e.g. from saved widget state); large ones ship the
+  selected row only, and the kernel answers each new selection.
+* ``code``: the generated PyTorch code (the copy button), empty for a user's own module.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anywidget
+import traitlets
+
+_STATIC = Path(__file__).parent / "static"
+PRELOAD_BYTES = 3 * 1024 * 1024  # ship every row's previews when they fit in this
+
+
+def _finite(value):
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _shape(shape) -> list | None:
+    return None if shape is None else [None if d is None else int(d) for d in shape]
+
+
+def row_state(layer) -> dict:
+    """The JSON-able summary of one :class:`~kerastorch_magic.compare.LayerResult`."""
+    numbers = layer.numbers
+    return {
+        "i": layer.index,
+        "layer": layer.keras_layer,
+        "cls": layer.keras_class,
+        "kshape": _shape(layer.keras_shape),
+        "tmod": layer.torch_module,
+        "tshape": _shape(layer.torch_shape),
+        "kp": layer.keras_params,
+        "tp": layer.torch_params,
+        "cmp": layer.compared,
+        # rel is null for a compared layer whose statistics are NaN/inf or whose shapes mismatch:
+        # the front end shows those as failing at any tolerance.
+        "rel": _finite(layer.rel_diff) if layer.compared else None,
+        "mad": _finite(layer.max_abs_diff) if numbers else None,
+        "cos": _finite(layer.cosine) if numbers else None,
+        "kmax": _finite(numbers.keras_absmax) if numbers else None,
+        "note": layer.note,
+        "out": layer.is_output,
+        "kind": layer.preview.kind if layer.preview is not None else None,
+    }
+
+
+def detail_payload(layers, indices) -> tuple[bytes, dict]:
+    """Binary previews of the given rows and the JSON describing where each array lies."""
+    chunks: list[bytes] = []
+    offset = 0
+    rows: dict[str, dict] = {}
+
+    def put(array) -> int:
+        nonlocal offset
+        data = array.tobytes()
+        start = offset
+        padding = (-len(data)) % 4  # keep every array 4-byte aligned (Float32Array views)
+        chunks.append(data + b"\0" * padding)
+        offset += len(data) + padding
+        return start
+
+    for index in indices:
+        layer = layers[index]
+        preview, numbers, histogram = layer.preview, layer.numbers, layer.histogram
+        if preview is None:
+            continue
+        entry = {
+            "kind": preview.kind,
+            "label": preview.label,
+            "shape": list(preview.keras.shape),
+            "dtype": "uint8" if preview.kind == "image" else "float32",
+            "keras": put(preview.keras),
+            "torch": put(preview.torch),
+            "channels": preview.channels,
+            "low": preview.low,
+            "high": preview.high,
+            "diff_high": preview.diff_high,
+            "source": list(preview.source_shape),
+        }
+        if preview.diff is not None:
+            entry["diff"] = put(preview.diff)
+        if histogram is not None:
+            entry["hist"] = {
+                "low": histogram.low,
+                "high": histogram.high,
+                "keras": histogram.keras,
+                "torch": histogram.torch,
+            }
+        if numbers is not None:
+            entry["stats"] = {
+                key: _finite(getattr(numbers, key))
+                for key in ("keras_mean", "keras_std", "torch_mean", "torch_std", "keras_absmax", "torch_absmax")
+            }
+        rows[str(index)] = entry
+    return b"".join(chunks), {"rows": rows}
+
+
+class ComparisonWidget(anywidget.AnyWidget):
+    """Interactive per-layer view of a :class:`~kerastorch_magic.compare.Comparison`."""
+
+    _esm = _STATIC / "widget.js"
+    _css = _STATIC / "widget.css"
+
+    header = traitlets.Dict().tag(sync=True)
+    rows = traitlets.List().tag(sync=True)
+    tolerance = traitlets.Float(1e-4).tag(sync=True)
+    warn_fraction = traitlets.Float(0.1).tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+    detail = traitlets.Bytes(b"").tag(sync=True)
+    detail_meta = traitlets.Dict().tag(sync=True)
+    code = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, comparison, **kwargs):
+        from ..stats import WARN_FRACTION
+
+        self._comparison = comparison
+        layers = comparison.layers
+        info = comparison.info
+        statuses = [layer.status(comparison.tolerance) for layer in layers]
+        first = comparison.first_failure
+        if first is not None:
+            selected = first.index
+        else:
+            with_preview = [layer.index for layer in layers if layer.preview is not None]
+            selected = with_preview[-1] if with_preview else -1
+        total = sum(layer.preview.nbytes for layer in layers if layer.preview is not None)
+        self._complete = total <= PRELOAD_BYTES
+        indices = range(len(layers)) if self._complete else ([selected] if selected >= 0 else [])
+        detail, meta = detail_payload(layers, indices)
+        meta["complete"] = self._complete
+        header = {
+            "model": info.get("model_name"),
+            "torch": info.get("torch_name"),
+            "kind": info.get("kind"),
+            "torch_device": info.get("torch_device"),
+            "keras_device": info.get("keras_device"),
+            "input": info.get("input"),
+            "input_format": info.get("input_format"),
+            "seconds": info.get("seconds", {}),
+            "error": info.get("error"),
+            "counts": {status: statuses.count(status) for status in ("ok", "warn", "fail", "skip")},
+        }
+        super().__init__(
+            header=header,
+            rows=[row_state(layer) for layer in layers],
+            tolerance=comparison.tolerance,
+            warn_fraction=WARN_FRACTION,
+            selected=selected,
+            detail=detail,
+            detail_meta=meta,
+            code=info.get("code") or "",
+            **kwargs,
+        )
+
+    @traitlets.observe("selected")
+    def _load_selected(self, change) -> None:
+        index = change["new"]
+        if self._complete or index < 0 or index >= len(self._comparison.layers):
+            return
+        if str(index) in self.detail_meta.get("rows", {}):
+            return
+        detail, meta = detail_payload(self._comparison.layers, [index])
+        meta["complete"] = False
+        with self.hold_sync():
+            self.detail = detail
+            self.detail_meta = meta

@@ -1,0 +1,245 @@
+"""The static ``text/html`` form of a comparison: for HTML exports, nbclient runs, GitHub previews.
+
+A verdict line, the devices/input/timing line and the per-layer table with small thumbnails
+(Keras activation and |Δ| of the first channel as inline PNGs; vector outputs as inline SVG lines).
+Everything is escaped: layer names are untrusted text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import struct
+import zlib
+
+import numpy as np
+
+from .. import stats
+
+THUMB_ROWS_ALL = 300  # up to this many rows, every row gets thumbnails
+THUMB_ROWS_LIMIT = 60  # beyond, only the rows with issues (this many) and the outputs do
+
+# Polynomial fits of matplotlib's viridis and magma (Matt Zucker's, public domain), t in [0, 1].
+_VIRIDIS = np.array(
+    [
+        [0.2777273272234177, 0.005407344544966578, 0.3340998053353061],
+        [0.1050930431085774, 1.404613529898575, 1.384590162594685],
+        [-0.3308618287255563, 0.214847559468213, 0.09509516302823659],
+        [-4.634230498983486, -5.799100973351585, -19.33244095627987],
+        [6.228269936347081, 14.17993336680509, 56.69055260068105],
+        [4.776384997670288, -13.74514537774601, -65.35303263337234],
+        [-5.435455855934631, 4.645852612178535, 26.3124352495832],
+    ]
+)
+_MAGMA = np.array(
+    [
+        [-0.002136485053939582, -0.000749655052795221, -0.005386127855323933],
+        [0.2516605407371642, 0.6775232436837668, 2.494026599312351],
+        [8.353717279216625, -3.577719514958484, 0.3144679030132573],
+        [-27.66873308576866, 14.26473078096533, -13.64921318813922],
+        [52.17613981234068, -27.94360607168351, 12.94416944238394],
+        [-50.76852536473588, 29.04658282127291, 4.23415299384598],
+        [18.65570506591883, -11.48977351997711, -5.601961508734096],
+    ]
+)
+
+
+def colormap(values: np.ndarray, coefficients: np.ndarray = _VIRIDIS) -> np.ndarray:
+    """(h, w) floats in [0, 1] -> (h, w, 3) uint8 colours."""
+    t = np.clip(np.nan_to_num(values.astype(np.float64)), 0.0, 1.0)[..., None]
+    colour = np.zeros((*values.shape, 3))
+    for row in coefficients[::-1]:
+        colour = colour * t + row
+    return (np.clip(colour, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def png(rgb: np.ndarray) -> bytes:
+    """A minimal PNG encoder (8-bit RGB, no filter) for (h, w, 3) uint8 arrays."""
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def _img(rgb: np.ndarray, title: str) -> str:
+    data = base64.b64encode(png(rgb)).decode("ascii")
+    height, width, _ = rgb.shape
+    scale = 24 / max(height, width)
+    return (
+        f'<img class="k2t-thumb" alt="{html.escape(title)}" title="{html.escape(title)}" '
+        f'width="{max(1, round(width * scale))}" height="{max(1, round(height * scale))}" '
+        f'src="data:image/png;base64,{data}">'
+    )
+
+
+def _sparkline(series: list[np.ndarray], colours: list[str], title: str) -> str:
+    width, height = 48, 18
+    finite = [s[np.isfinite(s)] for s in series]
+    values = np.concatenate([s for s in finite if s.size]) if any(s.size for s in finite) else np.zeros(1)
+    low, high = float(values.min()), float(values.max())
+    span = high - low or 1.0
+    lines = []
+    for values_, colour, dash in zip(series, colours, ("", ' stroke-dasharray="2 1"')):
+        count = len(values_)
+        if count == 0:
+            continue
+        step = width / max(1, count - 1)
+        points = " ".join(
+            f"{i * step:.1f},{height - 1 - (float(v) - low) / span * (height - 2):.1f}"
+            for i, v in enumerate(np.nan_to_num(values_))
+        )
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1"{dash} points="{points}"/>')
+    return (
+        f'<svg class="k2t-thumb" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f"<title>{html.escape(title)}</title>{''.join(lines)}</svg>"
+    )
+
+
+def thumbnails(layer, tolerance: float) -> tuple[str, str]:
+    """HTML of the (Keras, |Δ|) thumbnails of one layer ("" when it has no preview)."""
+    preview = layer.preview
+    if preview is None:
+        return "", ""
+    if preview.kind == "image":
+        keras = colormap(stats.thumbnail(preview.keras[0]))
+        diff = stats.thumbnail(preview.diff[0]) * (preview.diff_high[0] if preview.diff_high else 0.0)
+        scale = max(layer.max_abs_diff if math.isfinite(layer.max_abs_diff) else 0.0, 0.0)
+        scale = max(scale, tolerance * (layer.numbers.keras_absmax if layer.numbers else 0.0)) or 1.0
+        channel = preview.channels[0] if preview.channels else 0
+        return (
+            _img(keras, f"Keras, channel {channel}"),
+            _img(colormap(diff / scale, _MAGMA), f"|Δ|, channel {channel} (bright: the largest error or beyond)"),
+        )
+    keras, torch = preview.keras[0][:64], preview.torch[0][:64]
+    diff = np.abs(torch - keras)
+    return (
+        _sparkline([keras, torch], ["#1f6feb", "#e8590c"], "Keras (blue) and PyTorch (orange)"),
+        _sparkline([diff], ["#cf222e"], "|Δ|"),
+    )
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}e}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits + 2}g}"
+
+
+def _shape(shape) -> str:
+    if shape is None:
+        return "—"
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+_CSS = """
+<style>
+.k2t-static{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:12.5px;
+  color:var(--jp-ui-font-color0,#1f2328);max-width:100%}
+.k2t-static .k2t-s-verdict{font-size:15px;font-weight:600;padding:6px 10px;border-radius:6px;margin:2px 0 6px}
+.k2t-static .k2t-s-ok{background:#dafbe1;color:#116329}
+.k2t-static .k2t-s-fail{background:#ffebe9;color:#a40e26}
+.k2t-static .k2t-s-meta{color:var(--jp-ui-font-color2,#59636e);margin:0 0 6px}
+.k2t-static .k2t-s-wrap{max-height:460px;overflow:auto;border:1px solid var(--jp-border-color2,#d1d9e0);
+  border-radius:6px}
+.k2t-static table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+.k2t-static th{position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);text-align:left;
+  font-weight:600;padding:4px 6px;border-bottom:1px solid var(--jp-border-color2,#d1d9e0);z-index:1}
+.k2t-static td{padding:2px 6px;border-bottom:1px solid var(--jp-border-color3,#eef1f4);white-space:nowrap;
+  vertical-align:middle}
+.k2t-static td.k2t-s-num{text-align:right}
+.k2t-static .k2t-thumb{image-rendering:pixelated;vertical-align:middle;border-radius:2px}
+.k2t-static .k2t-badge{display:inline-block;padding:0 7px;border-radius:9px;font-weight:600;font-size:11px}
+.k2t-static .k2t-b-ok{background:#dafbe1;color:#116329}
+.k2t-static .k2t-b-warn{background:#fff8c5;color:#7d4e00}
+.k2t-static .k2t-b-fail{background:#ffebe9;color:#a40e26}
+.k2t-static .k2t-b-skip{background:#eef1f4;color:#59636e}
+.k2t-static tr.k2t-s-row-fail td{background:rgba(255,129,130,.08)}
+.k2t-static .k2t-s-dim{color:var(--jp-ui-font-color2,#59636e)}
+</style>
+"""
+
+
+def header_lines(comparison) -> tuple[str, str]:
+    """(verdict, details) as plain text: shared by the static table and the widget's fallback."""
+    info = comparison.info
+    seconds = info.get("seconds", {})
+    verdict = ("✔ " if comparison.ok else "✖ ") + comparison.summary()
+    parts = [
+        f"Keras {info.get('model_name')!r} vs PyTorch {info.get('torch_name')}",
+        f"PyTorch on {info.get('torch_device')}",
+        f"Keras on {info.get('keras_device')}",
+        f"input: {info.get('input')}",
+    ]
+    if seconds:
+        parts.append(
+            f"{seconds.get('total', 0):.2f} s (Keras {seconds.get('keras', 0):.2f}, PyTorch "
+            f"{seconds.get('torch', 0):.2f}, statistics {seconds.get('statistics', 0):.2f})"
+        )
+    return verdict, " · ".join(parts)
+
+
+def comparison_html(comparison) -> str:
+    tolerance = comparison.tolerance
+    layers = comparison.layers
+    verdict, details = header_lines(comparison)
+    thumbs_for = set(range(len(layers)))
+    if len(layers) > THUMB_ROWS_ALL:
+        issues = [layer.index for layer in layers if layer.status(tolerance) in ("fail", "warn")]
+        thumbs_for = set(issues[:THUMB_ROWS_LIMIT]) | {layer.index for layer in layers if layer.is_output}
+    rows = []
+    for layer in layers:
+        status = layer.status(tolerance)
+        keras_thumb, diff_thumb = thumbnails(layer, tolerance) if layer.index in thumbs_for else ("", "")
+        params = f"{layer.keras_params:,}"
+        if layer.torch_params is not None:
+            params += f" / {layer.torch_params:,}"
+        note = f' title="{html.escape(layer.note)}"' if layer.note else ""
+        rows.append(
+            f'<tr class="k2t-s-row-{status}"{note}>'
+            f'<td class="k2t-s-num k2t-s-dim">{layer.index}</td>'
+            f"<td>{html.escape(layer.keras_layer)}</td>"
+            f'<td class="k2t-s-dim">{html.escape(layer.keras_class)}</td>'
+            f"<td>{_shape(layer.keras_shape)}</td>"
+            f"<td>{html.escape(layer.torch_module) or '<span class=k2t-s-dim>·</span>'}</td>"
+            f"<td>{_shape(layer.torch_shape)}</td>"
+            f'<td class="k2t-s-num">{params}</td>'
+            f'<td class="k2t-s-num">{_fmt(layer.max_abs_diff)}</td>'
+            f'<td class="k2t-s-num">{_fmt(layer.rel_diff)}</td>'
+            f'<td class="k2t-s-num">{_fmt(layer.cosine, 5) if layer.numbers else "—"}</td>'
+            f"<td>{keras_thumb}</td><td>{diff_thumb}</td>"
+            f'<td><span class="k2t-badge k2t-b-{status}">{status}</span></td></tr>'
+        )
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in (
+            "#",
+            "Keras layer",
+            "class",
+            "Keras shape",
+            "PyTorch module",
+            "PyTorch shape",
+            "params K / T",
+            "max |Δ|",
+            "rel. error",
+            "cosine",
+            "Keras",
+            "|Δ|",
+            "status",
+        )
+    )
+    kind = "ok" if comparison.ok else "fail"
+    return (
+        f'{_CSS}<div class="k2t-static">'
+        f'<div class="k2t-s-verdict k2t-s-{kind}">{html.escape(verdict)}</div>'
+        f'<div class="k2t-s-meta">{html.escape(details)} · tolerance {tolerance:g}</div>'
+        f'<div class="k2t-s-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div></div>"
+    )

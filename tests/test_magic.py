@@ -1,0 +1,353 @@
+"""``%%keras2torch`` in a real ipykernel, driven over jupyter_client like a frontend.
+
+One kernel for the module (TensorFlow imports once). Client ``a`` is a frontend without the
+extension (it ignores the ``hello`` comm): generated cells come back as ``set_next_input``
+payloads. Client ``b`` plays the JupyterLab extension: it answers the ``hello`` with
+``hello_ack``, so its runs send ``upsert`` comm messages instead. Clients have distinct session
+ids, as browser tabs do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+
+import pytest
+from kernel_helpers import KernelSession, Run
+
+from kerastorch_magic.frontend import body_hash, marker_cell_id, with_marker
+from kerastorch_magic.magic import add_import, assignment_order, instance_name
+
+MARKER_RE = re.compile(
+    r"^# keras2torch: generated from cell ([A-Za-z0-9_.:-]+), body sha256 ([0-9a-f]{16})\. "
+    r"Re-run that cell to regenerate; edits here are kept\.$"
+)
+
+SETUP = """
+import numpy as np
+import keras
+import torch
+
+def tiny(name="tiny", units=5):
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(units, activation="softmax", name="dense"),
+        ],
+        name=name,
+    )
+
+def max_diff(keras_model, torch_model):
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype("float32")
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    return float(np.abs(got - np.asarray(keras_model(x))).max())
+
+existing = tiny("existing")
+"""
+
+MODEL_CELL = """%%keras2torch
+model = keras.Sequential(
+    [
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(2, name="pool"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(3, activation="softmax", name="dense"),
+    ],
+    name="seq",
+)
+extra = 41 + 1
+print("cell ran")
+extra
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    session = KernelSession()
+    a, b = session.client(), session.client()
+    setup = a.execute(SETUP)
+    assert setup.status == "ok", setup.text
+    b.flush_iopub()
+    load = a.execute("%load_ext kerastorch_magic")
+    assert load.status == "ok", load.text
+    # b, the extension, sees the hello on IOPub (it is broadcast) and acknowledges from its session.
+    hello = [m for m in load.of_type("comm_open") if m["content"]["target_name"] == "keras2torch"]
+    assert len(hello) == 1
+    session.hello = hello[0]["content"]
+    b.send_comm(session.hello["comm_id"], {"type": "hello_ack", "version": 1})
+    session.a, session.b = a, b
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _seed():  # the conftest's Keras/torch seeding is for in-process tests; nothing to do here
+    yield
+
+
+def _code(run: Run) -> str:
+    (payload,) = run.next_inputs
+    assert payload["replace"] is False
+    return payload["text"]
+
+
+def _no_cell_written(run: Run) -> None:
+    assert run.next_inputs == []
+    assert run.upserts == []
+    assert "generated cell" not in run.stdout
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "class_name, expected",
+    [("Net", "net"), ("MyNet", "my_net"), ("CNN", "cnn"), ("HTTPServerNet", "http_server_net"), ("net", "net_model")],
+)
+def test_instance_name(class_name, expected):
+    assert instance_name(class_name) == expected
+
+
+def test_add_import_sorts_like_ruff():
+    code = "# header\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass Net: ...\n"
+    added = add_import(code, "from safetensors.torch import load_file")
+    assert added.split("\n")[1:5] == [
+        "import torch",
+        "import torch.nn.functional as F",
+        "from safetensors.torch import load_file",
+        "from torch import nn",
+    ]
+    assert add_import(added, "import torch") == added
+
+
+def test_assignment_order_is_cell_order():
+    order = assignment_order("a = 1\nb = make()\nfor c in x: pass\na = b\n")
+    assert sorted(order, key=order.get) == ["b", "c", "a"]
+
+
+def test_marker_and_hash():
+    code = with_marker("import torch\n", "cell-1")
+    first, body = code.split("\n", 1)
+    assert MARKER_RE.match(first).groups() == ("cell-1", hashlib.sha256(body.encode()).hexdigest()[:16])
+    assert body_hash(code) == hashlib.sha256(body.encode()).hexdigest()
+    assert marker_cell_id(None) == "unknown"
+    assert marker_cell_id("x\ny#z") == "x_y_z"  # newlines never reach the comment
+
+
+# -- the fallback path: set_next_input --------------------------------------------------------------
+def test_load_ext_says_hello(kernel):
+    assert kernel.hello["data"] == {"type": "hello", "version": 1}
+
+
+def test_magic_inserts_a_class_matching_keras(kernel):
+    run = kernel.a.execute(MODEL_CELL, cell_id="cell-seq")
+    assert run.status == "ok", run.text
+    code = _code(run)
+    first, body = code.split("\n", 1)
+    assert MARKER_RE.match(first).groups() == ("cell-seq", hashlib.sha256(body.encode()).hexdigest()[:16])
+    assert "class Net(nn.Module)" in code
+    assert "import kerastorch_magic" not in code and "from kerastorch_magic" not in code
+    assert 'net.load_state_dict(globals()["_keras2torch_weights"]["Net"])' in code
+    # The cell ran as without the magic: its print and its last expression show.
+    assert "cell ran" in run.stdout
+    assert any(d.get("text/plain") == "42" for d in run.displays)
+    # The code in the output: collapsed HTML (escaped) + text/plain.
+    (shown,) = [d for d in run.displays if "<details" in d.get("text/html", "")]
+    assert shown["text/plain"] == code
+    assert "&quot;" in shown["text/html"] and 'Model "' not in shown["text/html"]
+    assert "keras2torch: converted model (Keras model 'seq') to class Net" in run.stdout
+    assert any("Comparison" in d.get("text/plain", "") for d in run.displays)  # the comparison
+    assert run.upserts == []  # client a never acknowledged: no comm traffic
+
+    check = kernel.a.execute(code + "\nprint('DIFF', max_diff(model, net), net.training, extra)")
+    assert check.status == "ok", check.text
+    diff, training, extra = check.stdout.split("DIFF ")[1].split()
+    assert float(diff) < 1e-5 and training == "False" and extra == "42"
+
+
+def test_generated_cell_is_ruff_clean(kernel, tmp_path):
+    run = kernel.a.execute(
+        "%%keras2torch --name Small --no-compare --insert payload --weights " + str(tmp_path / "s.safetensors")
+        + "\nsmall = tiny()", cell_id="cell-ruff",
+    )
+    code = _code(run)
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "E,F,W,I,B,UP", "--ignore", "E501",
+         "--stdin-filename", "cell.py", "-"],
+        input=code, capture_output=True, text=True,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + code
+
+
+def test_rerun_with_same_code_is_not_inserted_twice(kernel):
+    cell = "%%keras2torch --no-compare --name Twice\ntwice = tiny('twice')"
+    first = kernel.a.execute(cell, cell_id="cell-twice")
+    second = kernel.a.execute(cell, cell_id="cell-twice")
+    assert len(first.next_inputs) == 1 and second.next_inputs == []
+    assert "not inserted again" in second.stdout
+    forced = kernel.a.execute(cell.replace("--name", "--insert payload --name"), cell_id="cell-twice")
+    assert _code(forced) == _code(first)  # same code, hash and marker on every run
+
+
+def test_line_form_and_name(kernel):
+    run = kernel.a.execute("%keras2torch existing --name MyNet --no-compare", cell_id="cell-line")
+    assert run.status == "ok", run.text
+    code = _code(run)
+    assert "class MyNet(nn.Module)" in code and "my_net = MyNet()" in code
+    check = kernel.a.execute(code + "\nprint('DIFF', max_diff(existing, my_net))")
+    assert float(check.stdout.split("DIFF ")[1]) < 1e-5
+
+
+def test_several_models_picks_the_last_assigned(kernel):
+    cell = "%%keras2torch --no-compare --name Pick\nsecond = tiny('second', 7)\nfirst = tiny('first', 6)\n"
+    run = kernel.a.execute(cell, cell_id="cell-pick")
+    assert run.status == "ok", run.text
+    assert "converting first, the last one assigned" in run.stdout and "--model" in run.stdout
+    assert "nn.Linear(64, 6)" in _code(run)
+    chosen = kernel.a.execute(cell.replace("--name", "--model second --name"), cell_id="cell-pick2")
+    assert "nn.Linear(64, 7)" in _code(chosen)
+
+
+def test_builder_function_result_and_rebinding(kernel):
+    kernel.a.execute("rebound = tiny('old')")
+    run = kernel.a.execute("%%keras2torch --no-compare --name Rebound\nrebound = tiny('new')", cell_id="c-rb")
+    assert 'Keras model "new"' in _code(run)
+
+
+def test_help_documents_every_option(kernel):
+    run = kernel.a.execute("%keras2torch?")
+    text = "".join(p["data"]["text/plain"] for p in run.payloads if p.get("source") == "page")
+    for option in ("--name", "--model", "--input-format", "--input ", "--device", "--no-compare", "--weights",
+                   "--insert"):  # fmt: skip
+        assert option in text, option
+
+
+# -- bad input: one clear message, nothing written --------------------------------------------------
+BAD = {
+    "syntax": ("%%keras2torch\nok_before = 1\nmodel = keras.Sequential(\n", "SyntaxError"),
+    "runtime": ("%%keras2torch\nran_before_error = 1\n1 / 0\n", "ZeroDivisionError: division by zero"),
+    "no-model": ("%%keras2torch\nnot_a_model = 3\n", "did not create or rebind a Keras model"),
+    "model-var-not-keras": ("%%keras2torch --model not_keras\nnot_keras = 3\n", "not_keras is a int, not a Keras"),
+    "model-var-missing": ("%keras2torch nowhere", "no variable named 'nowhere'"),
+    "line-without-var": ("%keras2torch --name X", "needs the variable holding the Keras model"),
+    "unsupported-layer": (
+        "%%keras2torch\nlam = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2, name='dbl')])",
+        "'dbl' (Lambda)",
+    ),
+    "device-unknown": ("%%keras2torch --device tpu\nskipped_cell = tiny()", "--device 'tpu': unknown device"),
+    "device-unavailable": ("%%keras2torch --device cuda\nskipped_cell = tiny()", "no CUDA device"),
+    "weights-dir-missing": (
+        "%%keras2torch --weights /nonexistent-dir/w.safetensors\nskipped_cell = tiny()",
+        "does not exist",
+    ),
+    "weights-suffix": ("%%keras2torch --weights w.txt\nskipped_cell = tiny()", ".safetensors file"),
+    "insert-comm-without-extension": ("%%keras2torch --insert comm\nskipped_cell = tiny()", "--insert comm"),
+    "bad-name": ("%%keras2torch --name 1Net\nskipped_cell = tiny()", "not a valid Python identifier"),
+    "bad-input-shape": ("%%keras2torch --input sample\nsample = np.zeros((2, 5, 5, 3))\nm5 = tiny()", "--input sample"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gives_one_message_and_writes_nothing(kernel, case):
+    cell, message = BAD[case]
+    before = kernel.a.execute("print(id(existing), sorted(globals().get('_keras2torch_weights', {})))")
+    run = kernel.a.execute(cell, cell_id=f"bad-{case}")
+    assert run.status == "error"
+    assert message in run.text, run.text
+    _no_cell_written(run)
+    if case in ("syntax", "runtime"):
+        assert len(run.errors) == 1 and "kerastorch_magic" not in "".join(run.errors[0]["traceback"])
+        assert "UsageError" not in run.text
+    if case == "runtime":  # line numbers are the notebook cell's
+        assert "line 3" in "".join(run.errors[0]["traceback"])
+        assert kernel.a.execute("print(ran_before_error)").stdout.strip() == "1"
+    if "skipped_cell" in cell:  # options are checked before the cell runs
+        assert "NameError" in kernel.a.execute("skipped_cell").text
+    after = kernel.a.execute("print(id(existing), sorted(globals().get('_keras2torch_weights', {})))")
+    assert after.stdout == before.stdout  # nothing the user had changed
+
+
+# -- --weights: a file the generated cell loads ------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_weights_file(kernel, tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    run = kernel.a.execute(
+        f"%%keras2torch --no-compare --name FileNet --weights {path}\nfile_model = tiny('file')", cell_id="c-w"
+    )
+    assert run.status == "ok", run.text
+    assert path.is_file()
+    code = _code(run)
+    assert str(path) in code and "_keras2torch_weights" not in code.split("class FileNet")[1]
+    kernel.a.execute("_saved_store = _keras2torch_weights; del _keras2torch_weights")
+    check = kernel.a.execute(code + "\nprint('DIFF', max_diff(file_model, file_net))")
+    kernel.a.execute("_keras2torch_weights = _saved_store")
+    assert check.status == "ok", check.text
+    assert float(check.stdout.split("DIFF ")[1]) < 1e-5
+
+
+# -- the extension path: comm ----------------------------------------------------------------------
+def test_comm_upsert_instead_of_payload(kernel):
+    b = kernel.b
+    cell = "%%keras2torch --no-compare --name CommNet\ncomm_model = tiny('comm')"
+    first = b.execute(cell, cell_id="cell-comm")
+    assert first.status == "ok", first.text
+    assert first.next_inputs == []
+    (upsert,) = first.upserts
+    assert upsert["_comm_id"] == kernel.hello["comm_id"]
+    assert upsert["_msg"]["parent_header"]["msg_id"] == first.msg_id  # sent during the execution
+    assert upsert["source_cell_id"] == "cell-comm" and upsert["class_name"] == "CommNet"
+    code = upsert["code"]
+    assert upsert["hash"] == hashlib.sha256(code.split("\n", 1)[1].encode()).hexdigest()
+    assert MARKER_RE.match(code.split("\n", 1)[0]).groups() == ("cell-comm", upsert["hash"][:16])
+    assert re.fullmatch(r"[0-9a-f]{32}", upsert["request_id"])
+    assert any("written below by the JupyterLab extension" in d.get("text/html", "") for d in first.displays)
+    b.send_comm(kernel.hello["comm_id"], {"type": "upsert_result", "request_id": upsert["request_id"],
+                                          "status": "inserted", "cell_id": "gen-1"})  # fmt: skip
+
+    second = b.execute(cell, cell_id="cell-comm")
+    (again,) = second.upserts
+    assert again["hash"] == upsert["hash"] and again["code"] == code
+    assert again["request_id"] != upsert["request_id"] and second.next_inputs == []
+    b.send_comm(kernel.hello["comm_id"], {"type": "upsert_result", "request_id": again["request_id"],
+                                          "status": "error", "message": "boom"})  # fmt: skip
+
+    third = b.execute(cell, cell_id="cell-comm")
+    assert "could not write the previous generated cell: boom" in third.stdout
+    recorded = b.execute(
+        "from kerastorch_magic.frontend import get_link\n"
+        f"print(get_link().results[{upsert['request_id']!r}]['status'])"
+    )
+    assert recorded.stdout.strip() == "inserted"
+
+    # Meanwhile client a (no extension) still gets payloads.
+    other = kernel.a.execute(cell.replace("--name", "--insert payload --name"), cell_id="cell-comm-a")
+    assert len(other.next_inputs) == 1 and other.upserts == []
+
+
+def test_late_client_is_greeted_then_uses_the_comm(kernel):
+    c = kernel.client()
+    cell = "%%keras2torch --no-compare --name LateNet\nlate = tiny('late')"
+    first = c.execute(cell, cell_id="cell-late")
+    assert len(first.next_inputs) == 1  # unknown client: fallback, and a fresh hello
+    (hello,) = first.comm_data("hello")
+    c.send_comm(hello["_comm_id"], {"type": "hello_ack", "version": 1})
+    second = c.execute(cell, cell_id="cell-late")
+    assert second.next_inputs == [] and len(second.upserts) == 1
+    # The extension closing the comm (kernel restart on its side, page closed): back to payloads.
+    c.kc.shell_channel.send(c.kc.session.msg("comm_close", {"comm_id": hello["_comm_id"], "data": {}}))
+    third = c.execute(cell.replace("--name", "--insert payload --name"), cell_id="cell-late")
+    assert len(third.next_inputs) == 1 and third.upserts == []
+
+
+def test_frontend_initiated_handshake(kernel):
+    d = kernel.client()
+    d.open_comm("keras2torch", {"type": "hello_ack", "version": 1})
+    run = d.execute("%%keras2torch --no-compare --insert comm --name OpenNet\nopened = tiny('opened')", cell_id="c-o")
+    assert run.status == "ok", run.text
+    assert len(run.upserts) == 1 and run.next_inputs == []

@@ -1,0 +1,166 @@
+"""Pooling converters against Keras: local pooling 1D/2D/3D ('valid'/'same', strides, data formats)
+and global pooling (keepdims), in both input formats."""
+
+import keras
+import pytest
+from exactness import assert_exact
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+L = keras.layers
+
+
+def tiny(shape, *layers):
+    return keras.Sequential([keras.Input(shape), *layers])
+
+
+# (input spatial size, pool_size, strides, padding): odd/even sizes, strides smaller/larger than the
+# window, 'same' with symmetric, asymmetric and size-dependent padding.
+CASES_2D = [
+    ((8, 8), 2, None, "valid"),
+    ((9, 7), 3, 2, "valid"),
+    ((7, 9), (2, 3), (1, 2), "valid"),
+    ((8, 8), 2, None, "same"),
+    ((7, 7), 2, None, "same"),  # odd size: one trailing window
+    ((7, 8), 3, 1, "same"),  # symmetric pad 1
+    ((8, 7), 3, 2, "same"),  # even -> pad (0, 1), odd -> pad (1, 1)
+    ((6, 6), 4, 1, "same"),  # even window, stride 1: pad (1, 2)
+    ((10, 5), (3, 2), (2, 3), "same"),
+    ((5, 5), 5, 2, "same"),
+    ((6, 9), 1, 3, "same"),  # window smaller than stride: no padding at all
+    ((3, 3), 4, 1, "same"),  # window larger than the input
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["Max", "Average"])
+@pytest.mark.parametrize("spatial, pool, strides, padding", CASES_2D)
+def test_pooling2d(kind, spatial, pool, strides, padding, fmt):
+    layer = getattr(L, f"{kind}Pooling2D")(pool, strides=strides, padding=padding)
+    assert_exact(tiny((*spatial, 3), layer), fmt)
+
+
+CASES_1D = [
+    (8, 2, None, "valid"),
+    (9, 3, 2, "valid"),
+    (7, 2, None, "same"),
+    (8, 4, 1, "same"),
+    (9, 3, 2, "same"),
+    (10, 3, 3, "same"),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["Max", "Average"])
+@pytest.mark.parametrize("steps, pool, strides, padding", CASES_1D)
+def test_pooling1d(kind, steps, pool, strides, padding, fmt):
+    layer = getattr(L, f"{kind}Pooling1D")(pool, strides=strides, padding=padding)
+    assert_exact(tiny((steps, 4), layer), fmt)
+
+
+CASES_3D = [
+    ((4, 6, 5), 2, None, "valid"),
+    ((5, 4, 6), (2, 3, 2), (1, 2, 2), "valid"),
+    ((5, 4, 7), 2, None, "same"),
+    ((5, 6, 4), 3, (2, 1, 2), "same"),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["Max", "Average"])
+@pytest.mark.parametrize("spatial, pool, strides, padding", CASES_3D)
+def test_pooling3d(kind, spatial, pool, strides, padding, fmt):
+    layer = getattr(L, f"{kind}Pooling3D")(pool, strides=strides, padding=padding)
+    assert_exact(tiny((*spatial, 2), layer), fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["Max", "Average"])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_pooling2d_data_format_channels_first(kind, padding, fmt):
+    layer = getattr(L, f"{kind}Pooling2D")(3, strides=2, padding=padding, data_format="channels_first")
+    assert_exact(tiny((3, 8, 7), layer), fmt)
+
+
+def test_pooling_after_conv_needs_no_permute():
+    model = tiny((9, 9, 3), L.Conv2D(4, 3), L.MaxPooling2D(2, padding="same"), L.Conv2D(2, 1))
+    code = assert_exact(model)[0].code
+    assert "self.max_pooling2d = nn.MaxPool2d(2, ceil_mode=True)" in code
+    assert "permute" not in code
+
+
+def test_same_pooling_reads_like_torch():
+    model = tiny(
+        (8, 8, 3),
+        L.MaxPooling2D(3, strides=1, padding="same"),
+        L.AveragePooling2D(3, strides=2, padding="same"),
+        L.AveragePooling2D(2, strides=1, padding="same"),
+        L.MaxPooling2D((2, 3), strides=1, padding="same"),
+    )
+    code = assert_exact(model)[0].code
+    assert "nn.MaxPool2d(3, stride=1, padding=1)" in code
+    # pads (0, 1) at stride 2: ceil_mode adds the last window; padded cells stay out of the mean
+    assert "nn.AvgPool2d(3, stride=2, ceil_mode=True, count_include_pad=False)" in code
+    assert "they do not count in the mean" in code
+    # pads (0, 1) at stride 1: pad 1 both sides, drop the first window
+    assert "nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False)" in code
+    assert "x = self.average_pooling2d_1(x)[:, :, 1:, 1:]" in code
+    # max pooling with an odd cell at stride 1: explicit -inf padding, last dim first
+    assert 'x = F.pad(x, (1, 1, 0, 1), value=float("-inf"))' in code
+    assert "nn.MaxPool2d((2, 3), stride=1)" in code
+
+
+def test_same_pooling_with_unknown_size_and_stride_is_refused():
+    model = tiny((None, None, 3), L.MaxPooling2D(2, padding="same"))
+    with pytest.raises(k2t.ConversionError, match="max_pooling2d.*fixed spatial shape"):
+        k2t.convert(model)
+
+
+# -- global pooling ---------------------------------------------------------------------------------
+GLOBAL = [
+    ("1D", (7, 4)),
+    ("2D", (5, 6, 3)),
+    ("3D", (3, 4, 5, 2)),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("kind", ["Average", "Max"])
+@pytest.mark.parametrize("dim, shape", GLOBAL)
+def test_global_pooling(kind, dim, shape, keepdims, fmt):
+    layer = getattr(L, f"Global{kind}Pooling{dim}")(keepdims=keepdims)
+    conversion, _ = assert_exact(tiny(shape, layer), fmt)
+    rank = len(shape) + 1
+    assert conversion.outputs[0].rank == (rank if keepdims else 2)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("kind", ["Average", "Max"])
+def test_global_pooling_data_format_channels_first(kind, keepdims, fmt):
+    layer = getattr(L, f"Global{kind}Pooling2D")(keepdims=keepdims, data_format="channels_first")
+    assert_exact(tiny((3, 5, 4), layer), fmt)
+
+
+def test_global_pooling_code():
+    model = tiny(
+        (6, 6, 3),
+        L.Conv2D(4, 3),
+        L.GlobalAveragePooling2D(keepdims=True),
+        L.Conv2D(5, 1),
+        L.GlobalMaxPooling2D(),
+        L.Dense(2),
+    )
+    conversion, _ = assert_exact(model)
+    assert "x = x.mean(dim=(2, 3), keepdim=True)" in conversion.code
+    assert "x = x.amax(dim=(2, 3))" in conversion.code
+    assert "permute" not in conversion.code
+
+
+def test_global_pooling_keepdims_output_stays_channels_first():
+    model = tiny((5, 6, 3), L.Conv2D(4, 3), L.GlobalAveragePooling2D(keepdims=True))
+    conversion, _ = assert_exact(model, "channels_first")
+    assert conversion.outputs[0].perm == (0, 3, 1, 2)
+    assert conversion.outputs[0].torch_shape[1:] == (4, 1, 1)
