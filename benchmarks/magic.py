@@ -70,13 +70,18 @@ def main() -> None:
     reference = timed(shell, CELL)  # the cell alone, as without the magic
     first = timed(shell, "%%keras2torch --insert payload" + CELL)
     again = [timed(shell, "%%keras2torch --insert payload" + CELL) for _ in range(args.runs)]
-    no_compare = [timed(shell, "%%keras2torch --insert payload --no-compare" + CELL) for _ in range(args.runs)]
+    no_compare = [
+        timed(shell, "%%keras2torch --insert payload --no-compare" + CELL) for _ in range(args.runs)
+    ]
     warm = statistics.median(again)
     convert_only = statistics.median(no_compare)
 
     print(f"imports (not counted)                      {imports:6.2f} s")
     print(f"cell without the magic (reference)         {reference:6.3f} s")
-    print(f"%%keras2torch, first run after imports     {first:6.3f} s   ({first / reference:.1f}x the cell alone)")
+    print(
+        f"%%keras2torch, first run after imports     {first:6.3f} s   "
+        f"({first / reference:.1f}x the cell alone)"
+    )
     print(f"%%keras2torch, re-run (median of {args.runs})         {warm:6.3f} s   ({warm / reference:.1f}x)")
     print(f"  of which conversion + writing (no compare) {convert_only:6.3f} s")
     print(f"  of which comparison                       {warm - convert_only:6.3f} s")

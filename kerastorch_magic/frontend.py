@@ -24,13 +24,13 @@ goes over the comm only when the client executing the cell has the extension, be
 extension writes cells only for executions its own client requested. A client that has never
 been greeted (it connected after ``%load_ext``, e.g. a reloaded page) is greeted with a fresh
 ``hello`` comm during its first run, which itself falls back to ``set_next_input``. A frontend
-may also open a ``keras2torch`` comm itself with ``{"type": "hello_ack", "version": 1}``; the
-kernel records the ack and answers ``hello``.
+may also open a ``keras2torch`` comm itself (a page that connected after ``%load_ext``, where
+``%load_ext`` is a no-op): with ``{"type": "hello_ack", "version": 1}`` the kernel records the
+ack; with ``{"type": "hello", "version": 1}`` it records it too and answers ``hello`` on it.
 
-The generated cell's first line is the marker (the extension adopts a cell ``set_next_input``
-inserted by it)::
-
-    # keras2torch: generated from cell <id>, body sha256 <16 hex>. Re-run that cell to regenerate; edits here are kept.
+The generated cell's first line is the marker :data:`MARKER` (through it the extension adopts a
+cell that ``set_next_input`` inserted): ``# keras2torch: generated from cell <id>, body sha256
+<first 16 hex of the body's sha256>. Re-run that cell to regenerate; edits here are kept.``
 """
 
 from __future__ import annotations
@@ -141,9 +141,7 @@ class FrontendLink:
         except ImportError:  # pragma: no cover - ipykernel depends on comm
             return
         self.register_target()
-        comm = create_comm(
-            target_name=COMM_TARGET, data={"type": "hello", "version": PROTOCOL_VERSION}
-        )
+        comm = create_comm(target_name=COMM_TARGET, data={"type": "hello", "version": PROTOCOL_VERSION})
         self.greeted.add(_current_session(self.shell))
         if _is_dummy(comm):
             return
@@ -245,8 +243,8 @@ class FrontendLink:
         if comm is not None:
             request_id = self.send_upsert(comm, code, source_cell_id, class_name)
             return Delivery("comm", request_id, "sent to the keras2torch JupyterLab extension")
-        if mode == "comm":  # checked before the cell ran; the extension closed the comm since
-            raise RuntimeError("no keras2torch extension answered in this frontend")
+        if mode == "comm":  # checked before the cell ran: only a comm closed meanwhile gets here
+            raise RuntimeError("--insert comm: the keras2torch extension closed its comm")
         if mode == "auto" and session not in self.greeted and session is not None:
             self.hello()  # a client we never greeted: the next run can use its extension
         digest = body_hash(code)

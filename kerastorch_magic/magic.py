@@ -320,16 +320,20 @@ class Keras2TorchMagics(Magics):
         """Run the cell body through IPython's own machinery; False if it raised.
 
         A first comment line stands in for the magic line, so line numbers in tracebacks are the
-        notebook cell's; the execution count is the cell's. On error the traceback IPython showed
-        is the only output, and the cell's execution is marked failed (the execute reply's
-        status is "error", so "run all" stops there as it would without the magic).
+        notebook cell's (unless another cell magic follows, which must stay first); the execution
+        count is the cell's. On error the traceback IPython showed is the only output, and the
+        cell's execution is marked failed (the execute reply's status is "error", so "run all"
+        stops there as it would without the magic).
         """
         shell = self.shell
         outer = getattr(shell.displayhook, "exec_result", None)
         saved_count = shell.execution_count
         if outer is not None and getattr(outer, "execution_count", None) is not None:
             shell.execution_count = outer.execution_count
-        source = f"# %%keras2torch {line}".rstrip().replace("\n", " ") + "\n" + cell
+        if cell.lstrip().startswith("%%"):  # another cell magic below this one: it must stay first
+            source = cell
+        else:
+            source = f"# %%keras2torch {line}".rstrip().replace("\n", " ") + "\n" + cell
         kwargs = {"store_history": False}
         if "cell_id" in inspect.signature(shell.run_cell).parameters:
             kwargs["cell_id"] = cell_id
@@ -385,21 +389,18 @@ class Keras2TorchMagics(Magics):
         except Exception:  # noqa: BLE001 - it ran, so this is only for the ordering
             transformed = cell
         order = assignment_order(transformed)
-        names_of: dict[int, list[str]] = {}
-        for name, value in changed:
-            names_of.setdefault(id(value), []).append(name)
-        ranked = sorted(
-            changed,
-            key=lambda item: (order.get(item[0], (-1, -1)), list(after).index(item[0])),
-        )
+        # Cell order; names the cell's text does not assign (globals()[...], exec) rank first.
+        position = {name: index for index, name in enumerate(after)}
+        ranked = sorted(changed, key=lambda item: (order.get(item[0], (-1, -1)), position[item[0]]))
         name, model = ranked[-1]
         others = [n for n, v in ranked if v is not model]
         note = ""
         if others:
             distinct = list(dict.fromkeys(others))
             note = (
-                f"The cell bound {len(distinct) + 1} Keras models ({', '.join([*distinct, name])}); "
-                f"converting {name}, the last one assigned. Pick another with --model NAME."
+                f"keras2torch: the cell bound {len(distinct) + 1} Keras models "
+                f"({', '.join([*distinct, name])}); converting {name}, the last one assigned. "
+                "Pick another with --model NAME."
             )
         return Picked(model, name, note)
 

@@ -51,11 +51,15 @@ class Run:
 
     @property
     def stdout(self) -> str:
-        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout")
+        return "".join(
+            m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout"
+        )
 
     @property
     def stderr(self) -> str:
-        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stderr")
+        return "".join(
+            m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stderr"
+        )
 
     @property
     def errors(self) -> list[dict]:
@@ -133,14 +137,14 @@ class Client:
         """A frontend's comm_msg to the kernel (handled once the kernel is idle)."""
         self.kc.shell_channel.send(self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data}))
 
-    def open_comm(self, target: str, data: dict) -> str:
-        """A frontend-initiated comm_open; returns the new comm id."""
+    def open_comm(self, target: str, data: dict) -> tuple[str, list[dict]]:
+        """A frontend-initiated comm_open: the new comm id and the IOPub messages it caused."""
         import uuid
 
         comm_id = uuid.uuid4().hex
-        content = {"comm_id": comm_id, "target_name": target, "data": data}
-        self.kc.shell_channel.send(self.kc.session.msg("comm_open", content))
-        return comm_id
+        msg = self.kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": target, "data": data})
+        self.kc.shell_channel.send(msg)
+        return comm_id, self._iopub_until_idle(msg["header"]["msg_id"], TIMEOUT)
 
     def flush_iopub(self) -> None:
         while True:

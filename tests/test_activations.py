@@ -1,17 +1,54 @@
-"""Every keras.activations name and the activation layers, numerically against Keras."""
+"""Every keras.activations name and the activation layers, numerically against Keras.
+
+Configurations are grouped as branches of one multi-output model per test (one conversion, one
+ruff run), and every output is checked and reported by its label.
+"""
 
 import inspect
+import re
 
 import keras
 import numpy as np
 import pytest
-from exactness import assert_exact, random_inputs
+import torch
+from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error
 
 import kerastorch_magic as k2t
 from kerastorch_magic.converters.activations import KERAS_UNUSABLE_BY_NAME, supported_activations
 
 FORMATS = ["channels_first", "channels_last"]
 _NOT_ACTIVATIONS = {"get", "serialize", "deserialize"}
+
+
+def assert_each_output_exact(model, fmt, labels, inputs=None, scale=1.0, rtol=RTOL):
+    """Like exactness.assert_exact, but every output is compared and failures name their label.
+
+    Returns (conversion, {label: relative error}).
+    """
+    assert len(labels) == len(model.outputs)
+    randomise_weights(model)
+    if inputs is None:
+        inputs = [a * np.float32(scale) if a.dtype == np.float32 else a for a in random_inputs(model)]
+    conversion = k2t.convert(model, input_format=fmt)
+    check_source(conversion.code)
+    module = conversion.build()
+    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    expected = expected if isinstance(expected, (list, tuple)) else [expected]
+    torch_inputs = [
+        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a))) for spec, a in zip(conversion.inputs, inputs)
+    ]
+    with torch.no_grad():
+        actual = module(*torch_inputs)
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    assert len(actual) == len(expected)
+    errors = {}
+    for label, spec, keras_out, torch_out in zip(labels, conversion.outputs, expected, actual):
+        keras_out = np.transpose(np.asarray(keras_out), spec.perm)
+        assert tuple(torch_out.shape) == keras_out.shape, f"{label}: shape {tuple(torch_out.shape)}"
+        errors[label] = relative_error(keras_out, torch_out.numpy())
+    bad = {label: error for label, error in errors.items() if not error <= rtol}
+    assert not bad, f"relative errors above {rtol:g}: {bad}\n{conversion.code}"
+    return conversion, errors
 
 
 def keras_activation_names() -> list[str]:
@@ -23,39 +60,42 @@ def keras_activation_names() -> list[str]:
     )
 
 
-def wide_inputs(model, scale: float = 3.0):
-    """Random inputs wide enough to reach every piece of piecewise activations (+-1, +-3)."""
-    return [a * scale for a in random_inputs(model)]
+USABLE = sorted(set(keras_activation_names()) - KERAS_UNUSABLE_BY_NAME)
 
 
 def test_every_keras_activation_converts_or_is_documented():
     names = keras_activation_names()
-    assert len(names) >= 30, names
+    assert len(names) >= 32, names
     missing = sorted(set(names) - set(supported_activations()) - KERAS_UNUSABLE_BY_NAME)
     assert missing == [], f"keras.activations without a converter: {missing}"
-    # The documented exceptions really are unusable by name in Keras itself.
+    # The one documented exception is unusable by name in Keras itself (no default arguments).
     assert KERAS_UNUSABLE_BY_NAME == {"threshold"}
-    for name in KERAS_UNUSABLE_BY_NAME:
-        with pytest.raises(TypeError):
-            keras.layers.Activation(name)(keras.Input((4,)))
+    with pytest.raises(TypeError, match="missing 2 required positional arguments"):
+        keras.layers.Activation("threshold")(np.ones((1, 4), "float32"))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", sorted(set(keras_activation_names()) - KERAS_UNUSABLE_BY_NAME))
-def test_activation_matches_keras(name, fmt):
-    """As a layer after a convolution (channels-first inside), on a Dense, and on a rank-3 Dense."""
+def test_every_activation_matches_keras(fmt):
+    """Each name as a layer after a convolution (channels-first inside), on a Dense, on a rank-3 Dense."""
     image, vector, sequence = keras.Input((5, 5, 3)), keras.Input((7,)), keras.Input((4, 6))
     conv = keras.layers.Conv2D(6, 1)(image)
-    outputs = [
-        keras.layers.Activation(name)(conv),
-        keras.layers.Dense(6, activation=name)(vector),
-        keras.layers.Dense(6, activation=name)(sequence),
-    ]
+    outputs, labels = [], []
+    for name in USABLE:
+        outputs += [
+            keras.layers.Activation(name)(conv),
+            keras.layers.Dense(6, activation=name)(vector),
+            keras.layers.Dense(6, activation=name)(sequence),
+        ]
+        labels += [f"Activation({name})", f"Dense(activation={name})", f"Dense(activation={name}) rank 3"]
     model = keras.Model([image, vector, sequence], outputs)
-    conversion, _ = assert_exact(model, fmt, inputs=wide_inputs(model))
-    if name in {"softmax", "log_softmax", "glu", "sparsemax"}:
-        assert "dim=1)" in conversion.code  # Keras axis -1 of the NCHW activation is torch dim 1
-        assert "dim=2)" in conversion.code  # and of the rank-3 Dense output, the last dim
+    # Inputs wide enough to reach every piece of the piecewise activations (+-1, +-3).
+    conversion, errors = assert_each_output_exact(model, fmt, labels, scale=3.0)
+    print(f"worst relative error ({fmt}): {max(errors.values()):.2e} ({max(errors, key=errors.get)})")
+    code = conversion.code
+    for function in ("F.softmax", "F.log_softmax", "F.glu", "sparsemax"):  # Keras axis -1:
+        call = re.escape(function) + r"\("
+        assert re.search(call + r"\w+, dim=1\)", code), function  # NCHW activation: dim 1
+        assert re.search(call + r"self\.dense_\d+\(\w+\), dim=2\)", code), function  # rank 3: dim 2
 
 
 def test_activation_code_reads_like_pytorch():
@@ -65,7 +105,7 @@ def test_activation_code_reads_like_pytorch():
     x = keras.layers.Dense(8, activation="squareplus")(x)
     x = keras.layers.Dense(8, activation="gelu")(x)
     x = keras.layers.Dense(4, activation="softmax")(x)
-    code = assert_exact(keras.Model(inputs, x), inputs=wide_inputs(keras.Model(inputs, x)))[0].code
+    code = assert_each_output_exact(keras.Model(inputs, x), "channels_first", ["out"], scale=3.0)[0].code
     assert "F.leaky_relu(self.dense(x), negative_slope=0.2)" in code
     assert "slope 0.2 (torch's default is 0.01)" in code
     assert "F.hardsigmoid(self.dense_1(x))" in code
@@ -74,16 +114,17 @@ def test_activation_code_reads_like_pytorch():
     assert "x = (x + torch.sqrt(x * x + 4)) / 2" in code
     assert "F.gelu(self.dense_3(x))" in code
     assert "F.softmax(self.dense_4(x), dim=1)" in code
+    assert "return the logits instead" in code
 
 
 def test_sparsemax_helper_follows_installed_keras():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Activation("sparsemax")(inputs))
     data = [np.array([[0.0, 0.5, 1.0, 0.2, -1.0, 0.9], [3.0, 2.9, 2.8, 0.0, 0.1, 2.95]], "float32")]
-    conversion, error = assert_exact(model, inputs=data)
+    conversion, errors = assert_each_output_exact(model, "channels_first", ["sparsemax"], inputs=data)
     assert "def sparsemax(x, dim):" in conversion.code
     assert "x = sparsemax(x, dim=1)" in conversion.code
-    assert error < 1e-6
+    assert errors["sparsemax"] < 1e-6
 
 
 # -- activation layers -----------------------------------------------------------------------------
@@ -102,103 +143,91 @@ RELU_CONFIGS = [
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("options", RELU_CONFIGS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_relu_layer(options, fmt):
-    model = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Conv2D(4, 2), keras.layers.ReLU(**options)])
-    assert_exact(model, fmt, inputs=wide_inputs(model))
-
-
-def test_relu_layer_idioms():
-    def code(**options):
-        model = keras.Sequential([keras.Input((4,)), keras.layers.ReLU(**options)])
-        return assert_exact(model, inputs=wide_inputs(model))[0].code
-
-    assert "x = F.relu(x)" in code()
-    assert "x = F.relu6(x)" in code(max_value=6.0)
-    assert "x = torch.clamp(x, 0.0, 3.5)" in code(max_value=3.5)
-    assert "x = F.leaky_relu(x, negative_slope=0.1)" in code(negative_slope=0.1)
-    assert "F.threshold(x, 0.5, 0.0)" in code(threshold=0.5)
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("slope", [None, 0.01, 0.5])
-def test_leaky_relu_layer(slope, fmt):
-    layer = keras.layers.LeakyReLU() if slope is None else keras.layers.LeakyReLU(negative_slope=slope)
-    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3), layer])
-    conversion, _ = assert_exact(model, fmt)
-    if slope is None:  # Keras's layer default is 0.3, torch's 0.01: explicit and commented
-        assert "F.leaky_relu(x, negative_slope=0.3)" in conversion.code
-        assert "layer default 0.3" in conversion.code
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
-def test_elu_layer(alpha, fmt):
-    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Conv1D(4, 3), keras.layers.ELU(alpha=alpha)])
-    conversion, _ = assert_exact(model, fmt, inputs=wide_inputs(model))
-    assert ("F.elu(x)" if alpha == 1.0 else f"F.elu(x, alpha={alpha!r})") in conversion.code
+def test_relu_leaky_relu_elu_layers(fmt):
+    image, vector = keras.Input((5, 5, 3), name="image"), keras.Input((4,), name="vector")
+    conv = keras.layers.Conv2D(4, 2, name="conv")(image)
+    outputs, labels = [], []
+    for options in RELU_CONFIGS:
+        for source, where in ((conv, "conv"), (vector, "vector")):
+            outputs.append(keras.layers.ReLU(**options)(source))
+            labels.append(f"ReLU({options}) on {where}")
+    for slope in (None, 0.01, 0.5):
+        layer = keras.layers.LeakyReLU() if slope is None else keras.layers.LeakyReLU(negative_slope=slope)
+        outputs.append(layer(conv))
+        labels.append(f"LeakyReLU({slope})")
+    for alpha in (1.0, 0.5, 2.0):
+        outputs.append(keras.layers.ELU(alpha=alpha)(conv))
+        labels.append(f"ELU({alpha})")
+    conversion, _ = assert_each_output_exact(keras.Model([image, vector], outputs), fmt, labels, scale=3.0)
+    code = conversion.code
+    # Idioms: the closest torch function, Keras's options explicit.
+    for snippet in [
+        "re_lu = F.relu(image)",
+        "re_lu_1 = F.relu(vector)",
+        "re_lu_3 = F.relu6(vector)",
+        "re_lu_5 = torch.clamp(vector, 0.0, 3.5)",
+        "re_lu_9 = F.leaky_relu(vector, negative_slope=0.1)",
+        "re_lu_11 = F.threshold(vector, 0.5, 0.0)",
+        "F.relu6(vector) - 0.1 * F.relu(-vector)",
+        "F.threshold(vector, 0.5, 0.0) - 0.2 * F.relu(0.5 - vector)",
+        # Keras's LeakyReLU layer default is 0.3 (torch's 0.01): explicit and commented.
+        "leaky_re_lu = F.leaky_relu(image, negative_slope=0.3)",
+        "layer default 0.3",
+        "elu = F.elu(image)",
+        "elu_1 = F.elu(image, alpha=0.5)",
+    ]:
+        assert snippet in code, snippet
 
 
 SOFTMAX_AXES = [-1, 1, 2, 3, [1, 2], (-1, 1), [3]]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("axis", SOFTMAX_AXES, ids=str)
-def test_softmax_layer(axis, fmt):
-    model = keras.Sequential([keras.Input((4, 5, 3)), keras.layers.Conv2D(6, 1), keras.layers.Softmax(axis=axis)])
-    conversion, _ = assert_exact(model, fmt, inputs=wide_inputs(model))
-    if axis == -1:
-        assert "x = F.softmax(x, dim=1)" in conversion.code  # Keras's channel axis, NCHW dim 1
-    if axis == [1, 2]:
-        assert "torch.logsumexp(x, dim=(2, 3), keepdim=True)" in conversion.code
+def test_softmax_layer(fmt):
+    image, sequence = keras.Input((4, 5, 3), name="image"), keras.Input((7, 3), name="sequence")
+    conv = keras.layers.Conv2D(6, 1, name="conv")(image)
+    outputs = [keras.layers.Softmax(axis=axis)(conv) for axis in SOFTMAX_AXES]
+    labels = [f"Softmax(axis={axis})" for axis in SOFTMAX_AXES]
+    conv1d = keras.layers.Conv1D(4, 2, name="conv1d")(sequence)
+    outputs += [keras.layers.Softmax(axis=1)(conv1d), keras.layers.Softmax()(conv1d)]
+    labels += ["Softmax(axis=1) on a sequence", "Softmax() on a sequence"]
+    conversion, _ = assert_each_output_exact(keras.Model([image, sequence], outputs), fmt, labels, scale=3.0)
+    code = conversion.code
+    assert "softmax = F.softmax(image, dim=1)" in code  # Keras's channel axis is NCHW dim 1
+    assert "softmax_1 = F.softmax(image, dim=2)" in code  # Keras axis 1 (H)
+    assert "torch.logsumexp(image, dim=(2, 3), keepdim=True)" in code  # axis=[1, 2]
+    assert "F.softmax(sequence, dim=2)" in code  # Keras axis 1 of an NCL sequence
+
+
+def prelu_branches(fmt):
+    """(model, labels): PReLU with each kind of alpha sharing, in each position."""
+    image, vector = keras.Input((5, 4, 3), name="image"), keras.Input((6,), name="vector")
+    conv = keras.layers.Conv2D(4, 2, name="conv")(image)
+    outputs, labels = [], []
+    for shared in (None, [1, 2], [1, 2, 3], [3], [1]):
+        outputs.append(keras.layers.PReLU(shared_axes=shared)(conv))
+        labels.append(f"PReLU(shared_axes={shared}) after a conv")
+    # On the model input, before a convolution (channels-first input in that format).
+    outputs.append(keras.layers.Conv2D(2, 2)(keras.layers.PReLU(shared_axes=[1, 2])(image)))
+    labels.append("PReLU(shared_axes=[1, 2]) before a conv")
+    outputs.append(keras.layers.PReLU()(keras.layers.Dense(5)(vector)))
+    labels.append("PReLU after a Dense")
+    return keras.Model([image, vector], outputs), labels
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_softmax_layer_on_sequences(fmt):
-    model = keras.Sequential([keras.Input((7, 3)), keras.layers.Conv1D(4, 2), keras.layers.Softmax(axis=1)])
-    assert_exact(model, fmt)
-
-
-def prelu_model(shared_axes, before_conv=False):
-    layers = [keras.Input((5, 4, 3))]
-    if before_conv:
-        layers += [keras.layers.PReLU(shared_axes=shared_axes), keras.layers.Conv2D(4, 2)]
-    else:
-        layers += [keras.layers.Conv2D(4, 2), keras.layers.PReLU(shared_axes=shared_axes)]
-    return keras.Sequential(layers)
-
-
-PRELU_CASES = [
-    (None, False, "nn.ParameterDict"),  # one slope per (H, W, C) element
-    ([1, 2], False, "nn.PReLU(4)"),  # per channel, channels-first inside: nn.PReLU
-    ([1, 2, 3], False, "nn.PReLU()"),  # one slope for all
-    ([3], False, "nn.ParameterDict"),  # per (H, W) position, shared over channels
-    ([1], False, "nn.ParameterDict"),
-    ([1, 2], True, None),  # on the model input, before a convolution
-]
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("shared_axes,before_conv,expected", PRELU_CASES)
-def test_prelu_layer(shared_axes, before_conv, expected, fmt):
-    conversion, _ = assert_exact(prelu_model(shared_axes, before_conv), fmt)
-    if expected:
-        assert expected in conversion.code
-    if expected == "nn.ParameterDict":
-        assert "F.relu(x) - self.p_re_lu.alpha * F.relu(-x)" in conversion.code
-
-
-def test_prelu_before_conv_uses_nn_prelu_when_channels_first():
-    conversion, _ = assert_exact(prelu_model([1, 2], before_conv=True), "channels_first")
-    assert "self.p_re_lu = nn.PReLU(3)" in conversion.code
-    assert "nn.init.zeros_(self.p_re_lu.weight)" in conversion.code  # Keras's zeros, not torch's 0.25
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_prelu_after_dense(fmt):
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.PReLU()])
-    conversion, _ = assert_exact(model, fmt)
-    assert "nn.PReLU(5)" in conversion.code
+def test_prelu_layer(fmt):
+    model, labels = prelu_branches(fmt)
+    code = assert_each_output_exact(model, fmt, labels)[0].code
+    # Per channel of a channels-first tensor: exactly nn.PReLU; zeros as Keras initialises them.
+    assert "self.p_re_lu_1 = nn.PReLU(4)" in code
+    assert re.search(r"for layer in \(self\.p_re_lu_1, self\.p_re_lu_2, [^)]*\):\n +nn\.init\.zeros_\(layer\.weight\)", code)
+    assert "self.p_re_lu_2 = nn.PReLU()" in code  # one slope for everything
+    assert "self.p_re_lu_6 = nn.PReLU(5)" in code  # after a Dense
+    # One slope per element (or per position): an explicit parameter and formula.
+    assert 'self.p_re_lu = nn.ParameterDict({"alpha": nn.Parameter(torch.zeros(4, 4, 3))})' in code
+    assert "F.relu(conv) - self.p_re_lu.alpha * F.relu(-conv)" in code
+    assert ("self.p_re_lu_5 = nn.PReLU(3)" in code) == (fmt == "channels_first")
 
 
 def test_custom_activation_sharing_a_builtin_name_is_refused():

@@ -108,14 +108,22 @@ def _no_cell_written(run: Run) -> None:
 # -- pure helpers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "class_name, expected",
-    [("Net", "net"), ("MyNet", "my_net"), ("CNN", "cnn"), ("HTTPServerNet", "http_server_net"), ("net", "net_model")],
+    [
+        ("Net", "net"),
+        ("MyNet", "my_net"),
+        ("CNN", "cnn"),
+        ("HTTPServerNet", "http_server_net"),
+        ("net", "net_model"),
+    ],
 )
 def test_instance_name(class_name, expected):
     assert instance_name(class_name) == expected
 
 
 def test_add_import_sorts_like_ruff():
-    code = "# header\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass Net: ...\n"
+    code = (
+        "# header\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass Net: ...\n"
+    )
     added = add_import(code, "from safetensors.torch import load_file")
     assert added.split("\n")[1:5] == [
         "import torch",
@@ -173,15 +181,31 @@ def test_magic_inserts_a_class_matching_keras(kernel):
 
 def test_generated_cell_is_ruff_clean(kernel, tmp_path):
     run = kernel.a.execute(
-        "%%keras2torch --name Small --no-compare --insert payload --weights " + str(tmp_path / "s.safetensors")
-        + "\nsmall = tiny()", cell_id="cell-ruff",
+        "%%keras2torch --name Small --no-compare --insert payload --weights "
+        + str(tmp_path / "s.safetensors")
+        + "\nsmall = tiny()",
+        cell_id="cell-ruff",
     )
     code = _code(run)
     lint = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "E,F,W,I,B,UP", "--ignore", "E501",
-         "--stdin-filename", "cell.py", "-"],
-        input=code, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--isolated",
+            "--select",
+            "E,F,W,I,B,UP",
+            "--ignore",
+            "E501",
+            "--stdin-filename",
+            "cell.py",
+            "-",
+        ],
+        input=code,
+        capture_output=True,
+        text=True,
+    )
     assert lint.returncode == 0, lint.stdout + code
 
 
@@ -212,6 +236,8 @@ def test_several_models_picks_the_last_assigned(kernel):
     assert "nn.Linear(64, 6)" in _code(run)
     chosen = kernel.a.execute(cell.replace("--name", "--model second --name"), cell_id="cell-pick2")
     assert "nn.Linear(64, 7)" in _code(chosen)
+    # Same class name from another cell: said, since that cell's generated code now loads these.
+    assert "Pick was generated from another cell before (cell-pick)" in chosen.stdout
 
 
 def test_builder_function_result_and_rebinding(kernel):
@@ -220,11 +246,27 @@ def test_builder_function_result_and_rebinding(kernel):
     assert 'Keras model "new"' in _code(run)
 
 
+def test_another_cell_magic_below(kernel):
+    run = kernel.a.execute(
+        "%%keras2torch --no-compare --name Cap\n%%capture cap\ncapped = tiny('cap')\nprint('hidden')"
+    )
+    assert run.status == "ok", run.text
+    assert "class Cap(nn.Module)" in _code(run) and "hidden" not in run.stdout
+
+
 def test_help_documents_every_option(kernel):
     run = kernel.a.execute("%keras2torch?")
     text = "".join(p["data"]["text/plain"] for p in run.payloads if p.get("source") == "page")
-    for option in ("--name", "--model", "--input-format", "--input ", "--device", "--no-compare", "--weights",
-                   "--insert"):  # fmt: skip
+    for option in (
+        "--name",
+        "--model",
+        "--input-format",
+        "--input ",
+        "--device",
+        "--no-compare",
+        "--weights",
+        "--insert",
+    ):
         assert option in text, option
 
 
@@ -233,11 +275,15 @@ BAD = {
     "syntax": ("%%keras2torch\nok_before = 1\nmodel = keras.Sequential(\n", "SyntaxError"),
     "runtime": ("%%keras2torch\nran_before_error = 1\n1 / 0\n", "ZeroDivisionError: division by zero"),
     "no-model": ("%%keras2torch\nnot_a_model = 3\n", "did not create or rebind a Keras model"),
-    "model-var-not-keras": ("%%keras2torch --model not_keras\nnot_keras = 3\n", "not_keras is a int, not a Keras"),
+    "model-var-not-keras": (
+        "%%keras2torch --model not_keras\nnot_keras = 3\n",
+        "not_keras is a int, not a Keras",
+    ),
     "model-var-missing": ("%keras2torch nowhere", "no variable named 'nowhere'"),
     "line-without-var": ("%keras2torch --name X", "needs the variable holding the Keras model"),
     "unsupported-layer": (
-        "%%keras2torch\nlam = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2, name='dbl')])",
+        "%%keras2torch\nlayers = [keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2, name='dbl')]\n"
+        "lam = keras.Sequential(layers)",
         "'dbl' (Lambda)",
     ),
     "device-unknown": ("%%keras2torch --device tpu\nskipped_cell = tiny()", "--device 'tpu': unknown device"),
@@ -249,7 +295,10 @@ BAD = {
     "weights-suffix": ("%%keras2torch --weights w.txt\nskipped_cell = tiny()", ".safetensors file"),
     "insert-comm-without-extension": ("%%keras2torch --insert comm\nskipped_cell = tiny()", "--insert comm"),
     "bad-name": ("%%keras2torch --name 1Net\nskipped_cell = tiny()", "not a valid Python identifier"),
-    "bad-input-shape": ("%%keras2torch --input sample\nsample = np.zeros((2, 5, 5, 3))\nm5 = tiny()", "--input sample"),
+    "bad-input-shape": (
+        "%%keras2torch --input sample\nsample = np.zeros((2, 5, 5, 3))\nm5 = tiny()",
+        "--input sample",
+    ),
 }
 
 
@@ -278,7 +327,8 @@ def test_bad_input_gives_one_message_and_writes_nothing(kernel, case):
 def test_weights_file(kernel, tmp_path, suffix):
     path = tmp_path / f"w{suffix}"
     run = kernel.a.execute(
-        f"%%keras2torch --no-compare --name FileNet --weights {path}\nfile_model = tiny('file')", cell_id="c-w"
+        f"%%keras2torch --no-compare --name FileNet --weights {path}\nfile_model = tiny('file')",
+        cell_id="c-w",
     )
     assert run.status == "ok", run.text
     assert path.is_file()
@@ -307,15 +357,24 @@ def test_comm_upsert_instead_of_payload(kernel):
     assert MARKER_RE.match(code.split("\n", 1)[0]).groups() == ("cell-comm", upsert["hash"][:16])
     assert re.fullmatch(r"[0-9a-f]{32}", upsert["request_id"])
     assert any("written below by the JupyterLab extension" in d.get("text/html", "") for d in first.displays)
-    b.send_comm(kernel.hello["comm_id"], {"type": "upsert_result", "request_id": upsert["request_id"],
-                                          "status": "inserted", "cell_id": "gen-1"})  # fmt: skip
+    b.send_comm(
+        kernel.hello["comm_id"],
+        {
+            "type": "upsert_result",
+            "request_id": upsert["request_id"],
+            "status": "inserted",
+            "cell_id": "gen-1",
+        },
+    )
 
     second = b.execute(cell, cell_id="cell-comm")
     (again,) = second.upserts
     assert again["hash"] == upsert["hash"] and again["code"] == code
     assert again["request_id"] != upsert["request_id"] and second.next_inputs == []
-    b.send_comm(kernel.hello["comm_id"], {"type": "upsert_result", "request_id": again["request_id"],
-                                          "status": "error", "message": "boom"})  # fmt: skip
+    b.send_comm(
+        kernel.hello["comm_id"],
+        {"type": "upsert_result", "request_id": again["request_id"], "status": "error", "message": "boom"},
+    )
 
     third = b.execute(cell, cell_id="cell-comm")
     assert "could not write the previous generated cell: boom" in third.stdout
@@ -347,7 +406,19 @@ def test_late_client_is_greeted_then_uses_the_comm(kernel):
 
 def test_frontend_initiated_handshake(kernel):
     d = kernel.client()
-    d.open_comm("keras2torch", {"type": "hello_ack", "version": 1})
-    run = d.execute("%%keras2torch --no-compare --insert comm --name OpenNet\nopened = tiny('opened')", cell_id="c-o")
+    _, replies = d.open_comm("keras2torch", {"type": "hello_ack", "version": 1})
+    assert [m for m in replies if m["header"]["msg_type"] == "comm_msg"] == []
+    run = d.execute(
+        "%%keras2torch --no-compare --insert comm --name OpenNet\nopened = tiny('opened')", cell_id="c-o"
+    )
     assert run.status == "ok", run.text
     assert len(run.upserts) == 1 and run.next_inputs == []
+
+
+def test_frontend_initiated_hello_is_answered(kernel):
+    e = kernel.client()
+    comm_id, replies = e.open_comm("keras2torch", {"type": "hello", "version": 1})
+    (answer,) = [m["content"] for m in replies if m["header"]["msg_type"] == "comm_msg"]
+    assert answer == {"comm_id": comm_id, "data": {"type": "hello", "version": 1}}
+    run = e.execute("%%keras2torch --no-compare --name HelloNet\nhello_model = tiny('hello')", cell_id="c-h")
+    assert len(run.upserts) == 1 and run.upserts[0]["_comm_id"] == comm_id and run.next_inputs == []

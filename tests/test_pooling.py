@@ -2,6 +2,7 @@
 and global pooling (keepdims), in both input formats."""
 
 import keras
+import numpy as np
 import pytest
 from exactness import assert_exact
 
@@ -111,10 +112,16 @@ def test_same_pooling_reads_like_torch():
     assert "nn.MaxPool2d((2, 3), stride=1)" in code
 
 
-def test_same_pooling_with_unknown_size_and_stride_is_refused():
-    model = tiny((None, None, 3), L.MaxPooling2D(2, padding="same"))
-    with pytest.raises(k2t.ConversionError, match="max_pooling2d.*fixed spatial shape"):
-        k2t.convert(model)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["Max", "Average"])
+@pytest.mark.parametrize("pool, strides", [(2, None), (3, 2), ((3, 2), (2, 1))])
+def test_same_pooling_with_unknown_size(kind, pool, strides, fmt):
+    layer = getattr(L, f"{kind}Pooling2D")(pool, strides=strides, padding="same")
+    model = tiny((None, None, 3), layer)
+    for shape in [(2, 7, 8, 3), (2, 8, 5, 3)]:  # one conversion, any size
+        inputs = [np.random.default_rng(1).normal(size=shape).astype("float32")]
+        conversion, _ = assert_exact(model, fmt, inputs=inputs)
+    assert "_pad_same(" in conversion.code
 
 
 # -- global pooling ---------------------------------------------------------------------------------
@@ -164,3 +171,19 @@ def test_global_pooling_keepdims_output_stays_channels_first():
     conversion, _ = assert_exact(model, "channels_first")
     assert conversion.outputs[0].perm == (0, 3, 1, 2)
     assert conversion.outputs[0].torch_shape[1:] == (4, 1, 1)
+
+
+def test_masked_global_average_is_refused_by_name(monkeypatch):
+    """A Keras mask reaches GlobalAveragePooling1D as a second input; refuse it, naming the layer."""
+    from kerastorch_magic import registry
+
+    def stand_in(call):  # the mask-computing layers/ops may have no converter of their own (yet)
+        return registry.Converted([], [call.output_spec(tuple(range(len(call.output_shapes[0]))))])
+
+    for name in ("Masking", "NotEqual", "Any"):
+        if registry.find(name) is None:
+            monkeypatch.setitem(registry._REGISTRY, name, stand_in)
+    model = tiny((5, 3), L.Masking(), L.GlobalAveragePooling1D(name="gap"))
+    with pytest.raises(k2t.ConversionError, match="'gap'.*GlobalAveragePooling1D.*mask") as error:
+        k2t.convert(model)
+    assert ("gap", "GlobalAveragePooling1D") in error.value.layers

@@ -266,7 +266,8 @@ def convert_relu(call: LayerCall) -> Converted:
     expr = relu_expression(layer.negative_slope, layer.max_value, layer.threshold)
     notes = []
     if "threshold" in expr and float(layer.threshold):
-        notes.append(f"Keras ReLU(threshold={float(layer.threshold):g}): x only where x > threshold.")
+        threshold = float(layer.threshold)
+        notes.append(f"Keras ReLU(threshold={threshold:g}) keeps x only where x > {threshold:g}, else 0.")
     return Converted([Step(expr)], [call.output_spec(call.inputs[0].perm)], notes=notes)
 
 
@@ -322,10 +323,8 @@ def convert_prelu(call: LayerCall) -> Converted:
         weight = alpha_t.reshape(count)
         init = initializers.init_lines(init_config, alpha.shape, weight.shape, "weight")
         ctor = "nn.PReLU()" if count == 1 else f"nn.PReLU({count})"
-        what = "one slope for the whole tensor" if count == 1 else "one slope per channel"
-        module = Submodule(
-            ctor, {"weight": weight}, init, f"Keras PReLU, {what} (alpha shared over the other axes)."
-        )
+        what = "alpha shared over every axis: one slope" if count == 1 else "one slope per channel"
+        module = Submodule(ctor, {"weight": weight}, init, f"Keras PReLU, {what}.")
         return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module})
     # One slope per element of alpha (not per channel): nn.PReLU cannot hold it.
     shape = ", ".join(str(d) for d in alpha_t.shape)

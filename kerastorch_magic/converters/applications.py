@@ -64,9 +64,8 @@ def convert_layer_scale(call: LayerCall) -> Converted:
         {"gamma": np.ascontiguousarray(gamma.reshape(shape))},
         [f"nn.init.constant_({{m}}.gamma, {number(init_value)})"],
     )
-    result = Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module})
-    result.helpers = {**(getattr(result, "helpers", None) or {}), "LayerScale": _LAYER_SCALE.strip("\n")}
-    return result
+    helpers = {"LayerScale": _LAYER_SCALE.strip()}
+    return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, helpers=helpers)
 
 
 @converter("StochasticDepth", passthrough=True)

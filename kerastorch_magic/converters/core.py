@@ -43,7 +43,7 @@ def convert_dense(call: LayerCall) -> Converted:
     else:
         kernel = call.weights["kernel"]  # (in, out)
     units_in, units_out = kernel.shape
-    steps: list[Step] = []
+    source, comment = "{x}", None
     out_perm = spec.perm
     if spec.flat_order is not None:
         # Keras flattened (H, W, C); torch flattens (C, H, W): reorder the weight's columns once.
@@ -55,8 +55,8 @@ def convert_dense(call: LayerCall) -> Converted:
     elif spec.rank > 2 and spec.perm[-1] != spec.rank - 1:
         # Dense acts on the last Keras axis and nn.Linear on the last torch dim: bring it last.
         out_perm = layout.identity(spec.rank)
-        steps += call.relayout(out_perm)
-        steps[-1].comment = "Dense acts on Keras's last (channel) axis: back to channels-last"
+        source = call.input_as(0, out_perm)
+        comment = "Dense acts on Keras's last (channel) axis: channels-last for nn.Linear"
     use_bias = config.get("use_bias", True)
     weight = np.ascontiguousarray(kernel.T)
     state = {"weight": weight}
@@ -65,9 +65,9 @@ def convert_dense(call: LayerCall) -> Converted:
         state["bias"] = _numpy(layer.bias)
         init += initializers.init_lines(config.get("bias_initializer"), (units_out,), (units_out,), "bias")
     ctor = f"nn.Linear({units_in}, {units_out}{'' if use_bias else ', bias=False'})"
-    act = activation_steps(call, "{m}({x})", config.get("activation"), len(out_perm) - 1)
+    act = activation_steps(call, f"{{m}}({source})", config.get("activation"), len(out_perm) - 1, comment)
     return Converted(
-        steps + act.steps,
+        act.steps,
         [call.output_spec(out_perm)],
         {"": Submodule(ctor, state, init)},
         notes + act.notes,
@@ -165,7 +165,7 @@ def convert_gaussian_dropout(call: LayerCall) -> Converted:
     rate = float(call.layer.rate)
     stddev = float(np.sqrt(rate / (1.0 - rate))) if rate < 1 else 0.0
     step = Step(
-        f"{{x}} * (1 + {stddev!r} * torch.randn_like({{x}})) if self.training else {{x}}",
+        f"{{x}} * (1 + {stddev:.6g} * torch.randn_like({{x}})) if self.training else {{x}}",
         f"Keras GaussianDropout(rate={rate:g}): noise of mean 1, std sqrt(rate / (1 - rate)) "
         "while training, the identity in eval mode",
     )

@@ -12,7 +12,7 @@ dropped (max pooling pads explicitly with -inf instead, which reads plainer).
 from __future__ import annotations
 
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .padding import compact, spatial_padding, torch_pad_tuple, tuple_of
+from .padding import SAME_PAD_NAME, compact, same_pad_step, spatial_padding, torch_pad_tuple, tuple_of
 
 
 @converter(
@@ -30,10 +30,29 @@ def convert_pooling(call: LayerCall) -> Converted:
     is_max = call.class_name.startswith("Max")
     cf = call.channels_first_perm()
     steps = call.relayout(cf)
-    pads = spatial_padding(call, size, strides, (1,) * rank)
     args = [compact(size)]
     if strides != size:
         args.append(f"stride={compact(strides)}")
+    kind = "Max" if is_max else "Avg"
+    pads = spatial_padding(call, size, strides, (1,) * rank, allow_dynamic=True)
+    if pads is None:  # 'same' at stride > 1 over sizes known only at run time
+        module = {"": Submodule(f"nn.{kind}Pool{rank}d({', '.join(args)})")}
+        if is_max:
+            pad, helpers = same_pad_step(size, strides, value='float("-inf")')
+            return Converted([*steps, pad, Step("{m}({x})")], [call.output_spec(cf)], module, helpers=helpers)
+        # Zeros in the sum, and the pooled count of real cells as the divisor.
+        _, helpers = same_pad_step(size, strides)
+        padded = f"kernel_size={tuple(size)}, stride={tuple(strides)}"
+        expr = (
+            f"{{m}}({SAME_PAD_NAME}({{x}}, {padded})) "
+            f"/ {{m}}({SAME_PAD_NAME}(torch.ones_like({{x}}[:1, :1]), {padded}))"
+        )
+        comment = (
+            "TF 'same' padding depends on the input size here; padded cells count neither in the "
+            "sum nor in the divisor (the pooled ones)"
+        )
+        steps.append(Step(expr, comment))
+        return Converted(steps, [call.output_spec(cf)], module, helpers=helpers)
     notes: list[str] = []
     crop = [False] * rank  # dims whose first output window is dropped (see below)
     if any(before or after for before, after in pads):
@@ -57,11 +76,10 @@ def convert_pooling(call: LayerCall) -> Converted:
                 note += "; ceil_mode=True adds the window over the extra cell after"
             if any(unit_odd):
                 crop = unit_odd
-                note += "; at stride 1 torch pads the larger amount on both sides, forward drops the extra first window"
+                note += "; at stride 1 torch pads the larger side both ways, forward drops the first window"
             if not is_max:
                 args.append("count_include_pad=False")
             notes.append(note + ".")
-    kind = "Max" if is_max else "Avg"
     ctor = f"nn.{kind}Pool{rank}d({', '.join(args)})"
     expr = "{m}({x})"
     if any(crop):

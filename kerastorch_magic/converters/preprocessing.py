@@ -43,14 +43,6 @@ class Normalize(nn.Module):
 '''
 
 
-def _with_helpers(result: Converted, **helpers: str) -> Converted:
-    """Attach helper class sources to a result (the builder collects ``result.helpers``)."""
-    merged = dict(getattr(result, "helpers", None) or {})
-    merged.update({name: source.strip("\n") for name, source in helpers.items()})
-    result.helpers = merged
-    return result
-
-
 def _array(value) -> np.ndarray:
     """A Rescaling ``scale``/``offset`` config entry (number, list or serialised array) as float32."""
     if isinstance(value, dict):
@@ -72,7 +64,7 @@ def _torch_constant(call: LayerCall, keras_array: np.ndarray) -> np.ndarray:
     torch_array = np.transpose(full, spec.perm)
     while torch_array.ndim > 1 and torch_array.shape[0] == 1:
         torch_array = torch_array[0]
-    return np.ascontiguousarray(torch_array, dtype=np.float32)
+    return np.array(torch_array, dtype=np.float32, copy=True)  # writable, contiguous
 
 
 def float32_text(value) -> str:
@@ -121,13 +113,13 @@ def convert_rescaling(call: LayerCall) -> Converted:
     scale_t, offset_t = _torch_constant(call, scale), _torch_constant(call, offset)
     shape = np.broadcast_shapes(scale_t.shape, offset_t.shape)
     state = {
-        "scale": np.ascontiguousarray(np.broadcast_to(scale_t, shape)),
-        "offset": np.ascontiguousarray(np.broadcast_to(offset_t, shape)),
+        "scale": np.array(np.broadcast_to(scale_t, shape)),
+        "offset": np.array(np.broadcast_to(offset_t, shape)),
     }
     module = Submodule(f"Rescale({_shape_text(shape)})", state)
     notes = ["Keras Rescaling with per-channel values, laid out for this tensor's torch layout."]
-    result = Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, notes)
-    return _with_helpers(result, Rescale=_RESCALE)
+    helpers = {"Rescale": _RESCALE.strip()}
+    return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, notes, helpers)
 
 
 @converter("Normalization", passthrough=True)
@@ -161,8 +153,8 @@ def convert_normalization(call: LayerCall) -> Converted:
         "Keras Normalization divides by max(sqrt(variance), eps), not sqrt(variance + eps) as "
         "BatchNorm does; the statistics are laid out for this tensor's torch layout."
     ]
-    result = Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, notes)
-    return _with_helpers(result, Normalize=_NORMALIZE)
+    helpers = {"Normalize": _NORMALIZE.strip()}
+    return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, notes, helpers)
 
 
 # Layers whose inference-time call returns the images unchanged (Keras 3.15: they only act when

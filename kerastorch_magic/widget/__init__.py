@@ -102,10 +102,8 @@ def detail_payload(layers, indices) -> tuple[bytes, dict]:
                 "torch": histogram.torch,
             }
         if numbers is not None:
-            entry["stats"] = {
-                key: _finite(getattr(numbers, key))
-                for key in ("keras_mean", "keras_std", "torch_mean", "torch_std", "keras_absmax", "torch_absmax")
-            }
+            keys = ("keras_mean", "keras_std", "torch_mean", "torch_std", "keras_absmax", "torch_absmax")
+            entry["stats"] = {key: _finite(getattr(numbers, key)) for key in keys}
         rows[str(index)] = entry
     return b"".join(chunks), {"rows": rows}
 

@@ -63,7 +63,8 @@ def png(rgb: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def _img(rgb: np.ndarray, title: str) -> str:
@@ -113,7 +114,7 @@ def thumbnails(layer, tolerance: float) -> tuple[str, str]:
         channel = preview.channels[0] if preview.channels else 0
         return (
             _img(keras, f"Keras, channel {channel}"),
-            _img(colormap(diff / scale, _MAGMA), f"|Δ|, channel {channel} (bright: the largest error or beyond)"),
+            _img(colormap(diff / scale, _MAGMA), f"|Δ|, channel {channel} (bright: the largest error)"),
         )
     keras, torch = preview.keras[0][:64], preview.torch[0][:64]
     diff = np.abs(torch - keras)
@@ -141,7 +142,7 @@ def _shape(shape) -> str:
 
 _CSS = """
 <style>
-.k2t-static{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:12.5px;
+.k2t-static{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:12px;
   color:var(--jp-ui-font-color0,#1f2328);max-width:100%}
 .k2t-static .k2t-s-verdict{font-size:15px;font-weight:600;padding:6px 10px;border-radius:6px;margin:2px 0 6px}
 .k2t-static .k2t-s-ok{background:#dafbe1;color:#116329}
@@ -150,9 +151,10 @@ _CSS = """
 .k2t-static .k2t-s-wrap{max-height:460px;overflow:auto;border:1px solid var(--jp-border-color2,#d1d9e0);
   border-radius:6px}
 .k2t-static table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-.k2t-static th{position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);text-align:left;
-  font-weight:600;padding:4px 6px;border-bottom:1px solid var(--jp-border-color2,#d1d9e0);z-index:1}
-.k2t-static td{padding:2px 6px;border-bottom:1px solid var(--jp-border-color3,#eef1f4);white-space:nowrap;
+.k2t-static th{white-space:nowrap;position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);
+  text-align:left;font-weight:600;padding:4px 6px;z-index:1;
+  border-bottom:1px solid var(--jp-border-color2,#d1d9e0)}
+.k2t-static td{padding:2px 5px;border-bottom:1px solid var(--jp-border-color3,#eef1f4);white-space:nowrap;
   vertical-align:middle}
 .k2t-static td.k2t-s-num{text-align:right}
 .k2t-static .k2t-thumb{image-rendering:pixelated;vertical-align:middle;border-radius:2px}
@@ -205,8 +207,8 @@ def comparison_html(comparison) -> str:
         rows.append(
             f'<tr class="k2t-s-row-{status}"{note}>'
             f'<td class="k2t-s-num k2t-s-dim">{layer.index}</td>'
-            f"<td>{html.escape(layer.keras_layer)}</td>"
-            f'<td class="k2t-s-dim">{html.escape(layer.keras_class)}</td>'
+            f"<td>{html.escape(layer.keras_layer)} "
+            f'<span class="k2t-s-dim">{html.escape(layer.keras_class)}</span></td>'
             f"<td>{_shape(layer.keras_shape)}</td>"
             f"<td>{html.escape(layer.torch_module) or '<span class=k2t-s-dim>·</span>'}</td>"
             f"<td>{_shape(layer.torch_shape)}</td>"
@@ -222,13 +224,12 @@ def comparison_html(comparison) -> str:
         for name in (
             "#",
             "Keras layer",
-            "class",
             "Keras shape",
             "PyTorch module",
             "PyTorch shape",
-            "params K / T",
+            "params K/T",
             "max |Δ|",
-            "rel. error",
+            "rel. err",
             "cosine",
             "Keras",
             "|Δ|",
@@ -236,10 +237,11 @@ def comparison_html(comparison) -> str:
         )
     )
     kind = "ok" if comparison.ok else "fail"
-    return (
+    text = (
         f'{_CSS}<div class="k2t-static">'
         f'<div class="k2t-s-verdict k2t-s-{kind}">{html.escape(verdict)}</div>'
         f'<div class="k2t-s-meta">{html.escape(details)} · tolerance {tolerance:g}</div>'
         f'<div class="k2t-s-wrap"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div></div>"
     )
+    return text.encode("ascii", "xmlcharrefreplace").decode("ascii")  # safe in any export encoding

@@ -26,7 +26,12 @@ import {
   NotebookPanel
 } from '@jupyterlab/notebook';
 import { keras2torchIcon } from './icon';
-import { kernelHasHandshake, watchNotebookContext } from './kernelcomm';
+import {
+  UpsertListener,
+  greetKernel,
+  kernelHasHandshake,
+  watchNotebookContext
+} from './kernelcomm';
 import { trackGeneratedCells } from './decorate';
 import { withMagic } from './cellsource';
 
@@ -35,9 +40,9 @@ const PLUGIN_ID = 'kerastorch-magic:plugin';
 const LOAD_EXT = '%load_ext kerastorch_magic';
 
 async function ensureKernelExtension(
-  sessionContext: ISessionContext
+  panel: NotebookPanel
 ): Promise<boolean> {
-  const kernel = sessionContext.session?.kernel;
+  const kernel = panel.sessionContext.session?.kernel;
   if (!kernel || kernelHasHandshake(kernel)) {
     return true; // no kernel yet: running the cell will ask for one
   }
@@ -63,6 +68,10 @@ async function ensureKernelExtension(
       { autoClose: 10000 }
     );
     return false;
+  }
+  if (!kernelHasHandshake(kernel)) {
+    // Loaded earlier, before this page connected: no hello came. Greet it.
+    greetKernel(panel.context, kernel);
   }
   return true;
 }
@@ -93,7 +102,7 @@ async function convertActiveCell(
   }
   const sessionContext = panel.sessionContext;
   await sessionContext.ready;
-  if (!(await ensureKernelExtension(sessionContext))) {
+  if (!(await ensureKernelExtension(panel))) {
     return;
   }
   // Run exactly this cell (not a multi-cell selection that includes it).
@@ -111,6 +120,21 @@ async function convertActiveCell(
   }
 }
 
+/** Tell the user what happened when it is not the obvious. */
+const notifyOutcome: UpsertListener = result => {
+  if (result.status === 'kept_edited') {
+    Notification.info(
+      'keras2torch: you edited the generated cell, so it was kept as is; ' +
+        'the new PyTorch code is in a fresh cell below it.',
+      { autoClose: 8000 }
+    );
+  } else if (result.status === 'error') {
+    Notification.error(`keras2torch: ${result.message ?? 'unknown error'}`, {
+      autoClose: 10000
+    });
+  }
+};
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
@@ -125,12 +149,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     dialogs: ISessionContext.IDialogs | null
   ) => {
     tracker.widgetAdded.connect((_, panel) => {
-      watchNotebookContext(panel.context);
+      watchNotebookContext(panel.context, notifyOutcome);
       trackGeneratedCells(panel);
     });
     // Panels restored before activation.
     tracker.forEach(panel => {
-      watchNotebookContext(panel.context);
+      watchNotebookContext(panel.context, notifyOutcome);
       trackGeneratedCells(panel);
     });
 

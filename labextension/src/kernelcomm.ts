@@ -21,8 +21,17 @@ import {
 } from './protocol';
 import { handleUpsertMessage } from './upsert';
 
+type NotebookContext = DocumentRegistry.IContext<INotebookModel>;
+
+/** Called after each upsert this client performed (e.g. to notify the user). */
+export type UpsertListener = (
+  result: IUpsertResultMessage,
+  context: NotebookContext
+) => void;
+
 /** The open hello comm of each kernel connection (disposed on restart). */
 const helloComms = new WeakMap<Kernel.IKernelConnection, Kernel.IComm>();
+const watched = new WeakMap<NotebookContext, UpsertListener | undefined>();
 
 /**
  * Has this kernel said hello since it (re)started, i.e. is
@@ -33,39 +42,6 @@ export function kernelHasHandshake(
 ): boolean {
   const comm = kernel ? helloComms.get(kernel) : undefined;
   return !!comm && !comm.isDisposed;
-}
-
-/** Resolves at the next hello from `kernel` (or false after `timeoutMs`). */
-export function waitForHandshake(
-  kernel: Kernel.IKernelConnection,
-  timeoutMs: number
-): Promise<boolean> {
-  if (kernelHasHandshake(kernel)) {
-    return Promise.resolve(true);
-  }
-  return new Promise(resolve => {
-    const started = Date.now();
-    const poll = () => {
-      if (kernelHasHandshake(kernel)) {
-        resolve(true);
-      } else if (Date.now() - started > timeoutMs || kernel.isDisposed) {
-        resolve(false);
-      } else {
-        setTimeout(poll, 50);
-      }
-    };
-    poll();
-  });
-}
-
-type NotebookContext = DocumentRegistry.IContext<INotebookModel>;
-
-const watched = new WeakSet<NotebookContext>();
-
-function sendReply(comm: Kernel.IComm, reply: IUpsertResultMessage): void {
-  if (!comm.isDisposed) {
-    comm.send(reply as unknown as JSONObject);
-  }
 }
 
 function onUpsert(
@@ -87,8 +63,44 @@ function onUpsert(
       message: `The extension failed to write the cell: ${String(error)}`
     };
   }
-  if (reply) {
-    sendReply(comm, reply);
+  if (!reply) {
+    return; // another client executed the cell: it writes, we stay silent
+  }
+  if (!comm.isDisposed) {
+    comm.send(reply as unknown as JSONObject);
+  }
+  try {
+    watched.get(context)?.(reply, context);
+  } catch (error) {
+    console.error('keras2torch: upsert listener failed', error);
+  }
+}
+
+/** Wire one `keras2torch` comm, whether the kernel or this client opened it. */
+function attachComm(
+  context: NotebookContext,
+  kernel: Kernel.IKernelConnection,
+  comm: Kernel.IComm
+): void {
+  comm.onMsg = msg => {
+    const data = msg.content.data;
+    if (isHelloMessage(data)) {
+      acknowledge(kernel, comm);
+    } else if (isUpsertMessage(data)) {
+      onUpsert(context, kernel, comm, msg);
+    }
+  };
+  comm.onClose = () => {
+    if (helloComms.get(kernel) === comm) {
+      helloComms.delete(kernel);
+    }
+  };
+}
+
+function acknowledge(kernel: Kernel.IKernelConnection, comm: Kernel.IComm) {
+  helloComms.set(kernel, comm);
+  if (!comm.isDisposed) {
+    comm.send({ type: 'hello_ack', version: PROTOCOL_VERSION });
   }
 }
 
@@ -100,23 +112,10 @@ function registerTarget(
   kernel.registerCommTarget(
     COMM_TARGET,
     (comm: Kernel.IComm, openMsg: KernelMessage.ICommOpenMsg) => {
-      comm.onMsg = msg => {
-        if (isHelloMessage(msg.content.data)) {
-          helloComms.set(kernel, comm);
-          comm.send({ type: 'hello_ack', version: PROTOCOL_VERSION });
-        } else if (isUpsertMessage(msg.content.data)) {
-          onUpsert(context, kernel, comm, msg);
-        }
-      };
-      comm.onClose = () => {
-        if (helloComms.get(kernel) === comm) {
-          helloComms.delete(kernel);
-        }
-      };
+      attachComm(context, kernel, comm);
       const data = openMsg.content.data;
       if (isHelloMessage(data)) {
-        helloComms.set(kernel, comm);
-        comm.send({ type: 'hello_ack', version: PROTOCOL_VERSION });
+        acknowledge(kernel, comm);
       } else if (isUpsertMessage(data)) {
         // Tolerated: a kernel may open a fresh comm per run.
         onUpsert(context, kernel, comm, openMsg);
@@ -126,15 +125,37 @@ function registerTarget(
 }
 
 /**
+ * Greet a kernel that has `kerastorch_magic` loaded but never said hello to
+ * this client (e.g. the page was reloaded after `%load_ext`): open the comm
+ * from this side with a `hello_ack`; the kernel records it for this client
+ * and answers `hello`. Only call it when the extension is known to be loaded
+ * in the kernel (otherwise the kernel logs an unknown comm target).
+ */
+export function greetKernel(
+  context: NotebookContext,
+  kernel: Kernel.IKernelConnection
+): void {
+  if (kernelHasHandshake(kernel)) {
+    return;
+  }
+  const comm = kernel.createComm(COMM_TARGET);
+  attachComm(context, kernel, comm);
+  void comm.open({ type: 'hello_ack', version: PROTOCOL_VERSION });
+}
+
+/**
  * Handle `keras2torch` comms for this notebook document, on its current
  * kernel and every later one. Idempotent per document context (several
  * views of one notebook share the context and its kernel connection).
  */
-export function watchNotebookContext(context: NotebookContext): void {
+export function watchNotebookContext(
+  context: NotebookContext,
+  listener?: UpsertListener
+): void {
   if (watched.has(context)) {
     return;
   }
-  watched.add(context);
+  watched.set(context, listener);
   const sessionContext = context.sessionContext;
   const current = sessionContext.session?.kernel;
   if (current) {

@@ -166,6 +166,11 @@ function drawSeries(canvas, keras, torch, width, height, fg, grid) {
     low = 0;
     high = 1;
   }
+  if (count <= 48) {
+    // bars start at zero
+    low = Math.min(low, 0);
+    high = Math.max(high, 0);
+  }
   if (high === low) {
     low -= 0.5;
     high += 0.5;
@@ -198,7 +203,7 @@ function drawSeries(canvas, keras, torch, width, height, fg, grid) {
     // grouped bars: Keras and PyTorch side by side
     const slot = plotW / count;
     const bar = Math.max(1, slot * 0.38);
-    const zero = y(Math.min(Math.max(0, low), high));
+    const zero = y(0);
     for (let i = 0; i < count; i++) {
       const x = pad.left + i * slot + slot * 0.1;
       for (const [series, colour, shift] of [
@@ -459,16 +464,19 @@ function render({ model, el }) {
       ],
       [fmt(row.mad), "k2t-c-num"],
       [row.cmp ? (row.rel === null ? "∞" : fmt(row.rel)) : "—", "k2t-c-num"],
-      [row.cos === null || row.cos === undefined ? "—" : row.cos.toFixed(6), "k2t-c-num"],
+      [row.cos === null || row.cos === undefined ? "—" : row.cos.toFixed(5), "k2t-c-num"],
     ];
     for (const [text, cls] of cells) {
       const td = h("td", cls, text);
       if (cls.startsWith("k2t-c-layer") || cls.startsWith("k2t-c-module")) td.title = text;
+      if (cls === "k2t-c-layer" && row.out) {
+        td.appendChild(h("span", "k2t-out", "output"));
+        td.title = `${text} (a model output)`;
+      }
       tr.appendChild(td);
     }
     const statusCell = h("td", "k2t-c-status");
     statusCell.appendChild(h("span", `k2t-badge k2t-badge-${status}`, status));
-    if (row.out) statusCell.appendChild(h("span", "k2t-out", "output"));
     tr.appendChild(statusCell);
     return tr;
   }
@@ -617,10 +625,21 @@ function render({ model, el }) {
     renderDetail();
   }
   tolRange.addEventListener("input", () => setTolerance(10 ** Number(tolRange.value), false));
-  tolText.addEventListener("change", () => {
+  const commitTolerance = () => {
     const value = parseTolerance(tolText.value);
     if (value === null) tolText.value = String(state.tolerance);
-    else setTolerance(value, false);
+    else if (value !== state.tolerance) setTolerance(value, false);
+  };
+  tolText.addEventListener("change", commitTolerance);
+  tolText.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      commitTolerance();
+    }
+  });
+  // Typing in the widget's inputs must not trigger notebook shortcuts (a, b, dd, Enter...).
+  root.addEventListener("keydown", (event) => {
+    if (event.target instanceof HTMLInputElement) event.stopPropagation();
   });
   allButton.addEventListener("click", () => {
     state.filter = "all";
@@ -647,7 +666,7 @@ function render({ model, el }) {
       const exponent = Math.max(lowExp, Math.min(0, Math.log10(Math.max(rel, 1e-30))));
       return height - 2 - ((exponent - lowExp) / -lowExp) * (height - 6);
     };
-    const slot = width / Math.max(1, count);
+    const slot = Math.min(16, width / Math.max(1, count));
     const colours = { ok: "#2da44e", warn: "#bf8700", fail: "#cf222e", skip: "#8c959f" };
     for (let i = 0; i < count; i++) {
       const row = rows[i];
@@ -682,7 +701,8 @@ function render({ model, el }) {
   }
   profile.addEventListener("click", (event) => {
     const box = profile.getBoundingClientRect();
-    const index = Math.floor(((event.clientX - box.left) / box.width) * rows.length);
+    const slot = Math.min(16, box.width / Math.max(1, rows.length));
+    const index = Math.floor((event.clientX - box.left) / slot);
     if (index >= 0 && index < rows.length) {
       if (!state.visible.includes(index)) {
         state.filter = "all";

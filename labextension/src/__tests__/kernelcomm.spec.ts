@@ -5,11 +5,20 @@
  */
 import { Signal } from '@lumino/signaling';
 import { NotebookModel } from '@jupyterlab/notebook';
-import { kernelHasHandshake, watchNotebookContext } from '../kernelcomm';
+import {
+  greetKernel,
+  kernelHasHandshake,
+  watchNotebookContext
+} from '../kernelcomm';
 import { BODY_V1, CLIENT, commMsg, generated, makeNotebook } from './helpers';
 
 class FakeComm {
   sent: any[] = [];
+  opened: any = null;
+  open(data: any) {
+    this.opened = data;
+    return {} as any;
+  }
   isDisposed = false;
   onMsg: ((msg: any) => void) | null = null;
   onClose: ((msg: any) => void) | null = null;
@@ -23,8 +32,14 @@ class FakeKernel {
   targets: { [name: string]: (comm: any, msg: any) => void } = {};
   isDisposed = false;
   constructor(readonly clientId: string) {}
+  created: FakeComm[] = [];
   registerCommTarget(name: string, cb: (comm: any, msg: any) => void) {
     this.targets[name] = cb;
+  }
+  createComm(): FakeComm {
+    const comm = new FakeComm();
+    this.created.push(comm);
+    return comm;
   }
   /** The kernel opens a comm (what `%load_ext kerastorch_magic` does). */
   open(data: object, session = this.clientId): FakeComm {
@@ -131,5 +146,32 @@ describe('keras2torch comm target', () => {
     expect(comm.sent).toEqual([
       expect.objectContaining({ request_id: 'r-open', status: 'inserted' })
     ]);
+  });
+
+  it('greets a kernel that loaded the extension before this page connected', () => {
+    const kernel = new FakeKernel(CLIENT);
+    const context = fakeContext(model, kernel);
+    watchNotebookContext(context);
+    greetKernel(context, kernel as any);
+    const comm = kernel.created[0];
+    expect(comm.opened).toEqual({ type: 'hello_ack', version: 1 });
+    expect(kernelHasHandshake(kernel as any)).toBe(false);
+    comm.onMsg!(commMsg({ type: 'hello', version: 1 }, 'kernel'));
+    expect(kernelHasHandshake(kernel as any)).toBe(true);
+    // Upserts then arrive on this comm like on a kernel-opened one.
+    comm.onMsg!(commMsg(generated(BODY_V1, undefined, 'r-5'), CLIENT));
+    expect(comm.sent[1]).toMatchObject({ request_id: 'r-5', status: 'inserted' });
+    greetKernel(context, kernel as any); // already greeted: no second comm
+    expect(kernel.created).toHaveLength(1);
+  });
+
+  it('tells the listener what this client wrote', () => {
+    const kernel = new FakeKernel(CLIENT);
+    const seen: string[] = [];
+    watchNotebookContext(fakeContext(model, kernel), r => seen.push(r.status));
+    const comm = kernel.open({ type: 'hello', version: 1 });
+    comm.onMsg!(commMsg(generated(BODY_V1), CLIENT));
+    comm.onMsg!(commMsg(generated(BODY_V1), 'someone-else'));
+    expect(seen).toEqual(['inserted']);
   });
 });

@@ -1,0 +1,178 @@
+"""The comparison widget without a kernel: traits, binary previews, the static HTML fallback."""
+
+import base64
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from exactness import randomise_weights
+
+import kerastorch_magic as k2t
+from kerastorch_magic import widget as widget_module
+from kerastorch_magic.widget import ComparisonWidget
+from kerastorch_magic.widget.html import colormap, png
+
+STATIC = Path(widget_module.__file__).parent / "static"
+
+
+def build_model():
+    return keras.Sequential(
+        [
+            keras.Input((20, 20, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(12, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture
+def comparison():
+    model = build_model()
+    randomise_weights(model)
+    conversion = k2t.convert(model)
+    conversion.state_dict["batch_normalization.running_var"] *= 1.05  # fails from layer 1 on
+    return k2t.compare(model, conversion, device="cpu")
+
+
+def _check_entry(widget, index):
+    entry = widget.detail_meta["rows"][str(index)]
+    data = widget.detail
+    if entry["kind"] == "image":
+        channels, height, width = entry["shape"]
+        size = channels * height * width
+        for key in ("keras", "torch", "diff"):
+            assert entry[key] % 4 == 0 and entry[key] + size <= len(data)
+        keras_map = np.frombuffer(data, np.uint8, size, entry["keras"]).reshape(channels, height, width)
+        assert keras_map.max() > keras_map.min()  # a real picture, not a blank
+        assert len(entry["low"]) == len(entry["high"]) == len(entry["diff_high"]) == channels
+    else:
+        channels, length = entry["shape"]
+        for key in ("keras", "torch"):
+            values = np.frombuffer(data, np.float32, channels * length, entry[key])
+            assert np.isfinite(values).all()
+    hist = entry["hist"]
+    assert len(hist["keras"]) == len(hist["torch"]) > 0 and hist["low"] < hist["high"]
+    return entry
+
+
+def test_widget_state(comparison):
+    widget = ComparisonWidget(comparison)
+    assert len(widget.rows) == len(comparison.layers) == 6
+    row = widget.rows[1]
+    assert row["layer"] == "batch_normalization" and row["cls"] == "BatchNormalization"
+    assert row["kshape"] == [2, 18, 18, 6] and row["tshape"] == [2, 6, 18, 18]
+    assert row["rel"] > 1e-4 and row["cmp"] is True and row["kp"] == row["tp"] == 24
+    assert widget.rows[-1]["out"] is True
+    assert widget.tolerance == comparison.tolerance == 1e-4
+    assert widget.selected == 1  # the first failure is shown first
+    header = widget.header
+    assert header["model"] == "sequential" and header["torch_device"] == "cpu"
+    assert "tensorflow" in header["keras_device"]
+    assert "random normal" in header["input"]
+    assert header["counts"]["fail"] == 5 and header["counts"]["ok"] == 1
+    assert "class Net(nn.Module)" in widget.code
+    assert widget.detail_meta["complete"] is True  # small: every row's previews shipped at once
+    kinds = {_check_entry(widget, i)["kind"] for i in range(len(widget.rows))}
+    assert kinds == {"image", "lines"}
+
+
+def test_widget_loads_previews_on_selection_when_large(comparison, monkeypatch):
+    monkeypatch.setattr(widget_module, "PRELOAD_BYTES", 0)
+    widget = ComparisonWidget(comparison)
+    assert widget.detail_meta["complete"] is False
+    assert list(widget.detail_meta["rows"]) == ["1"]
+    size = len(widget.detail)
+    widget.selected = 5  # what the front end does on a click; the kernel answers
+    assert list(widget.detail_meta["rows"]) == ["5"]
+    assert _check_entry(widget, 5)["kind"] == "lines"
+    assert len(widget.detail) != size
+
+
+def test_rows_are_json_safe_for_nan_and_skips():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="b")]
+    )
+    import torch
+    from torch import nn
+
+    class Port(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Linear(3, 2)
+            self.a = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(self.a(x) * float("nan"))
+
+    result = k2t.compare(model, Port(), mapping={"a": "a"}, device="cpu")
+    widget = ComparisonWidget(result)
+    json.dumps(widget.rows, allow_nan=False)  # the front end gets plain JSON
+    statuses = [layer.status(1e-4) for layer in result.layers]
+    assert statuses[1] == "fail" and widget.rows[1]["rel"] is None and widget.rows[1]["cmp"]
+    assert torch.isnan(torch.tensor(result.layers[1].max_abs_diff))
+
+
+def test_static_html_fallback(comparison):
+    text = comparison.to_html()
+    assert text.isascii()
+    assert text.count('<tr class="k2t-s-row-') == len(comparison.layers)
+    assert text.count('<tr class="k2t-s-row-fail"') == 5
+    assert "batch_normalization" in text and "BatchNormalization" in text
+    thumbnails = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(thumbnails) == 2 * 3  # Keras and |Δ| for the three image-shaped layers
+    for encoded in thumbnails:
+        assert base64.b64decode(encoded).startswith(b"\x89PNG\r\n\x1a\n")
+    assert text.count("<svg") == 2 * 3  # vectors as inline sparklines
+    assert "PyTorch on cpu" in text
+
+
+def test_mimebundle_has_widget_view_and_static_table(comparison):
+    bundle = comparison._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == comparison.widget().model_id
+    assert "<table>" in bundle["text/html"]
+    assert "differ beyond" in bundle["text/plain"]
+    assert comparison.widget() is comparison.widget()  # one widget per comparison
+
+
+def test_layer_names_are_escaped():
+    inputs = keras.Input((5,))
+    outputs = keras.layers.Dense(2, name='<img src=x onerror="alert(1)">')(inputs)
+    model = keras.Model(inputs, outputs)
+    result = k2t.compare(model, k2t.convert(model), device="cpu")
+    text = result.to_html()
+    assert "<img src=x" not in text and "&lt;img src=x" in text
+    assert result.widget().rows[0]["layer"].startswith("<img")  # raw in JSON; the view sets textContent
+
+
+def test_static_files_ship_in_the_package(comparison):
+    js = (STATIC / "widget.js").read_text()
+    css = (STATIC / "widget.css").read_text()
+    for name in ("k2t-widget", "k2t-row", "k2t-detail"):
+        assert name in js and name in css
+    assert "export default { render }" in js
+    assert not re.search(r"^\s*import\b", js, re.MULTILINE)  # no imports at all: no CDN, no build step
+    widget = ComparisonWidget(comparison)
+    assert "k2t-widget" in widget._esm and "k2t-widget" in widget._css
+
+
+def test_png_encoder():
+    rgb = colormap(np.linspace(0, 1, 12).reshape(3, 4))
+    data = png(rgb)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (4, 3)
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
+    raw = zlib.decompress(data[idat + 4 : idat + 4 + length])
+    assert len(raw) == 3 * (1 + 4 * 3)
+    assert tuple(rgb[0, 0]) != tuple(rgb[-1, -1])
