@@ -41,3 +41,10 @@ def load_ipython_extension(ipython):
 
 def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "kerastorch-magic"}]
+
+
+def unload_ipython_extension(ipython):
+    """``%unload_ext kerastorch_magic``: remove the magic's hooks (``%reload_ext`` re-adds them)."""
+    from .magic import unload_ipython_extension as unload
+
+    unload(ipython)

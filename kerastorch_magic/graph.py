@@ -52,10 +52,12 @@ def read_model(model) -> Graph:
     ]
     nodes: list[Node] = []
     outputs = _expand(model, inputs, (), nodes)
-    return Graph(model.name, inputs, outputs, nodes)
+    return Graph(model.name, inputs, outputs, nodes, type(model).__name__)
 
 
-def _expand(model, inputs: list[Value], scope: tuple[str, ...], nodes: list[Node]) -> list[Value]:
+def _expand(
+    model, inputs: list[Value], scope: tuple[str, ...], nodes: list[Node], classes: tuple[str, ...] = ()
+) -> list[Value]:
     """Append ``model``'s nodes (fed with ``inputs``) to ``nodes``; return its output values."""
     model_inputs = _model_io(model, "inputs")
     if len(model_inputs) != len(inputs):
@@ -80,10 +82,16 @@ def _expand(model, inputs: list[Value], scope: tuple[str, ...], nodes: list[Node
             continue
         node_inputs = [values[id(p)] for p in parents]
         if _is_model(operation):
-            node_outputs = _expand(operation, node_inputs, (*scope, operation.name), nodes)
+            node_outputs = _expand(
+                operation,
+                node_inputs,
+                (*scope, operation.name),
+                nodes,
+                (*classes, type(operation).__name__),
+            )
         else:
             node_outputs = [Value(tuple(t.shape), str(t.dtype)) for t in keras_node.outputs]
-            nodes.append(Node(operation, scope, node_inputs, node_outputs, keras_node))
+            nodes.append(Node(operation, scope, node_inputs, node_outputs, keras_node, classes))
         for produced, value in zip(keras_node.outputs, node_outputs):
             values[id(produced)] = value
     return [values[id(t)] for t in _model_io(model, "outputs")]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from . import naming
+
 
 @dataclass(frozen=True, eq=False)
 class Value:
@@ -31,6 +33,13 @@ class Node:
     inputs: list[Value]
     outputs: list[Value]
     keras_node: Any  # the keras Node, kept for its call arguments
+    scope_classes: tuple[str, ...] = ()  # class names of the enclosing models
+
+    @property
+    def stable_name(self) -> str:
+        """Name for generated identifiers: Keras's automatic counters dropped (see naming.stable)."""
+        parts = [naming.stable(n, c) for n, c in zip(self.scope, self.scope_classes)]
+        return "_".join((*parts, naming.stable(self.layer.name, self.class_name)))
 
     @property
     def class_name(self) -> str:
@@ -48,6 +57,12 @@ class Graph:
     inputs: list[Value]
     outputs: list[Value]
     nodes: list[Node]  # topological order
+    class_name: str = "Functional"
+
+    @property
+    def stable_name(self) -> str:
+        """The model's name without Keras's automatic counter (``sequential_4`` -> ``sequential``)."""
+        return naming.stable(self.name, self.class_name)
 
     def consumers(self) -> dict[int, list[Node]]:
         """id(Value) -> nodes reading it, in graph order."""

@@ -39,6 +39,24 @@ def comment_text(raw: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def snake_case(class_name: str) -> str:
+    """Keras's default layer name for a class: ``Conv2D`` -> ``conv2d``, ``ReLU`` -> ``re_lu``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def stable(name: str, class_name: str) -> str:
+    """``name`` without the counter Keras appends to automatic names (``conv2d_7`` -> ``conv2d``).
+
+    Keras numbers automatic names per session, so re-running a cell renames every layer; generated
+    code built from the stripped names (de-duplicated in graph order) stays the same across re-runs.
+    """
+    base = snake_case(class_name)
+    if re.fullmatch(re.escape(base) + r"(_\d+)?", name):
+        return base
+    return name
+
+
 class Namespace:
     """Hands out unique identifiers (attributes or local variables) within one scope."""
 

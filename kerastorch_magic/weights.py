@@ -41,12 +41,17 @@ class WeightsPathError(ValueError):
     pass
 
 
+def _is_store(value) -> bool:
+    # By name, not identity: a reloaded module (autoreload) defines a new WeightStore class.
+    return type(value).__name__ == WeightStore.__name__ and isinstance(getattr(value, "sources", None), dict)
+
+
 def get_store(user_ns: dict) -> WeightStore:
     """The store in ``user_ns``, created on first use; never replaces a user's own variable."""
     store = user_ns.get(STORE_NAME)
     if store is None:
         store = user_ns[STORE_NAME] = WeightStore()
-    elif not isinstance(store, WeightStore):
+    elif not _is_store(store):
         raise WeightsPathError(
             f"the variable {STORE_NAME} exists and is not the magic's weight store; rename or delete "
             "it, or use --weights PATH"
@@ -57,7 +62,7 @@ def get_store(user_ns: dict) -> WeightStore:
 def check_in_memory(user_ns: dict) -> None:
     """Fail early (before the cell runs) when the store's name is taken by something else."""
     store = user_ns.get(STORE_NAME)
-    if store is not None and not isinstance(store, WeightStore):
+    if store is not None and not _is_store(store):
         get_store(user_ns)
 
 

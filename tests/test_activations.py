@@ -35,7 +35,8 @@ def assert_each_output_exact(model, fmt, labels, inputs=None, scale=1.0, rtol=RT
     expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
     torch_inputs = [
-        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a))) for spec, a in zip(conversion.inputs, inputs)
+        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
+        for spec, a in zip(conversion.inputs, inputs)
     ]
     with torch.no_grad():
         actual = module(*torch_inputs)
@@ -221,7 +222,10 @@ def test_prelu_layer(fmt):
     code = assert_each_output_exact(model, fmt, labels)[0].code
     # Per channel of a channels-first tensor: exactly nn.PReLU; zeros as Keras initialises them.
     assert "self.p_re_lu_1 = nn.PReLU(4)" in code
-    assert re.search(r"for layer in \(self\.p_re_lu_1, self\.p_re_lu_2, [^)]*\):\n +nn\.init\.zeros_\(layer\.weight\)", code)
+    assert re.search(
+        r"for layer in \(self\.p_re_lu_1, self\.p_re_lu_2, [^)]*\):\n +nn\.init\.zeros_\(layer\.weight\)",
+        code,
+    )
     assert "self.p_re_lu_2 = nn.PReLU()" in code  # one slope for everything
     assert "self.p_re_lu_6 = nn.PReLU(5)" in code  # after a Dense
     # One slope per element (or per position): an explicit parameter and formula.

@@ -25,6 +25,15 @@ WORST: dict[str, float] = {}  # test id -> relative error, summarised at the end
 GENERATED: dict[str, str] = {}  # test id -> generated source, linted in one ruff run at the end
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """conftest's per-test reset, minus clear_session's gc.collect() (0.2 s a test, most of the file)."""
+    keras.backend.clear_session(free_memory=False)  # fresh layer names: snippets below rely on them
+    keras.utils.set_random_seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _lint_generated_code_and_report(tmp_path_factory):
     """What exactness.check_source does per model, as one ruff run over every model of the module.
@@ -237,6 +246,21 @@ def test_unknown_input_size_matches_keras(layer, shape, options, fmt, sizes):
     code = exact(layer, shape, fmt, inputs=[x], **options).code
     if "Transpose" not in layer:  # transposed 'same' needs no input size
         assert "def _pad_same(x, kernel_size, stride, dilation=None, value=0.0):" in code
+
+
+def test_unknown_size_helper_is_defined_once():
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            L.Conv2D(4, 3, strides=2, padding="same"),
+            L.DepthwiseConv2D(4, strides=(1, 2), padding="same", activation="relu"),
+        ]
+    )
+    x = np.random.default_rng(4).normal(size=(2, 13, 10, 3)).astype("float32")
+    code = assert_exact(model, inputs=[x])[0].code  # this one through the harness's own code checks
+    assert code.count("def _pad_same(") == 1
+    assert "x = _pad_same(x, kernel_size=(3, 3), stride=(2, 2))" in code
+    assert "x = _pad_same(x, kernel_size=(4, 4), stride=(1, 2))" in code
 
 
 # -- the generated code ----------------------------------------------------------------------------

@@ -94,7 +94,9 @@ def test_embedding(fmt):
     model = keras.Model([tokens, grid], list(branches.values()))
     code = assert_each_output_exact(model, fmt, list(branches))[0].code
     assert "self.embedding = nn.Embedding(12, 4)" in code
-    assert re.search(r"nn\.init\.uniform_\((self\.embedding|layer)\.weight, -0\.05, 0\.05\)", code)  # "uniform"
+    assert re.search(
+        r"nn\.init\.uniform_\((self\.embedding|layer)\.weight, -0\.05, 0\.05\)", code
+    )  # "uniform"
     assert "not torch's padding_idx" in code
     assert "padding_idx=" not in code
 
@@ -132,7 +134,9 @@ def test_spatial_dropout(fmt):
         "2D after Conv2D": L.SpatialDropout2D(0.3, name="sd2")(L.Conv2D(4, 2)(image)),
         "3D after Conv3D": L.SpatialDropout3D(0.3, name="sd3")(L.Conv3D(2, 2)(volume)),
         "2D on a Keras-layout tensor": L.SpatialDropout2D(0.3, name="sd2_raw")(raw),
-        "2D channels_first data": L.SpatialDropout2D(0.3, data_format="channels_first", name="sd2_cf")(cf_raw),
+        "2D channels_first data": L.SpatialDropout2D(0.3, data_format="channels_first", name="sd2_cf")(
+            cf_raw
+        ),
     }
     model = keras.Model([sequence, image, volume, raw, cf_raw], list(branches.values()))
     conversion, _ = assert_each_output_exact(model, fmt, list(branches))
@@ -167,7 +171,9 @@ def test_noise_and_regularisation_layers(fmt):
         "AlphaDropout": L.AlphaDropout(0.2, name="adrop")(L.Dense(4, activation="selu")(vector)),
         "ActivityRegularization": L.ActivityRegularization(l1=0.01, name="reg")(conv),
         "Identity": L.Identity(name="same")(vector),
-        "Dropout(noise_shape)": L.Dropout(0.4, noise_shape=(None, 1, 6), name="nsd")(L.Reshape((1, 6))(vector)),
+        "Dropout(noise_shape)": L.Dropout(0.4, noise_shape=(None, 1, 6), name="nsd")(
+            L.Reshape((1, 6))(vector)
+        ),
     }
     model = keras.Model([image, vector], list(branches.values()))
     conversion, _ = assert_each_output_exact(model, fmt, list(branches))

@@ -138,3 +138,25 @@ def test_bad_arguments_are_rejected():
         k2t.convert(model, input_format="nhwc")
     with pytest.raises(ValueError, match="class name"):
         k2t.convert(model, class_name="not valid")
+
+
+def test_rebuilding_a_model_in_the_same_session_gives_identical_code():
+    """Keras numbers automatic names per session (conv2d_3...): re-running a cell must not rename."""
+
+    def build():
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2),
+            ]
+        )
+
+    first, second = build(), build()
+    assert first.layers[0].name != second.layers[0].name
+    code = k2t.convert(first).code
+    assert code == k2t.convert(second).code
+    assert "self.conv2d = nn.Conv2d" in code and "self.conv2d_1 = nn.Conv2d" in code
+    assert 'Keras model "sequential"' in code

@@ -422,3 +422,12 @@ def test_frontend_initiated_hello_is_answered(kernel):
     assert answer == {"comm_id": comm_id, "data": {"type": "hello", "version": 1}}
     run = e.execute("%%keras2torch --no-compare --name HelloNet\nhello_model = tiny('hello')", cell_id="c-h")
     assert len(run.upserts) == 1 and run.upserts[0]["_comm_id"] == comm_id and run.next_inputs == []
+
+
+def test_weight_store_name_taken_by_the_user(kernel):
+    kernel.a.execute("_saved_store = _keras2torch_weights; _keras2torch_weights = 'mine'")
+    run = kernel.a.execute("%%keras2torch --no-compare\nnever_ran = tiny()", cell_id="c-taken")
+    kept = kernel.a.execute("print(_keras2torch_weights); _keras2torch_weights = _saved_store")
+    assert run.status == "error" and "is not the magic's weight store" in run.text
+    _no_cell_written(run)
+    assert kept.stdout.strip() == "mine"

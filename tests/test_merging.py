@@ -14,7 +14,7 @@ def mixed_inputs():
     """Two (N, 4, 4, 3) tensors: one channels-first (a convolution's), one in Keras's layout (a Dense's)."""
     image, other = keras.Input((5, 5, 2), name="image"), keras.Input((4, 4, 5), name="other")
     conv = L.Conv2D(3, 2, name="conv")(image)  # channels-first inside
-    dense = L.Dense(3, name="dense")(other)  # Keras layout inside
+    dense = L.Dense(3, name="dense_in")(other)  # Keras layout inside
     return [image, other], conv, dense
 
 
@@ -37,16 +37,16 @@ def test_elementwise_merges(fmt):
     conversion, errors = assert_each_output_exact(model, fmt, list(branches))
     print(f"worst relative error ({fmt}): {max(errors.values()):.2e}")
     code = conversion.code
-    # The Dense branch is re-laid to the convolution's channels-first layout (or the reverse).
-    assert "add_cd = conv + dense.permute(0, 3, 1, 2)" in code
-    assert "subtract_cd = conv - dense.permute(0, 3, 1, 2)" in code
-    assert "multiply_cd = conv * dense.permute(0, 3, 1, 2)" in code
-    assert "average_cd = (conv + dense.permute(0, 3, 1, 2)) / 2" in code
-    assert "maximum_cd = torch.maximum(conv, dense.permute(0, 3, 1, 2))" in code
-    assert "minimum_cd = torch.minimum(conv, dense.permute(0, 3, 1, 2))" in code
-    assert "conv + vector[:, :, None, None]" in code  # (N, C) -> (N, C, 1, 1) next to NCHW
+    # The Dense branch is re-laid to the imageolution's channels-first layout (or the reverse).
+    assert "add_cd = image + other.permute(0, 3, 1, 2)" in code
+    assert "subtract_cd = image - other.permute(0, 3, 1, 2)" in code
+    assert "multiply_cd = image * other.permute(0, 3, 1, 2)" in code
+    assert "average_cd = (image + other.permute(0, 3, 1, 2)) / 2" in code
+    assert "maximum_cd = torch.maximum(image, other.permute(0, 3, 1, 2))" in code
+    assert "minimum_cd = torch.minimum(image, other.permute(0, 3, 1, 2))" in code
+    assert "image + vector[:, :, None, None]" in code  # (N, C) -> (N, C, 1, 1) next to NCHW
     # Three inputs: the layout two of them share wins.
-    assert "torch.maximum(torch.maximum(dense.permute(0, 3, 1, 2), conv), third)" in code
+    assert "torch.maximum(torch.maximum(other.permute(0, 3, 1, 2), image), third)" in code
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -64,7 +64,9 @@ def test_broadcasting_lower_rank_inputs(fmt):
         "(N, C) * (N, L, C), NCL": L.Multiply()([vector, conv1d]),
         "(N, H, W, C) + (N, L, C)": L.Add()([conv, L.Reshape((4, 4))(L.Dense(16)(vector))]),
         "(N, C) + (N, H, W, C) Keras layout": L.Add()([plain, vector]),
-        "(N, L, C) + (N, H, W, C) Keras layout": L.Add()([plain, L.Dense(4)(L.Reshape((2, 4))(L.Dense(8)(vector)))]),
+        "(N, L, C) + (N, H, W, C) Keras layout": L.Add()(
+            [plain, L.Dense(4)(L.Reshape((2, 4))(L.Dense(8)(vector)))]
+        ),
     }
     model = keras.Model([sequence, vector, image, plain], list(branches.values()))
     code = assert_each_output_exact(model, fmt, list(branches))[0].code
@@ -87,9 +89,9 @@ def test_concatenate(fmt):
     branches["sequences, axis=-1"] = L.Concatenate()([conv1d, L.Dense(3)(sequence)])
     model = keras.Model(inputs, list(branches.values()))
     code = assert_each_output_exact(model, fmt, list(branches))[0].code
-    assert "concatenate = torch.cat([conv, dense.permute(0, 3, 1, 2)], dim=1)" in code
+    assert "concatenate = torch.cat([image, other.permute(0, 3, 1, 2)], dim=1)" in code
     assert "Keras axis -1 is torch dim 1 in the channels-first layout" in code
-    assert "concatenate_1 = torch.cat([conv, dense.permute(0, 3, 1, 2)], dim=2)" in code
+    assert "concatenate_1 = torch.cat([image, other.permute(0, 3, 1, 2)], dim=2)" in code
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -115,7 +117,10 @@ def test_dot(fmt):
     code = assert_each_output_exact(model, fmt, list(branches))[0].code
     assert "dot = torch.sum(a * b, dim=1, keepdim=True)" in code
     assert "F.normalize(a, dim=1, eps=1e-07)" in code  # Keras's epsilon
-    assert 'torch.einsum("nak,nbk->nab", s, t)' in code
+    # einsum reads each input in its own torch layout: NCL when the input also feeds a Conv1D.
+    subscripts = "nka,nkb->nab" if fmt == "channels_first" else "nak,nbk->nab"
+    assert f'dot_2 = torch.einsum("{subscripts}", s, t)' in code
+    assert 'dot_7 = torch.einsum("nka,nkb->nab", conv_s, conv_t)' in code
 
 
 def test_masked_inputs_are_refused_where_keras_uses_the_mask():

@@ -144,11 +144,27 @@ def test_permute_code():
     assert "permute" not in code
     code = assert_exact(tiny((5, 6, 3), L.Permute((2, 1, 3))), "channels_last")[0].code
     assert "x = x.permute(0, 2, 1, 3)" in code
+    # height <-> width on a channels-first tensor feeding a convolution: swap the last two dims
+    model = tiny((5, 6, 3), L.Conv2D(4, 3), L.Permute((2, 1, 3)), L.Conv2D(2, 1))
+    code = assert_exact(model)[0].code
+    assert "x = x.permute(0, 1, 3, 2)" in code
+    assert code.count("permute") == 1
+
+
+def test_reshape_and_repeat_vector_feeding_convolutions_go_channels_first():
+    model = tiny((12,), L.Dense(32), L.Reshape((4, 4, 2)), L.Conv2D(3, 3))
+    code = assert_exact(model)[0].code
+    assert "x = x.permute(0, 3, 1, 2)" in code
+    assert "channels-first for what follows" in code
+    code = assert_exact(tiny((5,), L.RepeatVector(3), L.Conv1D(2, 2)))[0].code
+    assert "x = x.unsqueeze(2).repeat(1, 1, 3)" in code
+    assert "permute" not in code
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_repeat_vector(fmt):
-    conversion, _ = assert_exact(tiny((5,), L.Dense(4), L.RepeatVector(3), L.Conv1D(2, 2)), fmt)
+    assert_exact(tiny((5,), L.Dense(4), L.RepeatVector(3), L.Conv1D(2, 2)), fmt)
+    conversion, _ = assert_exact(tiny((5,), L.Dense(4), L.RepeatVector(3)), fmt)
     assert "x.unsqueeze(1).repeat(1, 3, 1)" in conversion.code
 
 

@@ -12,10 +12,11 @@ pre-activation value twice or a helper function when that value is not a plain v
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step, Submodule, converter
 
 _SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
@@ -111,11 +112,23 @@ def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
     entry = _ACTIVATIONS.get(key)
     if entry is None:
         raise call.unsupported(f"activation {key!r} has no converter")
-    # A custom function that happens to share a built-in's name must not pass for it.
-    function = getattr(call.layer, "activation", None)
+    # A custom function that happens to share a built-in's name must not pass for it: find the
+    # layer attribute this config entry configures (``activation``, ``recurrent_activation``...).
+    function = _configured_function(call, name)
     if callable(function) and not _is_builtin(function, key):
         raise call.unsupported(f"activation {key!r} is a custom function, not keras.activations.{key}")
     return key, entry
+
+
+def _configured_function(call: LayerCall, name):
+    """The function the layer holds for config entry ``name``; None when it cannot be told."""
+    for option, value in call.config.items():
+        if option.endswith("activation") and value == name:
+            for owner in (call.layer, getattr(call.layer, "cell", None)):
+                function = getattr(owner, option, None)
+                if function is not None:
+                    return function
+    return None
 
 
 def _is_builtin(function, key: str) -> bool:
@@ -165,7 +178,8 @@ def apply_activation(call: LayerCall, expr: str, name, dim: int) -> tuple[str, l
     key, entry = _lookup(call, name)
     if entry.helper or (entry.reads_input_twice and expr != "{x}"):
         raise call.unsupported(
-            f"activation {key!r} needs activation_steps() in this layer's converter (converter bug)"
+            f"activation {key!r} is not supported after this layer yet "
+            "(its converter must use activation_steps, not apply_activation)"
         )
     return entry.template.format(x=expr, dim=dim), [entry.note] if entry.note else []
 
@@ -217,6 +231,17 @@ def _helper_source(call: LayerCall, name: str) -> str:
 
 
 # -- layers ---------------------------------------------------------------------------------------
+def same_layout(call: LayerCall, spec: TensorSpec | None = None) -> TensorSpec:
+    """Output spec of a layer that keeps its input's shape and layout (and folded flatten order).
+
+    Element-wise layers (and softmax-like ones over the flattened axis, which permute along with
+    it) may sit between a Flatten and the Dense that absorbs its order.
+    """
+    spec = spec or call.inputs[0]
+    out = call.output_spec(spec.perm)
+    return replace(out, flat_order=spec.flat_order) if spec.flat_order is not None else out
+
+
 def _number(value) -> str:
     """A float literal for generated code (``0.3``, ``6.0``, ``1e-07``)."""
     return repr(float(value))
@@ -232,7 +257,9 @@ def has_keras_mask(call: LayerCall, index: int = 0) -> bool:
 def convert_activation(call: LayerCall) -> Converted:
     spec = call.inputs[0]
     code = activation_steps(call, "{x}", call.config["activation"], spec.torch_dim(-1))
-    return Converted(code.steps, [call.output_spec(spec.perm)], notes=code.notes, helpers=code.helpers)
+    if spec.flat_order is not None and activation_name(call.config["activation"]) == "glu":
+        raise call.unsupported("glu on a flatten whose order was folded into a Dense")
+    return Converted(code.steps, [same_layout(call)], notes=code.notes, helpers=code.helpers)
 
 
 def relu_expression(negative_slope: float, max_value, threshold: float) -> str:
@@ -268,7 +295,7 @@ def convert_relu(call: LayerCall) -> Converted:
     if "threshold" in expr and float(layer.threshold):
         threshold = float(layer.threshold)
         notes.append(f"Keras ReLU(threshold={threshold:g}) keeps x only where x > {threshold:g}, else 0.")
-    return Converted([Step(expr)], [call.output_spec(call.inputs[0].perm)], notes=notes)
+    return Converted([Step(expr)], [same_layout(call)], notes=notes)
 
 
 @converter("LeakyReLU", passthrough=True)
@@ -278,14 +305,14 @@ def convert_leaky_relu(call: LayerCall) -> Converted:
         "Keras's LeakyReLU slope (layer default 0.3; torch's default is 0.01)" if slope != 0.01 else None
     )
     step = Step(f"F.leaky_relu({{x}}, negative_slope={_number(slope)})", comment)
-    return Converted([step], [call.output_spec(call.inputs[0].perm)])
+    return Converted([step], [same_layout(call)])
 
 
 @converter("ELU", passthrough=True)
 def convert_elu(call: LayerCall) -> Converted:
     alpha = float(call.layer.alpha)
     expr = "F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={_number(alpha)})"
-    return Converted([Step(expr)], [call.output_spec(call.inputs[0].perm)])
+    return Converted([Step(expr)], [same_layout(call)])
 
 
 @converter("Softmax", passthrough=True)
@@ -305,7 +332,7 @@ def convert_softmax(call: LayerCall) -> Converted:
             f"torch.exp({{x}} - torch.logsumexp({{x}}, dim={dim_tuple}, keepdim=True))",
             "softmax over several axes at once, as Keras computes it",
         )
-    return Converted([step], [call.output_spec(spec.perm)], notes=[_SOFTMAX_NOTE])
+    return Converted([step], [same_layout(call)], notes=[_SOFTMAX_NOTE])
 
 
 @converter("PReLU", passthrough=True)
@@ -316,6 +343,8 @@ def convert_prelu(call: LayerCall) -> Converted:
     alpha = np.asarray(call.weights["alpha"])  # Keras shape: input shape without batch, 1 on shared axes
     # Lay alpha out like the torch tensor (the batch axis excluded).
     alpha_t = np.ascontiguousarray(np.transpose(alpha, [p - 1 for p in spec.perm[1:]]))
+    if spec.flat_order is not None:  # after a folded Flatten: the features are in torch's order
+        alpha_t = alpha_t[spec.flat_order] if alpha_t.size > 1 else alpha_t
     init_config = call.config.get("alpha_initializer")
     if alpha_t.size == 1 or (alpha_t.ndim >= 1 and all(d == 1 for d in alpha_t.shape[1:])):
         # Shared over every axis but the one at torch dim 1: exactly nn.PReLU (one slope per channel).
@@ -325,7 +354,7 @@ def convert_prelu(call: LayerCall) -> Converted:
         ctor = "nn.PReLU()" if count == 1 else f"nn.PReLU({count})"
         what = "alpha shared over every axis: one slope" if count == 1 else "one slope per channel"
         module = Submodule(ctor, {"weight": weight}, init, f"Keras PReLU, {what}.")
-        return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module})
+        return Converted([Step("{m}({x})")], [same_layout(call)], {"": module})
     # One slope per element of alpha (not per channel): nn.PReLU cannot hold it.
     shape = ", ".join(str(d) for d in alpha_t.shape)
     ctor = f'nn.ParameterDict({{"alpha": nn.Parameter(torch.zeros({shape}))}})'
@@ -338,4 +367,4 @@ def convert_prelu(call: LayerCall) -> Converted:
         "no nn.PReLU twin, so the parameter and formula are explicit.",
     )
     step = Step("F.relu({x}) - {m}.alpha * F.relu(-{x})")
-    return Converted([step], [call.output_spec(spec.perm)], {"": module})
+    return Converted([step], [same_layout(call)], {"": module})

@@ -87,9 +87,10 @@ def _conv_args(in_channels, out_channels, size, strides, padding_args, dilation,
     return ", ".join(args)
 
 
-def _bias(call: LayerCall, state: dict, init: list[str], channels: int) -> None:
+def _bias(call: LayerCall, bias: np.ndarray, state: dict, init: list[str]) -> None:
     """Add the layer's bias to ``state`` and its Keras initialiser to ``init``."""
-    state["bias"] = call.weights["bias"]
+    state["bias"] = bias
+    channels = bias.shape[0]
     init += initializers.init_lines(call.config.get("bias_initializer"), (channels,), (channels,), "bias")
 
 
@@ -102,8 +103,8 @@ def _finish(call: LayerCall, steps, expr: str, perm, modules, notes, helpers, co
 
 @converter("Conv1D", "Conv2D", "Conv3D", channels_first=True)
 def convert_conv(call: LayerCall) -> Converted:
-    config, layer = call.config, call.layer
-    kernel = call.weights["kernel"]  # (k..., in / groups, out)
+    config, layer, weights = call.config, call.layer, call.weights
+    kernel = weights["kernel"]  # (k..., in / groups, out)
     notes: list[str] = []
     if getattr(layer, "lora_enabled", False):  # the kernel Keras computes with: base + A @ B scaled
         kernel = np.asarray(layer.kernel, dtype=kernel.dtype)
@@ -122,7 +123,7 @@ def convert_conv(call: LayerCall) -> Converted:
     state = {"weight": weight}
     init = initializers.init_lines(config.get("kernel_initializer"), kernel.shape, weight.shape, "weight")
     if use_bias:
-        _bias(call, state, init, out_channels)
+        _bias(call, weights["bias"], state, init)
     module = Submodule(f"nn.Conv{rank}d({args})", state, init)
     return _finish(call, steps, "{m}({x})", cf, {"": module}, notes + pad_notes, helpers)
 
@@ -157,8 +158,8 @@ def _transpose_geometry(size, strides, dilation, padding, output_padding):
 
 @converter("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", channels_first=True)
 def convert_conv_transpose(call: LayerCall) -> Converted:
-    config = call.config
-    kernel = call.weights["kernel"]  # (k..., out, in)
+    config, weights = call.config, call.weights
+    kernel = weights["kernel"]  # (k..., out, in)
     rank = kernel.ndim - 2
     size, strides, dilation = _geometry(call, rank)
     padding = config.get("padding", "valid")
@@ -192,7 +193,7 @@ def convert_conv_transpose(call: LayerCall) -> Converted:
     state = {"weight": weight}
     init = initializers.init_lines(config.get("kernel_initializer"), kernel.shape, weight.shape, "weight")
     if use_bias:
-        _bias(call, state, init, out_channels)
+        _bias(call, weights["bias"], state, init)
     module = Submodule(f"nn.ConvTranspose{rank}d({', '.join(args)})", state, init)
     expr, comment = "{m}({x})", None
     if any(crops):
@@ -208,9 +209,7 @@ def convert_conv_transpose(call: LayerCall) -> Converted:
     return _finish(call, steps, expr, cf, {"": module}, notes, {}, comment)
 
 
-def _depthwise_module(
-    call: LayerCall, kernel: np.ndarray, strides, padding_args, dilation, bias: bool, init_key
-):
+def _depthwise_module(call: LayerCall, kernel: np.ndarray, strides, padding_args, dilation, bias: bool):
     """``nn.ConvNd(C, C * M, groups=C)`` from a Keras depthwise kernel ``(k..., C, M)``."""
     rank = kernel.ndim - 2
     channels, multiplier = kernel.shape[-2], kernel.shape[-1]
@@ -218,14 +217,17 @@ def _depthwise_module(
     # (k..., C, M) -> (k..., 1, C * M): output channel c * M + m, TF's order.
     weight = _to_torch(kernel.reshape(*size, 1, channels * multiplier))
     args = _conv_args(channels, channels * multiplier, size, strides, padding_args, dilation, channels, bias)
-    init = initializers.init_lines(call.config.get(init_key), kernel.shape, weight.shape, "weight")
+    # Keras computes the initialiser's fans from (k..., C, M), not from torch's (C * M, 1, k...).
+    init = initializers.init_lines(
+        call.config.get("depthwise_initializer"), kernel.shape, weight.shape, "weight"
+    )
     return Submodule(f"nn.Conv{rank}d({args})", {"weight": weight}, init)
 
 
 @converter("DepthwiseConv1D", "DepthwiseConv2D", channels_first=True)
 def convert_depthwise(call: LayerCall) -> Converted:
-    config = call.config
-    kernel = call.weights["kernel"]  # (k..., C, M)
+    config, weights = call.config, call.weights
+    kernel = weights["kernel"]  # (k..., C, M)
     rank = kernel.ndim - 2
     size, strides, dilation = _geometry(call, rank)
     channels, multiplier = kernel.shape[-2], kernel.shape[-1]
@@ -234,11 +236,9 @@ def convert_depthwise(call: LayerCall) -> Converted:
     padding_args, pad_steps, notes, helpers = _padding(call, size, strides, dilation)
     steps += pad_steps
     use_bias = config.get("use_bias", True)
-    module = _depthwise_module(
-        call, kernel, strides, padding_args, dilation, use_bias, "depthwise_initializer"
-    )
+    module = _depthwise_module(call, kernel, strides, padding_args, dilation, use_bias)
     if use_bias:
-        _bias(call, module.state, module.init, channels * multiplier)
+        _bias(call, weights["bias"], module.state, module.init)
     outputs = f"{multiplier} outputs each" if multiplier > 1 else "one output each"
     module.comment = f"Depthwise: groups={channels} convolves each input channel on its own ({outputs})."
     return _finish(call, steps, "{m}({x})", cf, {"": module}, notes, helpers)
@@ -255,15 +255,13 @@ def convert_separable(call: LayerCall) -> Converted:
     steps = call.relayout(cf)
     padding_args, pad_steps, notes, helpers = _padding(call, size, strides, dilation)
     steps += pad_steps
-    depthwise = _depthwise_module(
-        call, depthwise_kernel, strides, padding_args, dilation, False, "depthwise_initializer"
-    )
+    use_bias = config.get("use_bias", True)
+    depthwise = _depthwise_module(call, depthwise_kernel, strides, padding_args, dilation, False)
     depthwise.comment = (
-        f"{call.class_name} = depthwise conv (groups={depthwise_kernel.shape[-2]}, no bias), "
-        "then a 1x1 pointwise conv carrying the bias."
+        f"{call.class_name} = depthwise conv (groups={depthwise_kernel.shape[-2]}, no bias), then a "
+        f"pointwise kernel_size=1 conv{' carrying the bias' if use_bias else ''}."
     )
     middle, filters = pointwise_kernel.shape[-2:]
-    use_bias = config.get("use_bias", True)
     weight = _to_torch(pointwise_kernel)
     init = initializers.init_lines(
         config.get("pointwise_initializer"), pointwise_kernel.shape, weight.shape, "weight"
@@ -274,6 +272,6 @@ def convert_separable(call: LayerCall) -> Converted:
         init,
     )
     if use_bias:
-        _bias(call, pointwise.state, pointwise.init, filters)
+        _bias(call, weights["bias"], pointwise.state, pointwise.init)
     modules = {"depthwise": depthwise, "pointwise": pointwise}
     return _finish(call, steps, "{m_pointwise}({m_depthwise}({x}))", cf, modules, notes, helpers)

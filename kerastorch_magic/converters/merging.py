@@ -148,4 +148,4 @@ def convert_dot(call: LayerCall) -> Converted:
         "".join(keras_first[a] for a in first.perm) + "," + "".join(keras_second[a] for a in second.perm)
     )
     expr = f'torch.einsum("{subscripts}->{"".join(output)}", {operands[0]}, {operands[1]})'
-    return _merged(call, expr, layout.identity(out_rank), "Keras Dot: a batched dot product")
+    return _merged(call, expr, layout.identity(out_rank))

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import layout
+from .. import layout, registry
 from ..registry import Converted, LayerCall, Step, converter
 from .padding import compact, tuple_of
 
@@ -92,7 +92,12 @@ def convert_reshape(call: LayerCall) -> Converted:
         steps.append(Step(f"{{x}}.reshape({{x}}.shape[0], {dims})"))
     else:
         steps.append(Step(f"{{x}}.reshape(-1, {', '.join(str(int(d)) for d in shape)})"))
-    return Converted(steps, [call.output_spec(layout.identity(len(shape) + 1))])
+    perm = layout.identity(len(shape) + 1)
+    if _feeds_channels_first(call):
+        cf = layout.channels_first(len(perm))
+        steps.append(Step(layout.permute_expression("{x}", perm, cf), "channels-first for what follows"))
+        perm = cf
+    return Converted(steps, [call.output_spec(perm)])
 
 
 @converter("Permute")
@@ -103,20 +108,27 @@ def convert_permute(call: LayerCall) -> Converted:
     # Keras output = input.transpose(keras_perm); the torch tensor as it stands already holds that
     # output, laid out as `relabelled`. If the rest of the model speaks that layout, nothing moves.
     relabelled = tuple(keras_perm.index(axis) for axis in spec.perm)
-    if relabelled in (layout.identity(spec.rank), layout.channels_first(spec.rank)):
+    cf = layout.channels_first(spec.rank)
+    if relabelled in (layout.identity(spec.rank), cf):
         return Converted([], [call.output_spec(relabelled)])
-    wanted = layout.identity(spec.rank)
+    wanted = cf if _feeds_channels_first(call) else layout.identity(spec.rank)
     expr = layout.permute_expression("{x}", relabelled, wanted)
     comment = None
-    if not layout.is_identity(spec.perm):
-        comment = f"Keras's Permute({keras_perm[1:]}), applied to the {layout.describe(spec.perm)} tensor"
+    if not layout.is_identity(spec.perm) or wanted != layout.identity(spec.rank):
+        source, target = layout.describe(spec.perm), layout.describe(wanted)
+        verb = "stays" if source == target else "is"
+        comment = f"Keras's Permute({keras_perm[1:]}) on a {source} tensor; the result {verb} {target}"
     return Converted([Step(expr, comment)], [call.output_spec(wanted)])
 
 
 @converter("RepeatVector")
 def convert_repeat_vector(call: LayerCall) -> Converted:
     steps = call.relayout(layout.identity(2))
-    steps.append(Step(f"{{x}}.unsqueeze(1).repeat(1, {int(call.config['n'])}, 1)"))
+    n = int(call.config["n"])
+    if _feeds_channels_first(call):  # (N, features, n): the channels-first form of Keras's (N, n, features)
+        steps.append(Step(f"{{x}}.unsqueeze(2).repeat(1, 1, {n})"))
+        return Converted(steps, [call.output_spec(layout.channels_first(3))])
+    steps.append(Step(f"{{x}}.unsqueeze(1).repeat(1, {n}, 1)"))
     return Converted(steps, [call.output_spec(layout.identity(3))])
 
 
@@ -130,6 +142,35 @@ def _to_keras_layout(call: LayerCall, why: str) -> list[Step]:
     if steps:
         steps[-1].comment = why
     return steps
+
+
+def _feeds_channels_first(call: LayerCall) -> bool:
+    """Whether every reader of the (rank >= 3) output computes channels-first on channels-last
+    Keras data, looking through layout-agnostic layers when the graph is visible: then the output
+    is best laid out channels-first straight away."""
+    if call.is_model_output or not call.consumers or len(call.output_shapes[0]) < 3:
+        return False
+    readers_of = getattr(call, "readers_of", None)
+    is_output = getattr(call, "is_output", None)
+    pending, seen = list(call.consumers), set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        function = registry.find(node.class_name)
+        if getattr(function, "channels_first", False):
+            if node.layer.get_config().get("data_format", "channels_last") == "channels_first":
+                return False
+        elif getattr(function, "passthrough", False) and readers_of is not None and is_output is not None:
+            value = node.outputs[0]
+            following = readers_of(value)
+            if is_output(value) or not following:
+                return False
+            pending.extend(following)
+        else:
+            return False
+    return True
 
 
 # -- ZeroPadding, Cropping ---------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _shape(shape) -> str:
     if shape is None:
         return "—"
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+    return "×".join("N" if d is None else str(d) for d in shape) or "scalar"
 
 
 _CSS = """
@@ -164,6 +164,7 @@ _CSS = """
 .k2t-static .k2t-b-fail{background:#ffebe9;color:#a40e26}
 .k2t-static .k2t-b-skip{background:#eef1f4;color:#59636e}
 .k2t-static tr.k2t-s-row-fail td{background:rgba(255,129,130,.08)}
+.k2t-static .k2t-s-bad{color:#a40e26;font-weight:600}
 .k2t-static .k2t-s-dim{color:var(--jp-ui-font-color2,#59636e)}
 </style>
 """
@@ -201,11 +202,12 @@ def comparison_html(comparison) -> str:
         status = layer.status(tolerance)
         keras_thumb, diff_thumb = thumbnails(layer, tolerance) if layer.index in thumbs_for else ("", "")
         params = f"{layer.keras_params:,}"
-        if layer.torch_params is not None:
-            params += f" / {layer.torch_params:,}"
+        if layer.torch_params is not None and layer.torch_params != layer.keras_params:
+            params = f'<span class="k2t-s-bad">{params} &ne; {layer.torch_params:,}</span>'
         note = f' title="{html.escape(layer.note)}"' if layer.note else ""
         rows.append(
             f'<tr class="k2t-s-row-{status}"{note}>'
+            f'<td><span class="k2t-badge k2t-b-{status}">{status}</span></td>'
             f'<td class="k2t-s-num k2t-s-dim">{layer.index}</td>'
             f"<td>{html.escape(layer.keras_layer)} "
             f'<span class="k2t-s-dim">{html.escape(layer.keras_class)}</span></td>'
@@ -216,24 +218,23 @@ def comparison_html(comparison) -> str:
             f'<td class="k2t-s-num">{_fmt(layer.max_abs_diff)}</td>'
             f'<td class="k2t-s-num">{_fmt(layer.rel_diff)}</td>'
             f'<td class="k2t-s-num">{_fmt(layer.cosine, 5) if layer.numbers else "—"}</td>'
-            f"<td>{keras_thumb}</td><td>{diff_thumb}</td>"
-            f'<td><span class="k2t-badge k2t-b-{status}">{status}</span></td></tr>'
+            f"<td>{keras_thumb}</td><td>{diff_thumb}</td></tr>"
         )
     head = "".join(
         f"<th>{name}</th>"
         for name in (
+            "status",
             "#",
             "Keras layer",
             "Keras shape",
             "PyTorch module",
             "PyTorch shape",
-            "params K/T",
+            "params",
             "max |Δ|",
             "rel. err",
             "cosine",
             "Keras",
             "|Δ|",
-            "status",
         )
     )
     kind = "ok" if comparison.ok else "fail"

@@ -148,15 +148,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     dialogs: ISessionContext.IDialogs | null
   ) => {
-    tracker.widgetAdded.connect((_, panel) => {
-      watchNotebookContext(panel.context, notifyOutcome);
+    // `data-keras2torch="connected"` on the notebook panels of a document
+    // whose kernel completed the handshake (for styling, and for tests).
+    const onHandshake = (connected: boolean, context: unknown) => {
+      tracker.forEach(panel => {
+        if (panel.context === context) {
+          if (connected) {
+            panel.node.dataset.keras2torch = 'connected';
+          } else {
+            delete panel.node.dataset.keras2torch;
+          }
+        }
+      });
+    };
+    const setUp = (panel: NotebookPanel) => {
+      watchNotebookContext(panel.context, {
+        onUpsert: notifyOutcome,
+        onHandshake
+      });
+      if (kernelHasHandshake(panel.sessionContext.session?.kernel)) {
+        panel.node.dataset.keras2torch = 'connected'; // a second view
+      }
       trackGeneratedCells(panel);
-    });
-    // Panels restored before activation.
-    tracker.forEach(panel => {
-      watchNotebookContext(panel.context, notifyOutcome);
-      trackGeneratedCells(panel);
-    });
+    };
+    tracker.widgetAdded.connect((_, panel) => setUp(panel));
+    tracker.forEach(setUp); // panels restored before activation
 
     app.commands.addCommand(COMMAND_ID, {
       label: 'Convert Keras model to PyTorch',

@@ -29,9 +29,15 @@ export type UpsertListener = (
   context: NotebookContext
 ) => void;
 
+export interface IWatchOptions {
+  onUpsert?: UpsertListener;
+  /** The handshake with the kernel was made (true) or lost (false). */
+  onHandshake?: (connected: boolean, context: NotebookContext) => void;
+}
+
 /** The open hello comm of each kernel connection (disposed on restart). */
 const helloComms = new WeakMap<Kernel.IKernelConnection, Kernel.IComm>();
-const watched = new WeakMap<NotebookContext, UpsertListener | undefined>();
+const watched = new WeakMap<NotebookContext, IWatchOptions>();
 
 /**
  * Has this kernel said hello since it (re)started, i.e. is
@@ -70,9 +76,17 @@ function onUpsert(
     comm.send(reply as unknown as JSONObject);
   }
   try {
-    watched.get(context)?.(reply, context);
+    watched.get(context)?.onUpsert?.(reply, context);
   } catch (error) {
     console.error('keras2torch: upsert listener failed', error);
+  }
+}
+
+function notifyHandshake(context: NotebookContext, connected: boolean) {
+  try {
+    watched.get(context)?.onHandshake?.(connected, context);
+  } catch (error) {
+    console.error('keras2torch: handshake listener failed', error);
   }
 }
 
@@ -85,7 +99,7 @@ function attachComm(
   comm.onMsg = msg => {
     const data = msg.content.data;
     if (isHelloMessage(data)) {
-      acknowledge(kernel, comm);
+      acknowledge(context, kernel, comm);
     } else if (isUpsertMessage(data)) {
       onUpsert(context, kernel, comm, msg);
     }
@@ -93,21 +107,44 @@ function attachComm(
   comm.onClose = () => {
     if (helloComms.get(kernel) === comm) {
       helloComms.delete(kernel);
+      notifyHandshake(context, false);
     }
   };
 }
 
-function acknowledge(kernel: Kernel.IKernelConnection, comm: Kernel.IComm) {
+function acknowledge(
+  context: NotebookContext,
+  kernel: Kernel.IKernelConnection,
+  comm: Kernel.IComm
+) {
   helloComms.set(kernel, comm);
   if (!comm.isDisposed) {
     comm.send({ type: 'hello_ack', version: PROTOCOL_VERSION });
   }
+  notifyHandshake(context, true);
 }
+
+const statusWatched = new WeakSet<Kernel.IKernelConnection>();
 
 function registerTarget(
   context: NotebookContext,
   kernel: Kernel.IKernelConnection
 ): void {
+  if (!statusWatched.has(kernel)) {
+    statusWatched.add(kernel);
+    // A restart disposes the comms without closing them: the handshake is gone.
+    kernel.statusChanged.connect((_, status) => {
+      if (
+        (status === 'restarting' ||
+          status === 'autorestarting' ||
+          status === 'dead') &&
+        helloComms.has(kernel)
+      ) {
+        helloComms.delete(kernel);
+        notifyHandshake(context, false);
+      }
+    });
+  }
   // Re-registering replaces the previous callback: idempotent by design.
   kernel.registerCommTarget(
     COMM_TARGET,
@@ -115,7 +152,7 @@ function registerTarget(
       attachComm(context, kernel, comm);
       const data = openMsg.content.data;
       if (isHelloMessage(data)) {
-        acknowledge(kernel, comm);
+        acknowledge(context, kernel, comm);
       } else if (isUpsertMessage(data)) {
         // Tolerated: a kernel may open a fresh comm per run.
         onUpsert(context, kernel, comm, openMsg);
@@ -144,26 +181,63 @@ export function greetKernel(
 }
 
 /**
+ * A client that connects to a kernel which loaded `kerastorch_magic` before
+ * (a second tab, a reloaded page, Notebook 7 next to JupyterLab) never saw
+ * its hello. Ask the kernel which `keras2torch` comms are open -- a plain
+ * `comm_info_request`, harmless for kernels without the magic -- and greet
+ * it when there are some, so that this client's first run already gets the
+ * upsert (no `set_next_input` fallback, no duplicate cell).
+ */
+export async function greetIfLoaded(
+  context: NotebookContext,
+  kernel: Kernel.IKernelConnection
+): Promise<boolean> {
+  try {
+    await kernel.info; // connected and answering
+    if (kernel.isDisposed || kernelHasHandshake(kernel)) {
+      return false;
+    }
+    const reply = await kernel.requestCommInfo({ target_name: COMM_TARGET });
+    const content = reply.content;
+    if (
+      content.status !== 'ok' ||
+      kernelHasHandshake(kernel) ||
+      Object.keys(content.comms).length === 0
+    ) {
+      return false;
+    }
+    greetKernel(context, kernel);
+    return true;
+  } catch (error) {
+    console.debug('keras2torch: comm_info probe failed', error);
+    return false;
+  }
+}
+
+/**
  * Handle `keras2torch` comms for this notebook document, on its current
  * kernel and every later one. Idempotent per document context (several
  * views of one notebook share the context and its kernel connection).
  */
 export function watchNotebookContext(
   context: NotebookContext,
-  listener?: UpsertListener
+  options: IWatchOptions = {}
 ): void {
   if (watched.has(context)) {
     return;
   }
-  watched.set(context, listener);
+  watched.set(context, options);
   const sessionContext = context.sessionContext;
   const current = sessionContext.session?.kernel;
   if (current) {
     registerTarget(context, current);
+    void greetIfLoaded(context, current);
   }
   sessionContext.kernelChanged.connect((_, change) => {
+    notifyHandshake(context, kernelHasHandshake(change.newValue));
     if (change.newValue) {
       registerTarget(context, change.newValue);
+      void greetIfLoaded(context, change.newValue);
     }
   });
 }

@@ -108,6 +108,7 @@ class LabServer:
             f"--LabApp.user_settings_dir={dirs['settings']}",
             f"--LabApp.workspaces_dir={dirs['workspaces']}",
             "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
         ]
         if self.extension:
             (dirs["labext"] / EXT_NAME).symlink_to(BUILT_EXTENSION, target_is_directory=True)

@@ -70,6 +70,21 @@ CANVAS_COLOURS = """(canvas) => {
 }"""
 
 
+class WidgetNotebook(NotebookDriver):
+    """Opens its notebook in a workspace of its own: tabs left by other tests do not interfere."""
+
+    def open(self) -> None:
+        stem = self.name.rsplit(".", 1)[0]
+        self.page.goto(f"{self.base_url}/lab/workspaces/{stem}/tree/{self.name}")
+        self.page.wait_for_function(
+            "(name) => { const app = window.jupyterapp; const p = app && app.shell.currentWidget;"
+            " return !!(p && p.context && p.context.isReady && p.context.path === name"
+            " && p.content.widgets.length && p.sessionContext.session?.kernel?.status === 'idle'); }",
+            arg=self.name,
+            timeout=90_000,
+        )
+
+
 def _widget(nb, cell_id):
     widget = nb.cell_node(cell_id).locator(".k2t-widget")
     expect(widget).to_be_visible(timeout=60_000)
@@ -79,7 +94,7 @@ def _widget(nb, cell_id):
 def test_comparison_widget_in_jupyterlab(lab_without_extension, page):
     lab = lab_without_extension
     lab.write_notebook("compare_widget.ipynb", [SETUP, SHOW])
-    nb = NotebookDriver(page, lab.url, "compare_widget.ipynb")
+    nb = WidgetNotebook(page, lab.url, "compare_widget.ipynb")
     nb.open()
     setup_id, show_id = (cell.id for cell in nb.cells())
     ran = nb.run(setup_id)
@@ -141,7 +156,7 @@ def test_comparison_widget_in_jupyterlab(lab_without_extension, page):
 def test_large_comparison_stays_fast(lab_without_extension, page):
     lab = lab_without_extension
     lab.write_notebook("compare_large.ipynb", [LARGE])
-    nb = NotebookDriver(page, lab.url, "compare_large.ipynb")
+    nb = WidgetNotebook(page, lab.url, "compare_large.ipynb")
     nb.open()
     (cell_id,) = (cell.id for cell in nb.cells())
     ran = nb.run(cell_id, timeout_ms=400_000)

@@ -87,13 +87,22 @@ function fmt(value, digits = 2) {
   return String(Number(value.toPrecision(digits + 2)));
 }
 
+function fmtCosine(value) {
+  // Near 1, the distance to 1 says more than a row of nines.
+  if (value === null || value === undefined) return "—";
+  if (value === 1) return "1";
+  if (value > 0.9999) return `1 − ${(1 - value).toExponential(0)}`;
+  return value.toFixed(5);
+}
+
 function fmtInt(value) {
   return value === null || value === undefined ? "—" : Number(value).toLocaleString("en-US");
 }
 
 function fmtShape(shape) {
   if (!shape) return "—";
-  return "(" + shape.map((d) => (d === null ? "N" : d)).join(", ") + ")";
+  if (shape.length === 0) return "scalar";
+  return shape.map((d) => (d === null ? "N" : d)).join("×");
 }
 
 function fmtSeconds(value) {
@@ -414,17 +423,17 @@ function render({ model, el }) {
 
   // -- table --------------------------------------------------------------------------------------
   const columns = [
+    ["status", "k2t-c-status"],
     ["#", "k2t-c-index"],
     ["Keras layer", "k2t-c-layer"],
     ["class", "k2t-c-class"],
     ["Keras shape", "k2t-c-shape"],
     ["PyTorch", "k2t-c-module"],
-    ["PyTorch shape", "k2t-c-shape"],
-    ["params K / T", "k2t-c-params"],
+    ["torch shape", "k2t-c-shape"],
+    ["params", "k2t-c-params"],
     ["max |Δ|", "k2t-c-num"],
     ["rel. error", "k2t-c-num"],
     ["cosine", "k2t-c-num"],
-    ["status", "k2t-c-status"],
   ];
   const wrap = h("div", "k2t-table-wrap");
   wrap.tabIndex = 0;
@@ -451,6 +460,9 @@ function render({ model, el }) {
     if (index === state.selected) tr.classList.add("k2t-selected");
     if (row.note) tr.title = row.note;
     const paramsMismatch = row.tp !== null && row.tp !== undefined && row.tp !== row.kp;
+    const statusCell = h("td", "k2t-c-status");
+    statusCell.appendChild(h("span", `k2t-badge k2t-badge-${status}`, status));
+    tr.appendChild(statusCell);
     const cells = [
       [String(row.i), "k2t-c-index"],
       [row.layer, "k2t-c-layer"],
@@ -459,25 +471,25 @@ function render({ model, el }) {
       [row.tmod || "·", "k2t-c-module" + (row.tmod ? "" : " k2t-dim")],
       [fmtShape(row.tshape), "k2t-c-shape"],
       [
-        `${fmtInt(row.kp)}${row.tp === null || row.tp === undefined ? "" : " / " + fmtInt(row.tp)}`,
+        paramsMismatch ? `${fmtInt(row.kp)} ≠ ${fmtInt(row.tp)}` : fmtInt(row.kp),
         "k2t-c-params" + (paramsMismatch ? " k2t-mismatch" : ""),
       ],
       [fmt(row.mad), "k2t-c-num"],
       [row.cmp ? (row.rel === null ? "∞" : fmt(row.rel)) : "—", "k2t-c-num"],
-      [row.cos === null || row.cos === undefined ? "—" : row.cos.toFixed(5), "k2t-c-num"],
+      [fmtCosine(row.cos), "k2t-c-num"],
     ];
     for (const [text, cls] of cells) {
       const td = h("td", cls, text);
       if (cls.startsWith("k2t-c-layer") || cls.startsWith("k2t-c-module")) td.title = text;
+      if (cls.startsWith("k2t-c-params")) {
+        td.title = `Keras ${fmtInt(row.kp)} · PyTorch ${row.tp === null || row.tp === undefined ? "—" : fmtInt(row.tp)}`;
+      }
       if (cls === "k2t-c-layer" && row.out) {
-        td.appendChild(h("span", "k2t-out", "output"));
+        td.prepend(h("span", "k2t-out", "⇥"));
         td.title = `${text} (a model output)`;
       }
       tr.appendChild(td);
     }
-    const statusCell = h("td", "k2t-c-status");
-    statusCell.appendChild(h("span", `k2t-badge k2t-badge-${status}`, status));
-    tr.appendChild(statusCell);
     return tr;
   }
 
@@ -745,7 +757,7 @@ function render({ model, el }) {
     const title = h("div", "k2t-detail-title");
     title.append(
       h("span", `k2t-badge k2t-badge-${status}`, status),
-      h("span", "k2t-detail-name", row.layer),
+      h("span", "k2t-detail-name", row.layer + (row.out ? " (model output)" : "")),
       h("span", "k2t-dim", `${row.cls} · Keras ${fmtShape(row.kshape)} ↔ PyTorch ${row.tmod || "(forward)"} ${fmtShape(row.tshape)}`),
     );
     detail.appendChild(title);

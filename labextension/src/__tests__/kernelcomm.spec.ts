@@ -6,6 +6,7 @@
 import { Signal } from '@lumino/signaling';
 import { NotebookModel } from '@jupyterlab/notebook';
 import {
+  greetIfLoaded,
   greetKernel,
   kernelHasHandshake,
   watchNotebookContext
@@ -33,6 +34,14 @@ class FakeKernel {
   isDisposed = false;
   constructor(readonly clientId: string) {}
   created: FakeComm[] = [];
+  statusChanged = new Signal<any, string>(this);
+  info = Promise.resolve({});
+  openComms: { [id: string]: { target_name: string } } = {};
+  commInfoRequests = 0;
+  requestCommInfo() {
+    this.commInfoRequests++;
+    return Promise.resolve({ content: { status: 'ok', comms: this.openComms } });
+  }
   registerCommTarget(name: string, cb: (comm: any, msg: any) => void) {
     this.targets[name] = cb;
   }
@@ -168,10 +177,28 @@ describe('keras2torch comm target', () => {
   it('tells the listener what this client wrote', () => {
     const kernel = new FakeKernel(CLIENT);
     const seen: string[] = [];
-    watchNotebookContext(fakeContext(model, kernel), r => seen.push(r.status));
+    watchNotebookContext(fakeContext(model, kernel), {
+      onUpsert: r => seen.push(r.status),
+      onHandshake: c => seen.push(c ? 'connected' : 'lost')
+    });
     const comm = kernel.open({ type: 'hello', version: 1 });
     comm.onMsg!(commMsg(generated(BODY_V1), CLIENT));
     comm.onMsg!(commMsg(generated(BODY_V1), 'someone-else'));
-    expect(seen).toEqual(['inserted']);
+    kernel.statusChanged.emit('restarting');
+    expect(seen).toEqual(['connected', 'inserted', 'lost']);
+    expect(kernelHasHandshake(kernel as any)).toBe(false);
+  });
+
+  it('greets, on connection, a kernel that already has keras2torch comms open', async () => {
+    const kernel = new FakeKernel(CLIENT);
+    kernel.openComms = { 'c-1': { target_name: 'keras2torch' } };
+    const context = fakeContext(model, kernel);
+    expect(await greetIfLoaded(context, kernel as any)).toBe(true);
+    expect(kernel.created[0].opened).toEqual({ type: 'hello_ack', version: 1 });
+
+    const fresh = new FakeKernel('client-3'); // no magic loaded: nothing opened
+    expect(await greetIfLoaded(fakeContext(model, fresh), fresh as any)).toBe(false);
+    expect(fresh.commInfoRequests).toBe(1);
+    expect(fresh.created).toHaveLength(0);
   });
 });
