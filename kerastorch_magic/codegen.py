@@ -105,7 +105,7 @@ def render(source: ClassSource, trace: bool = False) -> str:
     body.append(f"        return {ret}")
     if init:
         body += [""] + init
-    code_only = "\n".join(line.split("#", 1)[0] for line in body)
+    code_only = "\n".join(line.split("#", 1)[0] for line in "\n".join(body).splitlines())
     imports = []
     if re.search(r"\bmath\.", code_only):
         imports.append("import math")

@@ -221,6 +221,8 @@ class _Builder:
         )
 
     def _convert_node(self, node: Node) -> None:
+        if any(id(v) not in self.specs for v in node.inputs):
+            return  # fed by a layer that failed to convert: that error is already recorded
         first_readers = self.consumers.get(id(node.outputs[0]), [])
         call = LayerCall(
             node=node,
@@ -307,7 +309,7 @@ class _Builder:
 
     def _header(self) -> list[str]:
         layers = {id(n.layer): n.layer for n in self.graph.nodes}
-        params = sum(layer.count_params() for layer in layers.values() if layer.built)
+        params = sum(layer.count_params() for layer in layers.values() if getattr(layer, "built", False))
         name = naming.comment_text(self.graph.stable_name, 60)
         return [
             f'# PyTorch port of Keras model "{name}" ({len(layers)} layers, {params:,} parameters),',
@@ -316,7 +318,8 @@ class _Builder:
 
     def _docstring(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
         def shape(dims) -> str:
-            return "(" + ", ".join("N" if d is None else str(d) for d in dims) + ")"
+            sizes = ["N", *("?" if d is None else str(d) for d in dims[1:])]  # "?": any size
+            return "(" + ", ".join(sizes) + ")"
 
         def describe(spec: TensorSpec) -> str:
             text = f"{shape(spec.torch_shape)} {spec.dtype}"

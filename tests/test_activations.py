@@ -128,6 +128,28 @@ def test_sparsemax_helper_follows_installed_keras():
     assert errors["sparsemax"] < 1e-6
 
 
+def test_sparsemax_helper_for_a_keras_with_the_paper_threshold(monkeypatch):
+    """Once Keras computes the paper's sparsemax (keras-team/keras#23469), so does the helper."""
+    from kerastorch_magic.converters import activations
+
+    monkeypatch.setattr(activations, "_keras_sparsemax_form", lambda: "paper")
+    inputs = keras.Input((6,))
+    conversion = k2t.convert(keras.Model(inputs, keras.layers.Activation("sparsemax")(inputs)))
+    check_source(conversion.code)
+    data = np.random.default_rng(3).normal(size=(16, 6)).astype("float32")
+    with torch.no_grad():
+        actual = conversion.build()(torch.from_numpy(data)).numpy()
+    # Reference: Martins & Astudillo (2016), Algorithm 1.
+    z = -np.sort(-data, axis=1)
+    cumsum = np.cumsum(z, axis=1)
+    k = np.arange(1, 7)
+    support = 1 + k * z > cumsum
+    size = support.sum(axis=1, keepdims=True)
+    tau = (np.take_along_axis(cumsum, size - 1, axis=1) - 1) / size
+    np.testing.assert_allclose(actual, np.maximum(data - tau, 0), atol=1e-6)
+    np.testing.assert_allclose(actual.sum(axis=1), 1.0, rtol=1e-6)
+
+
 # -- activation layers -----------------------------------------------------------------------------
 RELU_CONFIGS = [
     {},

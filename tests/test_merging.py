@@ -1,6 +1,7 @@
 """Merging layers against Keras, with inputs arriving in different torch layouts."""
 
 import keras
+import numpy as np
 import pytest
 from test_activations import assert_each_output_exact
 
@@ -131,3 +132,48 @@ def test_masked_inputs_are_refused_where_keras_uses_the_mask():
     with pytest.raises(k2t.ConversionError, match="mask") as info:
         k2t.convert(model)
     assert info.value.layers == [("mul", "Multiply")]  # Add's values do not depend on the mask
+
+
+# -- keras.ops calls sharing these layers' class names ----------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_keras_ops_calls_with_layer_names(fmt):
+    """``x + 3.0`` records an ``Add`` node whose constant is no graph input (MobileNetV3 has them)."""
+    inputs, conv, dense = mixed_inputs()
+    ops = keras.ops
+    branches = {
+        "x + 3.0": conv + 3.0,
+        "3.0 - x": 3.0 - conv,
+        "x * (1 / 6)": conv * (1 / 6),
+        "hard swish (MobileNetV3)": conv * (L.ReLU(6.0)(conv + 3.0) * (1.0 / 6.0)),
+        "ops.maximum(x, 0.0)": ops.maximum(conv, 0.0),
+        "ops.minimum(2.0, x)": ops.minimum(2.0, conv),
+        "ops.maximum(x, y)": ops.maximum(conv, dense),
+        "ops.add mixed layouts": ops.add(dense, conv),
+        "ops.subtract": ops.subtract(conv, dense),
+        "ops.concatenate": ops.concatenate([conv, dense], axis=-1),
+        "ops.softmax": ops.softmax(conv, axis=1),
+        "activations.relu op": keras.activations.relu(conv, max_value=4.0, negative_slope=0.1),
+    }
+    model = keras.Model(inputs, list(branches.values()))
+    code = assert_each_output_exact(model, fmt, list(branches), scale=3.0)[0].code
+    assert "image + 3.0" in code
+    assert "3.0 - image" in code
+    assert "torch.clamp(image, min=0.0)" in code
+    assert "torch.clamp(image, max=2.0)" in code
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda x: keras.ops.average(x, axis=1), "NumPy's average"),
+        (lambda x: keras.ops.dot(x, x), "NumPy's dot"),
+        (lambda x: keras.ops.add(x, np.ones(3, "float32")), "constant ndarray"),
+    ],
+    ids=["average", "dot", "array constant"],
+)
+def test_keras_ops_calls_without_layer_semantics_are_refused(build, match):
+    inputs = keras.Input((3, 3))
+    model = keras.Model(inputs, build(inputs))
+    with pytest.raises(k2t.ConversionError, match=match) as info:
+        k2t.convert(model)
+    assert len(info.value.layers) == 1

@@ -198,10 +198,10 @@ def sparsemax(x, dim):
 {tau}
     return torch.clamp(x - tau, min=0.0)
 '''
-_TAU_KERAS_3_15 = """\
-    # As keras.activations.sparsemax computes it up to Keras 3.15 (keras-team/keras#23425): the
-    # sum of the cumulative sums over the support. The paper's tau is (cumsum[k] - 1) / k, and the
-    # output of this form does not sum to 1.
+_TAU_KERAS_SUMS_CUMSUMS = """\
+    # As this Keras version's sparsemax computes it (keras-team/keras#23425): from the sum of the
+    # cumulative sums over the support. The paper's tau is (cumsum[k] - 1) / k; this form's output
+    # does not sum to 1.
     tau = (torch.where(support, cumsum, 0.0).sum(dim=dim, keepdim=True) - 1) / k"""
 _TAU_PAPER = """\
     # tau = (sum of the k largest values - 1) / k (Martins & Astudillo, 2016).
@@ -215,7 +215,7 @@ def _keras_sparsemax_form() -> str:
 
     out = np.asarray(keras.ops.convert_to_numpy(keras.activations.sparsemax(np.array([[0.0, 0.5, 1.0]]))))
     if np.allclose(out, [[0.0, 0.0, 0.25]]):
-        return "keras_3_15"
+        return "sums_cumsums"
     if np.allclose(out, [[0.0, 0.25, 0.75]]):
         return "paper"
     return "unknown"
@@ -226,7 +226,7 @@ def _helper_source(call: LayerCall, name: str) -> str:
         form = _keras_sparsemax_form()
         if form == "unknown":
             raise call.unsupported("this Keras version's sparsemax matches no known formula")
-        return _SPARSEMAX.replace("{tau}", _TAU_KERAS_3_15 if form == "keras_3_15" else _TAU_PAPER)
+        return _SPARSEMAX.replace("{tau}", _TAU_KERAS_SUMS_CUMSUMS if form == "sums_cumsums" else _TAU_PAPER)
     raise KeyError(name)
 
 
@@ -320,7 +320,9 @@ def convert_softmax(call: LayerCall) -> Converted:
     spec = call.inputs[0]
     if has_keras_mask(call):
         raise call.unsupported("its input carries a Keras mask (masked softmax is not converted)")
-    axis = call.layer.axis
+    axis = call.layer.axis  # keras.ops.softmax calls (class Softmax too) carry an axis as well
+    if axis is None:  # keras.ops.softmax(x, axis=None): over every axis, batch included
+        raise call.unsupported("softmax over all axes at once (axis=None)")
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
     dims = sorted(spec.torch_dim(int(a)) for a in axes)
     if len(dims) == 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
 from .activations import has_keras_mask
@@ -45,12 +47,70 @@ def _operand(call: LayerCall, index: int, perm: tuple[int, ...]) -> str:
 
 def _operands(call: LayerCall) -> tuple[list[str], tuple[int, ...]]:
     perm = _common_perm(call)
+    if is_operation(call):
+        return _operation_operands(call, perm), perm
     return [_operand(call, i, perm) for i in range(len(call.inputs))], perm
+
+
+# -- keras.ops calls ------------------------------------------------------------------------------
+# A functional model may record keras.ops calls as graph nodes, and their classes share these
+# layers' names: ``x + 3.0`` is an ``Add``, ``ops.multiply(x, y)`` a ``Multiply``. Their arguments
+# may be constants, they broadcast like NumPy (aligned on the last axes), and ``ops.average`` /
+# ``ops.dot`` mean NumPy's average and dot, not these layers.
+def is_operation(call: LayerCall) -> bool:
+    """Whether the node is a keras.ops call rather than a Keras layer."""
+    import keras
+
+    return not isinstance(call.layer, keras.layers.Layer)
+
+
+def _constant(call: LayerCall, value) -> str:
+    if isinstance(value, (bool, np.bool_)) or not (
+        isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+    ):
+        raise call.unsupported(
+            f"a keras.ops call with a constant {type(value).__name__} operand; "
+            "only numbers are converted (wrap the computation in a layer)"
+        )
+    number = np.asarray(value).item()
+    if not np.isfinite(number):
+        raise call.unsupported(f"a keras.ops call with the constant {number}")
+    return repr(number)
+
+
+def _operation_operands(call: LayerCall, perm: tuple[int, ...]) -> list[str]:
+    """A keras.ops call's operands in call order: its tensors laid out as ``perm``, and numbers."""
+    import keras
+
+    node = call.node.keras_node
+    args = list(node.arguments.args)
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):  # ops.concatenate([x, y])
+        args = list(args[0])
+    if node.arguments.kwargs:
+        raise call.unsupported(f"keras.ops call with keyword arguments {sorted(node.arguments.kwargs)}")
+    index = {id(tensor): i for i, tensor in reversed(list(enumerate(node.input_tensors)))}
+    if any(spec.rank != len(perm) for spec in call.inputs):
+        raise call.unsupported("a keras.ops call on tensors of different ranks (NumPy broadcasting)")
+    terms = []
+    for arg in args:
+        if isinstance(arg, keras.KerasTensor):
+            terms.append(call.input_as(index[id(arg)], perm))
+        else:
+            terms.append(_constant(call, arg))
+    return terms
+
+
+def _refuse_operation(call: LayerCall, numpy_name: str) -> None:
+    if is_operation(call):
+        raise call.unsupported(
+            f"keras.ops.{numpy_name} (NumPy's {numpy_name}, not the {call.class_name} layer) "
+            "has no converter; wrap it in a layer and register one"
+        )
 
 
 def _refuse_masks(call: LayerCall) -> None:
     """Multiply, Maximum and Minimum treat masked positions specially in Keras."""
-    if any(has_keras_mask(call, i) for i in range(len(call.inputs))):
+    if not is_operation(call) and any(has_keras_mask(call, i) for i in range(len(call.inputs))):
         raise call.unsupported("its inputs carry a Keras mask, which changes this merge's values")
 
 
@@ -81,6 +141,7 @@ def convert_multiply(call: LayerCall) -> Converted:
 
 @converter("Average", passthrough=True)
 def convert_average(call: LayerCall) -> Converted:
+    _refuse_operation(call, "average")
     terms, perm = _operands(call)
     if len(terms) == 1:
         return _merged(call, terms[0], perm)
@@ -91,11 +152,28 @@ def convert_average(call: LayerCall) -> Converted:
 def convert_maximum(call: LayerCall) -> Converted:
     _refuse_masks(call)
     terms, perm = _operands(call)
-    function = "torch.maximum" if call.class_name == "Maximum" else "torch.minimum"
+    maximum = call.class_name == "Maximum"
+    tensors = [t for t in terms if not _is_number(t)]
+    if len(tensors) == 1 and len(terms) == 2:  # keras.ops.maximum(x, 0.0): a clamp
+        bound = "min" if maximum else "max"
+        return _merged(
+            call, f"torch.clamp({tensors[0]}, {bound}={next(t for t in terms if _is_number(t))})", perm
+        )
+    if len(tensors) != len(terms):
+        raise call.unsupported("a keras.ops call with more than one constant")
+    function = "torch.maximum" if maximum else "torch.minimum"
     expr = terms[0]
     for term in terms[1:]:  # pairwise, in Keras's order (broadcasting like Keras)
         expr = f"{function}({expr}, {term})"
     return _merged(call, expr, perm)
+
+
+def _is_number(term: str) -> bool:
+    try:
+        float(term)
+    except ValueError:
+        return False
+    return True
 
 
 @converter("Concatenate", passthrough=True)
@@ -119,6 +197,7 @@ _LETTERS = "abcdefghijlmopqrstuvwxyz"  # einsum subscripts: n = batch, k = the s
 @converter("Dot")
 def convert_dot(call: LayerCall) -> Converted:
     """Batch dot product: one ``torch.einsum`` reading each input in its own torch layout."""
+    _refuse_operation(call, "dot")
     if len(call.inputs) != 2:
         raise call.unsupported(f"Dot of {len(call.inputs)} inputs")
     first, second = call.inputs

@@ -164,9 +164,10 @@ function registerTarget(
 /**
  * Greet a kernel that has `kerastorch_magic` loaded but never said hello to
  * this client (e.g. the page was reloaded after `%load_ext`): open the comm
- * from this side with a `hello_ack`; the kernel records it for this client
- * and answers `hello`. Only call it when the extension is known to be loaded
- * in the kernel (otherwise the kernel logs an unknown comm target).
+ * from this side with a `hello`; the kernel records this client as having
+ * the extension and answers `hello` (acknowledged like at `%load_ext`). Only
+ * call it when the extension is known to be loaded in the kernel (otherwise
+ * the kernel logs an unknown comm target).
  */
 export function greetKernel(
   context: NotebookContext,
@@ -177,7 +178,11 @@ export function greetKernel(
   }
   const comm = kernel.createComm(COMM_TARGET);
   attachComm(context, kernel, comm);
-  void comm.open({ type: 'hello_ack', version: PROTOCOL_VERSION });
+  void comm.open({ type: 'hello', version: PROTOCOL_VERSION });
+  // The comm_open precedes any later execute_request on the shell channel,
+  // so the kernel knows this client before its next run.
+  helloComms.set(kernel, comm);
+  notifyHandshake(context, true);
 }
 
 /**

@@ -10,6 +10,8 @@
  * frontend -> kernel
  *   comm_msg  data {type: "hello_ack", version: 1}
  *   comm_msg  data {type: "upsert_result", request_id, status, cell_id, ...}
+ *   comm_open data {type: "hello", version: 1}   a client that connected after
+ *             `%load_ext` greets the kernel itself; the kernel answers hello.
  */
 
 export const COMM_TARGET = 'keras2torch';

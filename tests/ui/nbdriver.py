@@ -62,10 +62,14 @@ class Cell:
 
 
 class NotebookDriver:
-    def __init__(self, page: Page, base_url: str, name: str):
+    """``app``: "lab" (JupyterLab, /lab/tree/...) or "notebook" (Notebook 7, /notebooks/...)."""
+
+    def __init__(self, page: Page, base_url: str, name: str, app: str = "lab"):
+        assert app in ("lab", "notebook"), app
         self.page = page
         self.base_url = base_url
         self.name = name
+        self.app = app
         self.shots = 0
 
     # -- state -------------------------------------------------------------------------------------
@@ -108,18 +112,35 @@ class NotebookDriver:
         if show is not None:
             self.cell_node(show).scroll_into_view_if_needed()
         self.shots += 1
-        stem = Path(self.name).stem
+        stem = Path(self.name).stem + ("" if self.app == "lab" else "-nb7")
         self.page.screenshot(path=str(ARTIFACTS / f"{stem}-{self.shots:02d}-{label}.png"))
 
     # -- actions -----------------------------------------------------------------------------------
     def open(self) -> None:
-        self.page.goto(f"{self.base_url}/lab/tree/{self.name}")
-        self.page.wait_for_function(
-            "() => { const app = window.jupyterapp; const p = app && app.shell.currentWidget;"
-            " return !!(p && p.context && p.context.isReady && p.content.widgets.length"
-            " && p.sessionContext.session?.kernel?.status === 'idle'); }",
-            timeout=90_000,
+        """Open the notebook (JupyterLab: in a reset workspace, so nothing else is restored);
+        wait until it is the current widget, loaded, with an idle kernel."""
+        if self.app == "lab":
+            self.page.goto(f"{self.base_url}/lab/tree/{self.name}?reset")
+        else:
+            self.page.goto(f"{self.base_url}/notebooks/{self.name}")
+        self.wait_js(
+            _PANEL
+            + """return ok && panel.context.path === arg && panel.context.isReady
+              && panel.content.widgets.length > 0
+              && panel.sessionContext.session?.kernel?.status === 'idle';""",
+            self.name,
+            90_000,
         )
+
+    def wait_connected(self, timeout_ms: float = 30_000) -> None:
+        """Until the extension and the kernel completed the keras2torch handshake."""
+        self.wait_js(_PANEL + "return ok && panel.node.dataset.keras2torch === 'connected';",
+                     None, timeout_ms)
+
+    def save(self) -> None:
+        self.page.keyboard.press("Escape")
+        self.page.keyboard.press("Control+s")
+        self.wait_js(_PANEL + "return ok && !panel.context.model.dirty;")
 
     def select(self, cell_id: str) -> None:
         """Make a cell active in command mode, as a click on its prompt does."""

@@ -43,9 +43,15 @@ def test_generated_cell_lifecycle(lab, page):
     nb.open()
     assert nb.plugin_active(PLUGIN_ID)
     load_id, src_id = [c.id for c in nb.cells()]
+    # A second tab on the same notebook and kernel: it must not write anything.
+    other_context = page.context.browser.new_context(viewport={"width": 1000, "height": 700})
+    other = NotebookDriver(other_context.new_page(), lab.url, "lifecycle.ipynb")
+    other.open()
 
     # %load_ext, then the magic: exactly one new cell, right below the source cell.
     assert nb.run(load_id).errors == []
+    nb.wait_connected()
+    other.wait_connected()  # both tabs answered the kernel's hello
     src = nb.run(src_id)
     assert src.errors == [], src.errors
     cells = nb.wait_cells(3)
@@ -66,6 +72,8 @@ def test_generated_cell_lifecycle(lab, page):
     widget = nb.cell_node(src_id).locator(".k2t-widget")
     expect(widget.first).to_be_visible(timeout=30_000)
     nb.screenshot("generated", show=gen.id)
+    assert len(other.settle(0.5)) == 2  # the other client received the upsert and ignored it
+    other_context.close()
 
     # The generated cell runs cleanly.
     ran = nb.run(gen.id)
@@ -138,6 +146,25 @@ def test_palette_command_converts_a_plain_keras_cell(lab, page):
     # The silent %load_ext left no trace in the notebook.
     assert "load_ext" not in nb.output_text(src_id)
     nb.screenshot("converted", show=cells[1].id)
+    gen = cells[1]
+
+    # Same extension in Notebook 7, as a client that connects to the kernel afterwards: it is
+    # greeted at once, so its first run updates the generated cell in place (no fallback cell).
+    nb.save()
+    nb7 = NotebookDriver(page, lab.url, "palette.ipynb", app="notebook")
+    nb7.open()
+    assert nb7.plugin_active(PLUGIN_ID)
+    nb7.wait_connected()
+    assert [c.id for c in nb7.cells()] == [src_id, gen.id]
+    nb7.backspace_at_end(src_id, 2)  # make(2) -> make(5)
+    page.keyboard.type("5)")
+    page.keyboard.press("Escape")
+    assert nb7.run(src_id).errors == []
+    cells = nb7.settle()
+    assert [c.id for c in cells] == [src_id, gen.id], [c.source[:60] for c in cells]
+    assert cells[1].source != gen.source and "nn.Linear(16, 5)" in cells[1].source
+    expect(nb7.cell_node(gen.id)).to_have_class(re.compile(r"\bk2t-generated\b"))
+    nb7.screenshot("updated", show=gen.id)
 
 
 def test_fallback_without_extension_inserts_once(lab_without_extension, page):

@@ -163,10 +163,10 @@ describe('keras2torch comm target', () => {
     watchNotebookContext(context);
     greetKernel(context, kernel as any);
     const comm = kernel.created[0];
-    expect(comm.opened).toEqual({ type: 'hello_ack', version: 1 });
-    expect(kernelHasHandshake(kernel as any)).toBe(false);
-    comm.onMsg!(commMsg({ type: 'hello', version: 1 }, 'kernel'));
+    expect(comm.opened).toEqual({ type: 'hello', version: 1 });
     expect(kernelHasHandshake(kernel as any)).toBe(true);
+    comm.onMsg!(commMsg({ type: 'hello', version: 1 }, 'kernel')); // the kernel answers
+    expect(comm.sent).toEqual([{ type: 'hello_ack', version: 1 }]);
     // Upserts then arrive on this comm like on a kernel-opened one.
     comm.onMsg!(commMsg(generated(BODY_V1, undefined, 'r-5'), CLIENT));
     expect(comm.sent[1]).toMatchObject({ request_id: 'r-5', status: 'inserted' });
@@ -194,7 +194,7 @@ describe('keras2torch comm target', () => {
     kernel.openComms = { 'c-1': { target_name: 'keras2torch' } };
     const context = fakeContext(model, kernel);
     expect(await greetIfLoaded(context, kernel as any)).toBe(true);
-    expect(kernel.created[0].opened).toEqual({ type: 'hello_ack', version: 1 });
+    expect(kernel.created[0].opened).toEqual({ type: 'hello', version: 1 });
 
     const fresh = new FakeKernel('client-3'); // no magic loaded: nothing opened
     expect(await greetIfLoaded(fakeContext(model, fresh), fresh as any)).toBe(false);
