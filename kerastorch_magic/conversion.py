@@ -165,7 +165,8 @@ class _Builder:
             for node in self.consumers.get(id(current), []):
                 function = registry.find(node.class_name)
                 if getattr(function, "channels_first", False):
-                    return True
+                    # A Keras layer that is itself channels-first already gets torch's layout.
+                    return getattr(node.layer, "data_format", "channels_last") != "channels_first"
                 if getattr(function, "passthrough", False) and id(node) not in seen:
                     seen.add(id(node))
                     queue.extend(node.outputs)
