@@ -196,11 +196,14 @@ class Comparison:
             if warned:
                 text += f"; {warned} close to the tolerance"
             return text
-        return (
+        text = (
             f"{len(self.failures)} of {compared} layer outputs differ beyond {self.tolerance:g}; "
             f"first: {first.keras_layer!r} ({first.keras_class}), relative error "
             f"{first.rel_diff:.3g}"
         )
+        if not self.info.get("isolate") and first.rel_diff < 100 * self.tolerance:
+            text += " (if errors grow gradually with depth, isolate=True shows each layer's own error)"
+        return text
 
     def __repr__(self) -> str:
         names = f"Keras {self.info.get('model_name')!r} and {self.info.get('torch_name')}"
@@ -250,6 +253,7 @@ def compare(
     input_format: str | None = None,
     batch_size: int = 2,
     seed: int = 0,
+    isolate: bool = False,
 ) -> Comparison:
     """Run ``model`` (Keras) and its PyTorch port on the same input; compare every layer's output.
 
@@ -262,7 +266,10 @@ def compare(
     ``tolerance``: relative error (max|Δ| / max|Keras|) above which a layer fails; within it
     but above a tenth of it, a layer warns. ``input_format`` (own modules only): whether the module
     takes ``"channels_first"`` or ``"channels_last"`` images; None tries channels-first, then the
-    Keras layout.
+    Keras layout. ``isolate``: feed every PyTorch layer Keras's own output of the layer before (the
+    tap overwrites the PyTorch activation once compared), so each row shows that layer's own error
+    instead of the error accumulated since the input; deep untrained networks amplify float32
+    round-off until whole stages disagree, and this tells such drift from a wrong layer.
     """
     import torch
 
@@ -290,7 +297,7 @@ def compare(
         )
     best = None
     for plan in plans:
-        run = _Run(graph, plan, arrays)
+        run = _Run(graph, plan, arrays, isolate)
         run.execute()
         if best is None or run.score() > best.score():
             best = run
@@ -307,6 +314,7 @@ def compare(
         "seconds": {**best.seconds, "total": time.perf_counter() - started},
         "code": getattr(conversion_or_module, "code", None),
         "kind": "conversion" if isinstance(conversion_or_module, Conversion) else "module",
+        "isolate": bool(isolate),
     }
     return Comparison(best.layers, tolerance, info)
 
@@ -604,6 +612,18 @@ class _ConversionPlan:
         spec = self.specs[row_index]
         return _align_spec(tensor, spec)
 
+    def force(self, row_index: int, tensor, keras_tensor):
+        """Overwrite the generated forward's tensor with Keras's values (in place)."""
+        spec = self.specs[row_index]
+        target = keras_tensor.permute(*spec.perm) if not layout.is_identity(spec.perm) else keras_tensor
+        if spec.flat_order is not None:
+            target = target.index_select(1, torch_index(spec.flat_order, target.device))
+        try:
+            tensor.copy_(target)
+        except RuntimeError as error:  # e.g. a broadcast view that cannot be written
+            return None, f"not isolated ({error})"
+        return None, ""
+
 
 class _ModulePlan:
     """Forward hooks on a user's module, rows mapped by ``mapping`` (or matching names)."""
@@ -705,10 +725,15 @@ class _ModulePlan:
 
             def hook(_module, _args, output):
                 # The k-th call of a submodule stands for the k-th call of its Keras layer.
+                replacement = None
                 if count[0] < len(calls):
-                    for row_index in calls[count[0]]:
-                        run.observe_row(row_index, _pick(output, self.rows[row_index].output_index))
+                    rows = calls[count[0]]
+                    for row_index in rows:
+                        forced = run.observe_row(row_index, _pick(output, self.rows[row_index].output_index))
+                        if len(rows) == 1 and isinstance(output, torch.Tensor):
+                            replacement = forced
                 count[0] += 1
+                return replacement  # None keeps the module's own output
 
             return hook
 
@@ -730,6 +755,33 @@ class _ModulePlan:
             module.train(was_training)
             if original_device != self.device:
                 module.to(original_device)
+
+    def force(self, row_index: int, tensor, keras_tensor):
+        """A replacement output for the hooked submodule: Keras's values in the module's layout."""
+        import torch
+
+        tap = self.taps[row_index]
+        if not tap.module:
+            return None, ""  # the module's own output: nothing runs after it
+        if tap.transform is not None or tap.activation_fn is not None:
+            return None, "not isolated: compared after a transform, which cannot be undone"
+        if not isinstance(tensor, torch.Tensor):
+            return None, "not isolated: the submodule's output is not a tensor"
+        shape, keras_shape = tuple(tensor.shape), tuple(keras_tensor.shape)
+        rank = len(keras_shape)
+        if isinstance(tap.layout, (tuple, list)):
+            target = keras_tensor.permute(*tap.layout)
+        elif (
+            tap.layout in ("auto", "channels_first")
+            and rank >= 3
+            and shape == tuple(keras_shape[a] for a in layout.channels_first(rank))
+        ):
+            target = keras_tensor.permute(*layout.channels_first(rank))
+        elif shape == keras_shape or tensor.numel() == keras_tensor.numel():
+            target = keras_tensor.reshape(shape)
+        else:
+            return None, "not isolated: layout unknown"
+        return target.to(tensor.dtype).contiguous(), ""
 
     def align(self, row_index: int, tensor, keras_shape):
         tap = self.taps[row_index]
@@ -807,6 +859,12 @@ def _torch_input(array: np.ndarray, device):
     array = np.ascontiguousarray(array)
     tensor = torch.from_numpy(array.astype(np.int64) if array.dtype.kind in "iu" else array)
     return tensor.to(device)
+
+
+def torch_index(order, device):
+    import torch
+
+    return torch.as_tensor(np.asarray(order), device=device)
 
 
 def _align_spec(tensor, spec):
@@ -933,8 +991,8 @@ class _Observed:
 class _Run:
     """One attempt: a Keras stepper and a PyTorch forward, compared layer by layer."""
 
-    def __init__(self, graph: Graph, plan, arrays):
-        self.graph, self.plan, self.arrays = graph, plan, arrays
+    def __init__(self, graph: Graph, plan, arrays, isolate: bool = False):
+        self.graph, self.plan, self.arrays, self.isolate = graph, plan, arrays, isolate
         wanted = {id(plan.rows[i].node.outputs[plan.rows[i].output_index]) for i in plan.wanted()}
         self.keras = _KerasStepper(graph, arrays, wanted)
         if isinstance(plan, _ModulePlan):
@@ -1006,9 +1064,10 @@ class _Run:
 
     # -- taps -------------------------------------------------------------------------------------
     def observe_trace(self, index: int, tensor) -> None:
-        self.observe_row(index, tensor)
+        self.observe_row(index, tensor)  # isolation writes into the tensor itself
 
-    def observe_row(self, index: int, tensor) -> None:
+    def observe_row(self, index: int, tensor):
+        """Compare one PyTorch output with Keras's; with ``isolate``, returns what should replace it."""
         import torch
 
         row = self.plan.rows[index]
@@ -1021,6 +1080,7 @@ class _Run:
         keras_shape = tuple(int(d) for d in keras_value.shape)
         torch_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
         observed = _Observed(torch_shape)
+        replacement = None
         try:
             aligned = self.plan.align(index, tensor, keras_shape)
             if aligned is None or tuple(aligned.shape) != keras_shape:
@@ -1031,17 +1091,20 @@ class _Run:
                 )
             else:
                 keras_tensor = _keras_to_torch(keras_value, aligned.device)
-                observed.numbers = stats.numbers(keras_tensor, aligned)
-                observed.histogram = stats.histogram(keras_tensor, aligned)
-                observed.preview = stats.preview(keras_tensor, aligned)
+                observed.numbers, observed.histogram, observed.preview = stats.layer(keras_tensor, aligned)
                 if isinstance(self.plan, _ModulePlan):
                     observed.note = self.plan.taps[index].activation_note
+                if self.isolate:
+                    replacement, why = self.plan.force(index, tensor, keras_tensor)
+                    if why:
+                        observed.note = "; ".join(filter(None, (observed.note, why)))
                 del keras_tensor, aligned
         finally:
             del keras_value
             self.keras.release(row.node, row.output_index)
             self._stats_seconds += time.perf_counter() - started
         self.observed[index] = observed
+        return replacement
 
 
 class _KerasFailure(Exception):

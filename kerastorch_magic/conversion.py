@@ -231,6 +231,8 @@ class _Builder:
             input_format=self.input_format,
             consumers=first_readers,
             is_model_output=id(node.outputs[0]) in self.output_ids,
+            readers=self.consumers,
+            model_outputs=self.output_ids,
         )
         result: Converted = registry.find(node.class_name)(call)
         if len(result.outputs) != len(node.outputs):

@@ -109,7 +109,16 @@ class LayerCall:
     input_format: str  # "channels_first" | "channels_last": the user's choice for the model
     consumers: list[Node]  # nodes reading this call's first output
     is_model_output: bool
+    readers: dict[int, list[Node]] = field(default_factory=dict, repr=False)  # id(Value) -> readers
+    model_outputs: set[int] = field(default_factory=set, repr=False)  # id() of the model's outputs
     _config: dict | None = None
+
+    def readers_of(self, value) -> list[Node]:
+        """The nodes reading ``value`` anywhere in the graph (to look past a layer's readers)."""
+        return self.readers.get(id(value), [])
+
+    def is_output(self, value) -> bool:
+        return id(value) in self.model_outputs
 
     @property
     def layer(self) -> Any:

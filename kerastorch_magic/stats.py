@@ -88,37 +88,57 @@ class Preview:
         return sum(a.nbytes for a in (self.keras, self.torch, self.diff) if a is not None)
 
 
-def numbers(keras, torch_t) -> Numbers:
-    """Max |Δ|, relative error (max|Δ| / max|keras|), cosine similarity, means and stds."""
+def _flat(tensor):
     import torch
 
-    k = keras.detach().to(torch.float32).reshape(-1)
-    t = torch_t.detach().to(torch.float32).reshape(-1)
+    return tensor.detach().to(torch.float32).contiguous().reshape(-1)
+
+
+def layer(keras, torch_t) -> tuple[Numbers, Histogram, Preview]:
+    """Everything kept about one layer: numbers, histogram, previews (two synchronisations)."""
+    k, t = _flat(keras), _flat(torch_t)
+    values, bounds = _numbers(k, t)
+    return values, histogram(k, t, bounds=bounds), preview(keras, torch_t)
+
+
+def numbers(keras, torch_t) -> Numbers:
+    """Max |Δ|, relative error (max|Δ| / max|keras|), cosine similarity, means and stds."""
+    return _numbers(_flat(keras), _flat(torch_t))[0]
+
+
+def _numbers(k, t) -> tuple[Numbers, tuple[float, float] | None]:
+    import torch
+
     if k.numel() == 0:
-        return Numbers(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True)
-    diff = (t - k).abs_()
+        return Numbers(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True), None
+    kstd, kmean = torch.std_mean(k, correction=0)
+    tstd, tmean = torch.std_mean(t, correction=0)
+    kmin, kmax = torch.aminmax(k)
+    tmin, tmax = torch.aminmax(t)
     values = torch.stack(
         [
-            diff.max(),
-            k.abs().max(),
-            t.abs().max(),
+            (t - k).abs_().max(),
+            torch.maximum(kmax, -kmin),
+            torch.maximum(tmax, -tmin),
             torch.dot(k, t),
             torch.dot(k, k),
             torch.dot(t, t),
-            k.mean(),
-            k.std(correction=0),
-            t.mean(),
-            t.std(correction=0),
-            (torch.isfinite(k).all() & torch.isfinite(t).all()).to(torch.float32),
+            kmean,
+            kstd,
+            tmean,
+            tstd,
+            torch.minimum(kmin, tmin),
+            torch.maximum(kmax, tmax),
         ]
     )
-    (max_abs, kmax, tmax, dot, kk, tt, kmean, kstd, tmean, tstd, finite) = values.cpu().tolist()
-    finite = bool(finite) and math.isfinite(max_abs)
+    (max_abs, kabs, tabs, dot, kk, tt, kmean, kstd, tmean, tstd, low, high) = values.cpu().tolist()
+    # NaN propagates through max and inf shows in the absolute maxima: no separate isfinite pass.
+    finite = all(math.isfinite(v) for v in (max_abs, kabs, tabs))
     if not finite:
         max_abs = float("nan")
         rel = float("nan")
     else:
-        scale = kmax if kmax > 0 else tmax
+        scale = kabs if kabs > 0 else tabs
         rel = max_abs / scale if scale > 0 else 0.0
     if kk > 0 and tt > 0 and math.isfinite(dot):
         cosine = max(-1.0, min(1.0, dot / math.sqrt(kk * tt)))
@@ -126,34 +146,38 @@ def numbers(keras, torch_t) -> Numbers:
         cosine = 1.0
     else:
         cosine = 0.0 if finite else float("nan")
-    return Numbers(max_abs, rel, cosine, kmax, tmax, kmean, kstd, tmean, tstd, finite)
+    result = Numbers(max_abs, rel, cosine, kabs, tabs, kmean, kstd, tmean, tstd, finite)
+    return result, ((low, high) if finite else None)
 
 
-def histogram(keras, torch_t, bins: int = HIST_BINS) -> Histogram:
+def histogram(keras, torch_t, bins: int = HIST_BINS, bounds=None) -> Histogram:
     """Counts of both activations over common bins (computed on the device)."""
     import torch
 
-    k = keras.detach().to(torch.float32).reshape(-1)
-    t = torch_t.detach().to(torch.float32).reshape(-1)
-    k, t = k[torch.isfinite(k)], t[torch.isfinite(t)]
-    if k.numel() == 0 and t.numel() == 0:
-        return Histogram(0.0, 1.0, [0] * bins, [0] * bins)
-    ends = [torch.stack([x.min(), x.max()]) for x in (k, t) if x.numel()]
-    bounds = torch.cat(ends).cpu().tolist()
-    low, high = min(bounds), max(bounds)
+    k, t = _flat(keras), _flat(torch_t)
+    if bounds is None:  # unknown or not finite: find the finite range first
+        k, t = k[torch.isfinite(k)], t[torch.isfinite(t)]
+        if k.numel() == 0 and t.numel() == 0:
+            return Histogram(0.0, 1.0, [0] * bins, [0] * bins)
+        ends = [torch.stack([x.min(), x.max()]) for x in (k, t) if x.numel()]
+        found = torch.cat(ends).cpu().tolist()
+        bounds = (min(found), max(found))
+    low, high = bounds
     if high <= low:
         low, high = low - 0.5, high + 0.5
-    counts = [
-        _histc(x, bins, low, high).to(torch.int64).cpu().tolist() if x.numel() else [0] * bins for x in (k, t)
-    ]
+    counts = torch.stack([_histc(x, bins, low, high) for x in (k, t)]).to(torch.int64).cpu().tolist()
     return Histogram(low, high, counts[0], counts[1])
 
 
 def _histc(x, bins: int, low: float, high: float):
+    import torch
+
+    if x.numel() == 0:
+        return torch.zeros(bins, device=x.device)
     try:
         return x.histc(bins=bins, min=low, max=high)
     except (RuntimeError, NotImplementedError):  # a backend without histc (some MPS builds)
-        return x.cpu().histc(bins=bins, min=low, max=high)
+        return x.cpu().histc(bins=bins, min=low, max=high).to(x.device)
 
 
 def preview(

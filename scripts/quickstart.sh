@@ -21,12 +21,16 @@ start=$(date +%s)
 # not stored, so the HTML shows each comparison's static table (self-contained, no widget
 # JavaScript fetched from a CDN) instead of an empty widget placeholder.
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
-quiet() { grep -v -E "Kernel is running over TCP|^\s*$" >&2 || true; }
+# Drop the start-up chatter of the kernel and TensorFlow, and nbclient's note that nothing here
+# answers the magic's comm (that is the JupyterLab extension's job); keep everything else.
+quiet() {
+  grep -v -E "Kernel is running over TCP|absl::InitializeLog|oneDNN custom operations|No handler found for comm target 'keras2torch'|^\s*$" >&2 || true
+}
 .venv/bin/jupyter nbconvert --execute --to notebook --output-dir out \
   --config scripts/jupyterlab_cells.py --ExecutePreprocessor.timeout=600 \
   --ExecutePreprocessor.store_widget_state=False \
-  notebooks/01_quickstart.ipynb 2> >(quiet)
-.venv/bin/jupyter nbconvert --to html out/01_quickstart.ipynb 2> >(quiet)
+  notebooks/01_quickstart.ipynb 2>&1 | quiet
+.venv/bin/jupyter nbconvert --to html out/01_quickstart.ipynb 2>&1 | quiet
 echo
 echo "Quickstart executed in $(($(date +%s) - start)) s."
 echo "  HTML (generated cells and comparisons): $(pwd)/out/01_quickstart.html"

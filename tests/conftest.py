@@ -17,7 +17,9 @@ def _seed():
     import numpy as np
     import torch
 
-    keras.backend.clear_session(free_memory=False)  # fresh layer-name counters: names in tests are predictable
+    keras.backend.clear_session(
+        free_memory=False
+    )  # fresh layer-name counters: names in tests are predictable
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

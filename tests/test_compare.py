@@ -162,6 +162,61 @@ def test_perturbed_weight_fails_at_that_layer_only_from_there():
     assert "first: 'conv2d_1'" in result.summary()
 
 
+def test_isolate_shows_each_layer_own_error():
+    model = small_cnn()
+    randomise_weights(model)
+    conversion = k2t.convert(model)
+    conversion.state_dict["conv2d_1.weight"][0, 0, 0, 0] += 0.5
+    chained = k2t.compare(model, conversion, device="cpu")
+    isolated = k2t.compare(model, conversion, device="cpu", isolate=True)
+    assert [layer.status(1e-4) for layer in chained.layers] == ["ok"] * 3 + ["fail"] * 3
+    # Fed Keras's inputs, the layers after the wrong convolution are exact again.
+    assert [layer.status(1e-4) for layer in isolated.layers] == ["ok"] * 3 + ["fail"] + ["ok"] * 2
+    assert isolated.first_failure.keras_layer == "conv2d_1"
+    assert isolated.info["isolate"] is True and "each layer fed Keras" in isolated.to_html()
+
+
+def test_isolate_with_a_hand_port():
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, (3, 3)),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D((2, 2)),
+            keras.layers.Conv2D(8, (3, 3)),
+        ]
+    )
+    randomise_weights(model)
+
+    class Port(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 32, kernel_size=3)
+            self.bn = nn.BatchNorm2d(32)  # eps 1e-5: the mistake
+            self.pool = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(32, 8, kernel_size=3)
+
+        def forward(self, x):
+            return self.conv2(self.pool(self.bn(self.conv(x))))
+
+    port = Port().eval()
+    _copy_conv(model.layers[0], port.conv)
+    _copy_conv(model.layers[3], port.conv2)
+    gamma, beta, mean, variance = (torch.from_numpy(w) for w in model.layers[1].get_weights())
+    port.bn.weight.data, port.bn.bias.data, port.bn.running_mean, port.bn.running_var = (
+        gamma,
+        beta,
+        mean,
+        variance,
+    )
+    mapping = {"conv2d": "conv", "batch_normalization": "bn", "max_pooling2d": "pool", "conv2d_1": "conv2"}
+    chained = k2t.compare(model, port, mapping=mapping, device="cpu")
+    isolated = k2t.compare(model, port, mapping=mapping, device="cpu", isolate=True)
+    assert [layer.status(1e-4) for layer in chained.layers] == ["ok", "fail", "fail", "fail"]
+    assert [layer.status(1e-4) for layer in isolated.layers] == ["ok", "fail", "ok", "ok"]
+    assert not port.training
+
+
 def test_tolerance_decides_the_status():
     model = small_cnn()
     randomise_weights(model)

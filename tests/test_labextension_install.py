@@ -6,15 +6,15 @@ What this does, and why it is honest:
 1. copies the source tree (tracked + untracked-not-ignored files, so no prior build output)
    to a temporary directory; ``labextension/node_modules`` is symlinked when present only to
    skip re-downloading npm packages;
-2. builds the wheel from that copy with the project's own build backend
-   (``pip wheel --no-deps --no-build-isolation``): the hatch-jupyter-builder hook runs
-   ``npm install`` + ``npm run build:prod`` exactly as ``pip install .`` does;
+2. builds the wheel from that copy as ``pip install .`` does (``pip wheel --no-deps``, with
+   build isolation: the build backend and ``jupyter-builder`` come from the package index); the
+   hatch-jupyter-builder hook runs ``npm install`` + ``npm run build:prod``;
 3. checks the wheel's ``share/jupyter/labextensions/kerastorch-magic`` payload;
 4. creates a fresh venv, installs the wheel (``--no-deps``: the package's heavy runtime
    dependencies, TensorFlow and torch, are irrelevant to the frontend) and
    ``jupyterlab==<the version in this environment>`` from the package index, and runs its
    ``jupyter labextension list``.
-About 40 s, most of it installing JupyterLab into the fresh venv.
+About a minute on two cores, most of it installing JupyterLab into the fresh venv.
 """
 
 from __future__ import annotations
@@ -60,8 +60,15 @@ def _copy_sources(dest: Path) -> None:
             files = [f for f in proc.stdout.decode().split("\0") if f]
     if files is None:
         ignore = shutil.ignore_patterns(
-            ".git", ".venv", "node_modules", "lib", "__pycache__", "build", "dist",
-            "test-artifacts", "*.egg-info",
+            ".git",
+            ".venv",
+            "node_modules",
+            "lib",
+            "__pycache__",
+            "build",
+            "dist",
+            "test-artifacts",
+            "*.egg-info",
         )
         shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
         shutil.rmtree(dest / "kerastorch_magic" / "labextension", ignore_errors=True)
@@ -86,12 +93,18 @@ def wheel(tmp_path_factory) -> Path:
     if node_modules.is_dir():
         (src / "labextension" / "node_modules").symlink_to(node_modules, target_is_directory=True)
     env = dict(os.environ)
-    # `npm run build:prod` calls the `jupyter-builder` CLI of this environment.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     dist = work / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         str(src), "-w", str(dist)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            str(src),
+            "-w",
+            str(dist),
+        ],
         env=env,
         cwd=work,
     )
@@ -103,14 +116,12 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contains_prebuilt_extension(wheel: Path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-        prefix = next(
-            (n.split(SHARE)[0] for n in names if n.endswith(f"{SHARE}/package.json")), None
-        )
+        prefix = next((n.split(SHARE)[0] for n in names if n.endswith(f"{SHARE}/package.json")), None)
         assert prefix is not None, f"no {SHARE}/package.json in {wheel.name}"
         base = prefix + SHARE
         pkg = json.loads(zf.read(f"{base}/package.json"))
         install = json.loads(zf.read(f"{base}/install.json"))
-        ext_files = [n[len(base) + 1:] for n in names if n.startswith(base + "/")]
+        ext_files = [n[len(base) + 1 :] for n in names if n.startswith(base + "/")]
 
     assert pkg["name"] == EXT_NAME
     build = pkg["jupyterlab"]["_build"]
@@ -140,9 +151,7 @@ def test_labextension_list_in_fresh_venv(wheel: Path, tmp_path):
     _run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)])
     _run([str(py), "-m", "pip", "install", "--quiet", f"jupyterlab=={jupyterlab.__version__}"])
 
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHONPATH"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHONPATH"))}
     # Nothing from this checkout or the user's Jupyter dirs may leak in.
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "config")
     env["JUPYTER_DATA_DIR"] = str(tmp_path / "data")
@@ -150,7 +159,5 @@ def test_labextension_list_in_fresh_venv(wheel: Path, tmp_path):
     text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     line = next((ln for ln in text.splitlines() if EXT_NAME in ln), None)
     assert line is not None, text
-    assert re.search(
-        rf"{EXT_NAME} v\S+ enabled\s+OK \(python, kerastorch_magic\)", line
-    ), line
+    assert re.search(rf"{EXT_NAME} v\S+ enabled\s+OK \(python, kerastorch_magic\)", line), line
     assert str(venv) in text  # found in the venv's share/jupyter/labextensions

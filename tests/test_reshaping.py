@@ -95,6 +95,7 @@ def test_flatten_data_format_channels_first(dense, fmt):
 def test_flatten_sequence_and_vector(fmt):
     assert_exact(tiny((7, 3), L.Conv1D(4, 3), L.Flatten(), L.Dense(3)), fmt)
     assert_exact(tiny((6,), L.Flatten(), L.Dense(3)), fmt)
+    assert_exact(tiny((), L.Flatten()), fmt)  # Keras gives (batch, 1)
     assert_exact(tiny((4, 3, 2, 2), L.Conv3D(2, 1), L.Flatten(), L.Dense(3)), fmt)
 
 

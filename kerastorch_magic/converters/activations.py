@@ -158,7 +158,7 @@ def activation_steps(
     when the activation reads its input twice and ``expr`` is not the bare input (``{x}``).
     """
     key, entry = _lookup(call, name)
-    notes = [entry.note] if entry.note else []
+    notes = _notes(call, entry)
     helpers = {entry.helper: _helper_source(call, entry.helper)} if entry.helper else {}
     if entry.template == "{x}":
         return ActivationCode([] if expr == "{x}" else [Step(expr, comment)], notes, helpers)
@@ -181,7 +181,13 @@ def apply_activation(call: LayerCall, expr: str, name, dim: int) -> tuple[str, l
             f"activation {key!r} is not supported after this layer yet "
             "(its converter must use activation_steps, not apply_activation)"
         )
-    return entry.template.format(x=expr, dim=dim), [entry.note] if entry.note else []
+    return entry.template.format(x=expr, dim=dim), _notes(call, entry)
+
+
+def _notes(call: LayerCall, entry: _Activation) -> list[str]:
+    if entry.note is None or (entry.note == _SOFTMAX_NOTE and not call.is_model_output):
+        return []  # the advice about logits only matters for the model's output
+    return [entry.note]
 
 
 # -- sparsemax ------------------------------------------------------------------------------------
@@ -334,7 +340,7 @@ def convert_softmax(call: LayerCall) -> Converted:
             f"torch.exp({{x}} - torch.logsumexp({{x}}, dim={dim_tuple}, keepdim=True))",
             "softmax over several axes at once, as Keras computes it",
         )
-    return Converted([step], [same_layout(call)], notes=[_SOFTMAX_NOTE])
+    return Converted([step], [same_layout(call)], notes=[_SOFTMAX_NOTE] if call.is_model_output else [])
 
 
 @converter("PReLU", passthrough=True)

@@ -18,7 +18,7 @@ class LayerScale(nn.Module):
 
     def __init__(self, shape, init_value):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full(shape, float(init_value)))
+        self.gamma = nn.Parameter(init_value * torch.ones(shape))
 
     def forward(self, x):
         return x * self.gamma

@@ -6,7 +6,9 @@ them out of the mean. torch does the same with its own padding: ``padding=`` pad
 -inf and ``count_include_pad=False`` leaves padded cells out of the divisor. The odd cell after:
 at stride > 1, ``ceil_mode=True`` adds exactly the window over it (clipped to the input, like TF);
 at stride 1 it does not, so the larger pad goes on both sides and the extra first window is
-dropped (max pooling pads explicitly with -inf instead, which reads plainer).
+dropped (max pooling pads explicitly with -inf instead, which reads plainer). Where the padding
+depends on a size known only at run time, the shared ``_pad_same`` helper pads (-inf for max; for
+average, zeros, divided by the pooled count of real cells).
 """
 
 from __future__ import annotations
@@ -105,8 +107,6 @@ def convert_global_pooling(call: LayerCall) -> Converted:
             "the average skip masked steps; masked averages are not supported"
         )
     spec = call.inputs[0]
-    if spec.flat_order is not None:
-        raise call.unsupported("its input is a flatten whose order was folded; cannot re-lay it")
     rank = spec.rank
     if call.config.get("data_format", "channels_last") == "channels_first":
         spatial = range(2, rank)

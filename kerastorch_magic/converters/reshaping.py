@@ -1,7 +1,9 @@
 """Reshaping layers: Flatten, Reshape, Permute, RepeatVector, ZeroPadding/Cropping/UpSampling 1D-3D.
 
-Flatten, Reshape and Permute speak Keras's (channels-last) order; padding, cropping and nearest
-up-sampling act on whichever torch dimensions hold the spatial axes, so they need no permute.
+Flatten, Reshape and Permute speak Keras's (channels-last) order: their input is brought to it (or,
+for Flatten before a Dense, the order is folded into the Dense's weights; for Permute, the layout
+bookkeeping often absorbs the permutation). Padding, cropping and UpSampling1D act on whichever
+torch dimensions hold the spatial axes, so they never permute; UpSampling2D/3D work channels-first.
 """
 
 from __future__ import annotations
@@ -28,26 +30,19 @@ _ORDER_TRANSPARENT = {
 
 # -- Flatten -----------------------------------------------------------------------------------------
 def _folds_into_dense(call: LayerCall) -> bool:
-    """Whether every reader of the flatten is a Dense called once, directly or through dropouts.
-
-    Looking through a dropout needs the graph's readers of the dropout's output; without
-    ``LayerCall.readers_of``/``is_output`` only direct Dense readers fold (the fallback permutes
-    before flattening, which is exact too).
-    """
+    """Whether every reader of the flatten is a Dense called once, directly or through dropouts."""
     if call.is_model_output or not call.consumers:
         return False
-    readers_of = getattr(call, "readers_of", None)
-    is_output = getattr(call, "is_output", None)
     pending, seen = list(call.consumers), set()
     while pending:
         reader = pending.pop()
         if id(reader) in seen:
             continue
         seen.add(id(reader))
-        if reader.class_name in _ORDER_TRANSPARENT and readers_of is not None and is_output is not None:
+        if reader.class_name in _ORDER_TRANSPARENT:
             value = reader.outputs[0]
-            following = readers_of(value)
-            if is_output(value) or not following:
+            following = call.readers_of(value)
+            if call.is_output(value) or not following:
                 return False
             pending.extend(following)
         elif reader.class_name != "Dense" or len(reader.layer._inbound_nodes) != 1:
@@ -150,8 +145,6 @@ def _feeds_channels_first(call: LayerCall) -> bool:
     is best laid out channels-first straight away."""
     if call.is_model_output or not call.consumers or len(call.output_shapes[0]) < 3:
         return False
-    readers_of = getattr(call, "readers_of", None)
-    is_output = getattr(call, "is_output", None)
     pending, seen = list(call.consumers), set()
     while pending:
         node = pending.pop()
@@ -162,10 +155,10 @@ def _feeds_channels_first(call: LayerCall) -> bool:
         if getattr(function, "channels_first", False):
             if node.layer.get_config().get("data_format", "channels_last") == "channels_first":
                 return False
-        elif getattr(function, "passthrough", False) and readers_of is not None and is_output is not None:
+        elif getattr(function, "passthrough", False):
             value = node.outputs[0]
-            following = readers_of(value)
-            if is_output(value) or not following:
+            following = call.readers_of(value)
+            if call.is_output(value) or not following:
                 return False
             pending.extend(following)
         else:

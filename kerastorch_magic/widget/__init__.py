@@ -151,6 +151,7 @@ class ComparisonWidget(anywidget.AnyWidget):
             "input_format": info.get("input_format"),
             "seconds": info.get("seconds", {}),
             "error": info.get("error"),
+            "isolate": bool(info.get("isolate")),
             "counts": {status: statuses.count(status) for status in ("ok", "warn", "fail", "skip")},
         }
         super().__init__(

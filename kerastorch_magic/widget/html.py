@@ -180,6 +180,7 @@ def header_lines(comparison) -> tuple[str, str]:
         f"PyTorch on {info.get('torch_device')}",
         f"Keras on {info.get('keras_device')}",
         f"input: {info.get('input')}",
+        "each layer fed Keras's inputs" if info.get("isolate") else "end to end",
     ]
     if seconds:
         parts.append(

@@ -102,6 +102,11 @@ async function convertActiveCell(
   }
   const sessionContext = panel.sessionContext;
   await sessionContext.ready;
+  if (sessionContext.hasNoKernel && dialogs) {
+    // The IPython extension must be loaded before the cell runs: pick a kernel first.
+    await dialogs.selectKernel(sessionContext);
+    await sessionContext.ready;
+  }
   if (!(await ensureKernelExtension(panel))) {
     return;
   }

@@ -70,7 +70,24 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """Overrides the root conftest's seeding: no Keras runs in this process (kernels do)."""
+    yield
+
+
 # -- servers ---------------------------------------------------------------------------------------
+_RUNNING: list[LabServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _shutdown_kernels():
+    """Each test's kernels (TensorFlow + torch, ~1 GB each) stop when the test ends."""
+    yield
+    for server in _RUNNING:
+        server.shutdown_kernels()
+
+
 class LabServer:
     """A ``jupyter lab`` subprocess with everything it writes under ``base``."""
 
@@ -84,8 +101,10 @@ class LabServer:
         self.proc: subprocess.Popen | None = None
 
     def _prepare(self) -> tuple[list[str], dict[str, str]]:
-        dirs = {name: self.base / name for name in ("root", "config", "data", "runtime",
-                                                     "settings", "workspaces", "labext")}
+        dirs = {
+            name: self.base / name
+            for name in ("root", "config", "data", "runtime", "settings", "workspaces", "labext")
+        }
         for path in dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         # No news / update-check notification popping over the notebook.
@@ -95,7 +114,9 @@ class LabServer:
             json.dumps({"checkForUpdates": False, "fetchNews": "false"})
         )
         args = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable,
+            "-m",
+            "jupyterlab",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             "--ServerApp.ip=127.0.0.1",
@@ -117,18 +138,14 @@ class LabServer:
             # An installed copy (pip install .) must not answer either.
             labconfig = dirs["config"] / "labconfig"
             labconfig.mkdir(parents=True, exist_ok=True)
-            (labconfig / "page_config.json").write_text(
-                json.dumps({"disabledExtensions": {EXT_NAME: True}})
-            )
+            (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {EXT_NAME: True}}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
         env.update(
             JUPYTER_CONFIG_DIR=str(dirs["config"]),
             JUPYTER_DATA_DIR=str(dirs["data"]),
             JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
             JUPYTER_PLATFORM_DIRS="1",
-            PYTHONPATH=os.pathsep.join(
-                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
+            PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
             TF_CPP_MIN_LOG_LEVEL="3",
             PYTHONUNBUFFERED="1",
         )
@@ -138,13 +155,15 @@ class LabServer:
     def start(self, timeout: float = 90) -> None:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                raise RuntimeError(
-                    f"port {self.port} is in use; set K2T_UI_PORT to a free pair of ports"
-                )
+                raise RuntimeError(f"port {self.port} is in use; set K2T_UI_PORT to a free pair of ports")
         args, env = self._prepare()
         log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, cwd=self.base, env=env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=self.base,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self._log = log
@@ -155,11 +174,27 @@ class LabServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as resp:
                     if resp.status == 200:
+                        _RUNNING.append(self)
                         return
             except OSError:
                 pass
             time.sleep(0.25)
         raise RuntimeError(f"jupyter lab did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def _api(self, method: str, path: str):
+        request = urllib.request.Request(f"{self.url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            for kernel in self._api("GET", "/api/kernels") or []:
+                self._api("DELETE", f"/api/kernels/{kernel['id']}")
+        except OSError:
+            pass
 
     def log_tail(self, chars: int = 6000) -> str:
         try:
@@ -189,6 +224,8 @@ class LabServer:
             pass
         self._log.close()
         self.proc = None
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         shutil.copy(self.log_path, ARTIFACTS / f"server-{'ext' if self.extension else 'noext'}.log")
 
     def write_notebook(self, name: str, sources: list[str]) -> Path:
@@ -209,8 +246,7 @@ def _server(tmp_path_factory, port: int, extension: bool):
             "labextension/ (or `pip install -e .`)"
         )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = LabServer(tmp_path_factory.mktemp("lab-ext" if extension else "lab-noext"), port,
-                       extension)
+    server = LabServer(tmp_path_factory.mktemp("lab-ext" if extension else "lab-noext"), port, extension)
     server.start()
     return server
 

@@ -23,7 +23,9 @@ const panel = app && app.shell.currentWidget;
 const ok = !!(panel && panel.content && panel.content.model && panel.sessionContext);
 """
 
-_CELLS = _PANEL + """
+_CELLS = (
+    _PANEL
+    + """
 if (!ok) return null;
 return panel.content.model.sharedModel.cells.map((c, i) => {
   const w = panel.content.widgets[i];
@@ -42,6 +44,7 @@ return panel.content.model.sharedModel.cells.map((c, i) => {
   };
 });
 """
+)
 
 
 @dataclass
@@ -134,8 +137,9 @@ class NotebookDriver:
 
     def wait_connected(self, timeout_ms: float = 30_000) -> None:
         """Until the extension and the kernel completed the keras2torch handshake."""
-        self.wait_js(_PANEL + "return ok && panel.node.dataset.keras2torch === 'connected';",
-                     None, timeout_ms)
+        self.wait_js(
+            _PANEL + "return ok && panel.node.dataset.keras2torch === 'connected';", None, timeout_ms
+        )
 
     def save(self) -> None:
         self.page.keyboard.press("Escape")
@@ -217,8 +221,7 @@ class NotebookDriver:
         box = self.page.locator(".lm-CommandPalette-input")
         expect(box).to_be_visible()
         box.fill(label)
-        item = self.page.locator(".lm-CommandPalette-item", has_text=re.compile(
-            rf"^{re.escape(label)}"))
+        item = self.page.locator(".lm-CommandPalette-item", has_text=re.compile(rf"^{re.escape(label)}"))
         expect(item.first).to_be_visible()
         self.page.keyboard.press("Enter")
 

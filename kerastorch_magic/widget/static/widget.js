@@ -354,6 +354,13 @@ function render({ model, el }) {
   chip("PyTorch", header.torch_device || "?", "device running the PyTorch model and the statistics");
   chip("Keras", header.keras_device || "?", "Keras backend and the device it ran on");
   chip("input", header.input || "?");
+  chip(
+    "mode",
+    header.isolate ? "each layer fed Keras's inputs" : "end to end",
+    header.isolate
+      ? "isolate=True: every PyTorch layer got Keras's output of the layer before; each row is that layer's own error"
+      : "the PyTorch model ran on its own: errors accumulate from the input on (compare(..., isolate=True) shows each layer's own error)",
+  );
   const seconds = header.seconds || {};
   chip(
     "time",
