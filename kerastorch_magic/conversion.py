@@ -110,7 +110,7 @@ def _module_attributes() -> set[str]:
 def _check_supported(graph: Graph) -> None:
     missing: dict[int, Node] = {}
     for node in graph.nodes:
-        if registry.find(node.class_name) is None:
+        if registry.find(node.class_name, node.is_operation) is None:
             missing.setdefault(id(node.layer), node)
     if not missing:
         return
@@ -118,7 +118,7 @@ def _check_supported(graph: Graph) -> None:
     for node in missing.values():
         if node.class_name == "Lambda":
             why = "holds arbitrary Python; rewrite it as a layer and register a converter"
-        elif not hasattr(node.layer, "get_config") or "keras.src.ops" in type(node.layer).__module__:
+        elif node.is_operation:
             why = "a keras.ops call inside the model; wrap it in a layer with a converter"
         else:
             why = "no converter registered (kerastorch_magic.converter can add one)"
@@ -234,7 +234,7 @@ class _Builder:
             readers=self.consumers,
             model_outputs=self.output_ids,
         )
-        result: Converted = registry.find(node.class_name)(call)
+        result: Converted = registry.find(node.class_name, node.is_operation)(call)
         if len(result.outputs) != len(node.outputs):
             raise call.unsupported(
                 f"converter returned {len(result.outputs)} outputs, Keras has {len(node.outputs)}"
@@ -298,13 +298,15 @@ class _Builder:
     # -- outputs, header, docstring -------------------------------------------------------------
     def _outputs(self) -> tuple[list[TensorSpec], list[str]]:
         specs, returns = [], []
+        relaid: set[str] = set()  # one variable may be several outputs: re-lay it once
         for position, value in enumerate(self.graph.outputs):
             spec, var = self.specs[id(value)], self.vars[id(value)]
             if spec.flat_order is not None:
                 raise ConversionError(f"output {position} is a flatten with a folded order (converter bug)")
             wanted = layout.identity(spec.rank) if self.input_format == "channels_last" else spec.perm
             expr = layout.permute_expression(var, spec.perm, wanted)
-            if expr is not None:
+            if expr is not None and var not in relaid:
+                relaid.add(var)
                 self.statements.append(codegen.Statement(var, expr, "back to Keras's channels-last layout"))
             specs.append(TensorSpec(spec.keras_shape, wanted, spec.dtype, f"output_{position}"))
             returns.append(var)

@@ -46,6 +46,13 @@ class Node:
         return type(self.layer).__name__
 
     @property
+    def is_operation(self) -> bool:
+        """A ``keras.ops`` call recorded in a functional graph, not a Keras layer."""
+        import keras
+
+        return not isinstance(self.layer, keras.layers.Layer)
+
+    @property
     def qualified_name(self) -> str:
         """Layer name with its nested-model path, e.g. ``encoder/conv2d``."""
         return "/".join((*self.scope, self.layer.name))

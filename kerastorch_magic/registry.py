@@ -34,17 +34,22 @@ class ConversionError(Exception):
         self.layers = layers or []  # (layer name, class name)
 
 
-def converter(*class_names: str, channels_first: bool = False, passthrough: bool = False):
+def converter(
+    *class_names: str, channels_first: bool = False, passthrough: bool = False, operations: bool = False
+):
     """Register the decorated function as the converter of the given Keras layer classes.
 
     ``channels_first``: the layer computes channels-first in torch (convolutions, pooling...), so a
     model input feeding it is taken channels-first. ``passthrough``: the layer is indifferent to
-    layout (element-wise), so that decision looks through it.
+    layout (element-wise), so that decision looks through it. ``operations``: the converter also
+    handles the ``keras.ops`` calls of the same class name that a functional model records as nodes
+    (``x + 3.0`` is an ``Add`` operation); other converters never see those.
     """
 
     def register(function: Callable[[LayerCall], Converted]):
         function.channels_first = channels_first
         function.passthrough = passthrough
+        function.operations = operations
         for class_name in class_names:
             _REGISTRY[class_name] = function
         return function
@@ -52,8 +57,12 @@ def converter(*class_names: str, channels_first: bool = False, passthrough: bool
     return register
 
 
-def find(class_name: str) -> Callable[[LayerCall], Converted] | None:
-    return _REGISTRY.get(class_name)
+def find(class_name: str, operation: bool = False) -> Callable[[LayerCall], Converted] | None:
+    """The converter for a layer class, or for a keras.ops call (``operation``) if it takes those."""
+    function = _REGISTRY.get(class_name)
+    if operation and function is not None and not function.operations:
+        return None
+    return function
 
 
 def supported_layers() -> list[str]:

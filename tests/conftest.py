@@ -11,6 +11,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_heap():
+    """Move the long-lived TF/Keras/torch objects out of the GC's reach: clear_session() between
+    tests then collects only what a test made (0.9 s less a test on these machines)."""
+    import gc
+
+    import keras  # noqa: F401
+    import torch  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import keras

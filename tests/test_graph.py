@@ -160,3 +160,18 @@ def test_rebuilding_a_model_in_the_same_session_gives_identical_code():
     assert code == k2t.convert(second).code
     assert "self.conv2d = nn.Conv2d" in code and "self.conv2d_1 = nn.Conv2d" in code
     assert 'Keras model "sequential"' in code
+
+
+def test_keras_ops_call_is_not_taken_for_the_layer_of_the_same_name():
+    """``keras.ops.reshape`` records a node of class Reshape; only opted-in converters see ops."""
+    inputs = keras.Input((4, 6))
+    outputs = keras.ops.reshape(inputs, (-1, 24))
+    with pytest.raises(k2t.ConversionError, match="keras.ops call"):
+        k2t.convert(keras.Model(inputs, outputs))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_tensor_returned_twice_is_relaid_once(fmt):
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3)(inputs)
+    assert_exact(keras.Model(inputs, [conv, keras.layers.Identity()(conv)]), fmt)

@@ -118,13 +118,13 @@ def _merged(call: LayerCall, expr: str, perm: tuple[int, ...], comment: str | No
     return Converted([Step(expr, comment)], [call.output_spec(perm)])
 
 
-@converter("Add", passthrough=True)
+@converter("Add", passthrough=True, operations=True)
 def convert_add(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     return _merged(call, " + ".join(terms), perm)
 
 
-@converter("Subtract", passthrough=True)
+@converter("Subtract", passthrough=True, operations=True)
 def convert_subtract(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     if len(terms) != 2:
@@ -132,14 +132,14 @@ def convert_subtract(call: LayerCall) -> Converted:
     return _merged(call, f"{terms[0]} - {terms[1]}", perm)
 
 
-@converter("Multiply", passthrough=True)
+@converter("Multiply", passthrough=True, operations=True)
 def convert_multiply(call: LayerCall) -> Converted:
     _refuse_masks(call)
     terms, perm = _operands(call)
     return _merged(call, " * ".join(terms), perm)
 
 
-@converter("Average", passthrough=True)
+@converter("Average", passthrough=True, operations=True)
 def convert_average(call: LayerCall) -> Converted:
     _refuse_operation(call, "average")
     terms, perm = _operands(call)
@@ -148,7 +148,7 @@ def convert_average(call: LayerCall) -> Converted:
     return _merged(call, f"({' + '.join(terms)}) / {len(terms)}", perm)
 
 
-@converter("Maximum", "Minimum", passthrough=True)
+@converter("Maximum", "Minimum", passthrough=True, operations=True)
 def convert_maximum(call: LayerCall) -> Converted:
     _refuse_masks(call)
     terms, perm = _operands(call)
@@ -176,7 +176,7 @@ def _is_number(term: str) -> bool:
     return True
 
 
-@converter("Concatenate", passthrough=True)
+@converter("Concatenate", passthrough=True, operations=True)
 def convert_concatenate(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     if any(spec.rank != len(perm) for spec in call.inputs):
@@ -194,7 +194,7 @@ def convert_concatenate(call: LayerCall) -> Converted:
 _LETTERS = "abcdefghijlmopqrstuvwxyz"  # einsum subscripts: n = batch, k = the summed axis
 
 
-@converter("Dot")
+@converter("Dot", operations=True)
 def convert_dot(call: LayerCall) -> Converted:
     """Batch dot product: one ``torch.einsum`` reading each input in its own torch layout."""
     _refuse_operation(call, "dot")
