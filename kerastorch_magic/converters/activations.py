@@ -4,9 +4,7 @@ Every name in ``keras.activations`` maps to an idiomatic torch expression, check
 against Keras (tests/test_activations.py). Where torch has no twin (``squareplus``,
 ``sparse_plus``, ``sparsemax``) the generated code spells out Keras's own formula.
 
-Converters with an ``activation=`` option call :func:`activation_steps` (any activation) or the
-older :func:`apply_activation` (one expression; refuses the few activations that need the
-pre-activation value twice or a helper function when that value is not a plain variable).
+Converters with an ``activation=`` option call :func:`activation_steps`.
 """
 
 from __future__ import annotations
@@ -166,22 +164,6 @@ def activation_steps(
         second = Step(entry.template.format(x="{x}", dim=dim))
         return ActivationCode([Step(expr, comment), second], notes, helpers)
     return ActivationCode([Step(entry.template.format(x=expr, dim=dim), comment)], notes, helpers)
-
-
-def apply_activation(call: LayerCall, expr: str, name, dim: int) -> tuple[str, list[str]]:
-    """``expr`` wrapped in the activation ``name`` as one expression; returns it and the notes.
-
-    Prefer :func:`activation_steps`: this form cannot express the activations that read their
-    input twice (``squareplus``, ``sparse_plus``) unless ``expr`` is ``{x}``, nor those needing a
-    helper function (``sparsemax``), and refuses them.
-    """
-    key, entry = _lookup(call, name)
-    if entry.helper or (entry.reads_input_twice and expr != "{x}"):
-        raise call.unsupported(
-            f"activation {key!r} is not supported after this layer yet "
-            "(its converter must use activation_steps, not apply_activation)"
-        )
-    return entry.template.format(x=expr, dim=dim), _notes(call, entry)
 
 
 def _notes(call: LayerCall, entry: _Activation) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import initializers
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .activations import apply_activation
+from .activations import activation_steps
 from .padding import (
     compact,
     same_pad_step,
@@ -96,9 +96,10 @@ def _bias(call: LayerCall, bias: np.ndarray, state: dict, init: list[str]) -> No
 
 def _finish(call: LayerCall, steps, expr: str, perm, modules, notes, helpers, comment=None) -> Converted:
     """The last step (``expr`` under the layer's activation) and the result."""
-    expr, act_notes = apply_activation(call, expr, call.config.get("activation"), 1)
-    steps.append(Step(expr, comment))
-    return Converted(steps, [call.output_spec(perm)], modules, notes + act_notes, helpers)
+    activation = activation_steps(call, expr, call.config.get("activation"), 1, comment)
+    steps += activation.steps
+    helpers = {**helpers, **activation.helpers}
+    return Converted(steps, [call.output_spec(perm)], modules, notes + activation.notes, helpers)
 
 
 @converter("Conv1D", "Conv2D", "Conv3D", channels_first=True)
