@@ -16,6 +16,9 @@ median of the next ``--repeat`` calls. Ratios are to the plain forward passes of
 
     .venv/bin/python benchmarks/compare.py [--models ResNet50 EfficientNetV2L] [--size 224]
         [--batch 1] [--device cpu] [--repeat 2]
+
+``--once`` instead runs one comparison per model in this process, end to end and isolated, and
+prints verdicts, devices, times and (on CUDA) peak GPU memory: the check to run on a GPU machine.
 """
 
 from __future__ import annotations
@@ -184,6 +187,50 @@ def _run_worker(args, model_name: str, mode: str) -> dict:
     return json.loads(lines[-1])
 
 
+def once(args) -> None:
+    """One comparison per model, end to end and with ``isolate=True``, in this process."""
+    sys.path.insert(0, str(ROOT))
+    import keras
+    import numpy as np
+    import torch
+
+    import kerastorch_magic as k2t
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    cuda = args.device.startswith("cuda")
+    for name in args.models:
+        started = time.perf_counter()
+        model = getattr(keras.applications, name)(weights=None, input_shape=(args.size, args.size, 3))
+        built = time.perf_counter() - started
+        started = time.perf_counter()
+        conversion = k2t.convert(model)
+        converted = time.perf_counter() - started
+        x = np.random.default_rng(0).standard_normal((args.batch, args.size, args.size, 3)).astype("float32")
+        count = len(conversion.traces)
+        print(f"\n{name}: {count} layer outputs; built {built:.1f} s, converted {converted:.1f} s")
+        for isolate in (False, True):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            started = time.perf_counter()
+            comparison = k2t.compare(model, conversion, inputs=x, device=args.device, isolate=isolate)
+            took = time.perf_counter() - started
+            split = {k: round(v, 2) for k, v in comparison.info["seconds"].items()}
+            gpu = ""
+            if cuda:
+                gpu = f"; GPU peak above start {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB"
+            print(f"  {'isolated  ' if isolate else 'end to end'} {took:6.2f} s {split}{gpu}")
+            print(f"    {comparison.summary()}")
+        print(f"  devices: torch {comparison.info['torch_device']}; Keras {comparison.info['keras_device']}")
+        widget = comparison.widget()
+        print(f"  widget: {len(widget.rows)} rows, {len(widget.detail)} preview bytes shipped")
+        del model, conversion, comparison, widget
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+
 def _mib(value) -> str:
     return f"{value / 2**20:8.1f} MiB"
 
@@ -197,7 +244,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "MODE"))
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--once", action="store_true", help="one comparison per model, in process")
     args = parser.parse_args()
+    if args.once:
+        once(args)
+        return
     if args.worker:
         print(json.dumps(worker(*args.worker, args.size, args.batch, args.device, args.repeat)))
         return

@@ -1024,7 +1024,8 @@ class _Run:
             torch.cuda.synchronize(plan.device)
         forward = time.perf_counter() - started
         keras_during_forward = self.keras.seconds
-        self.keras.finish()  # the layers no tap asked for: their shapes complete the table
+        with torch.no_grad():  # (the torch backend of Keras would record gradients otherwise)
+            self.keras.finish()  # the layers no tap asked for: their shapes complete the table
         self.seconds = {
             "keras": self.keras.seconds,
             "torch": max(0.0, forward - keras_during_forward - self._stats_seconds),

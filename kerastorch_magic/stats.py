@@ -22,6 +22,7 @@ import numpy as np
 
 WARN_FRACTION = 0.1  # rel_diff above tolerance * WARN_FRACTION (and within tolerance) warns
 HIST_BINS = 40
+HIST_SAMPLES = 1 << 16  # histograms count a strided subsample of at most this many values per side
 PREVIEW_SIDE = 64  # image previews are downsampled so that neither side exceeds this
 PREVIEW_CHANNELS = 4  # channels shown per image preview: the first ones, plus the worst
 PREVIEW_LENGTH = 512  # values shown per vector/sequence preview
@@ -151,7 +152,10 @@ def _numbers(k, t) -> tuple[Numbers, tuple[float, float] | None]:
 
 
 def histogram(keras, torch_t, bins: int = HIST_BINS, bounds=None) -> Histogram:
-    """Counts of both activations over common bins (computed on the device)."""
+    """Counts of both activations over common bins (computed on the device).
+
+    Large activations are subsampled with a fixed stride (the same elements on both sides).
+    """
     import torch
 
     k, t = _flat(keras), _flat(torch_t)
@@ -165,6 +169,8 @@ def histogram(keras, torch_t, bins: int = HIST_BINS, bounds=None) -> Histogram:
     low, high = bounds
     if high <= low:
         low, high = low - 0.5, high + 0.5
+    step = max(1, -(-max(k.numel(), t.numel()) // HIST_SAMPLES))
+    k, t = k[::step], t[::step]  # the shape of the distribution, at a bounded cost
     counts = torch.stack([_histc(x, bins, low, high) for x in (k, t)]).to(torch.int64).cpu().tolist()
     return Histogram(low, high, counts[0], counts[1])
 

@@ -4,8 +4,8 @@ and OK.
 
 What this does, and why it is honest:
 1. copies the source tree (tracked + untracked-not-ignored files, so no prior build output)
-   to a temporary directory; ``labextension/node_modules`` is symlinked when present only to
-   skip re-downloading npm packages;
+   to a temporary directory; ``labextension/node_modules``, when present, is copied as hard
+   links only to skip re-downloading npm packages (npm replaces a symlinked one);
 2. builds the wheel from that copy as ``pip install .`` does (``pip wheel --no-deps``, with
    build isolation: the build backend and ``jupyter-builder`` come from the package index); the
    hatch-jupyter-builder hook runs ``npm install`` + ``npm run build:prod``;
@@ -91,7 +91,11 @@ def wheel(tmp_path_factory) -> Path:
     assert not (src / "kerastorch_magic" / "labextension").exists()
     node_modules = ROOT / "labextension" / "node_modules"
     if node_modules.is_dir():
-        (src / "labextension" / "node_modules").symlink_to(node_modules, target_is_directory=True)
+        target = src / "labextension" / "node_modules"
+        try:
+            shutil.copytree(node_modules, target, symlinks=True, copy_function=os.link)
+        except OSError:  # another file system: npm install downloads instead
+            shutil.rmtree(target, ignore_errors=True)
     env = dict(os.environ)
     dist = work / "dist"
     _run(

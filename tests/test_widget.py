@@ -76,7 +76,7 @@ def test_widget_state(comparison):
     assert widget.selected == 1  # the first failure is shown first
     header = widget.header
     assert header["model"] == "sequential" and header["torch_device"] == "cpu"
-    assert "tensorflow" in header["keras_device"]
+    assert keras.backend.backend() in header["keras_device"]
     assert "random normal" in header["input"]
     assert header["counts"]["fail"] == 5 and header["counts"]["ok"] == 1
     assert "class Net(nn.Module)" in widget.code

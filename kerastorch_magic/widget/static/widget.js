@@ -851,7 +851,7 @@ function render({ model, el }) {
     }
 
     if (entry.hist) {
-      right.appendChild(h("div", "k2t-detail-label", "histogram (all samples)"));
+      right.appendChild(h("div", "k2t-detail-label", "value histogram (whole batch)"));
       const histCanvas = h("canvas", "k2t-hist");
       drawHistogram(histCanvas, entry.hist, 260, 120, fg, grid);
       right.appendChild(histCanvas);
