@@ -11,6 +11,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# The extension builds with Node >= 20 (the package build below runs npm). Debian 12's own nodejs
+# is 18, so a missing or older Node is an error to fix by hand (e.g. NodeSource or nvm).
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  echo "scripts/setup.sh: Node.js >= 20 with npm is needed to build the JupyterLab extension" >&2
+  exit 1
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 pip install --upgrade pip

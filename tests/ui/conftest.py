@@ -2,8 +2,8 @@
 
 Each server runs from this venv with a throw-away root dir, config, data, runtime, settings and
 workspaces directories, on a fixed port of 127.0.0.1 (``K2T_UI_PORT``, default 18765, and the next
-one), without token or password. Kernels import ``kerastorch_magic`` from this checkout
-(``PYTHONPATH``).
+one; the next free one if another test session holds it), without token or password. Kernels
+import ``kerastorch_magic`` from this checkout (``PYTHONPATH``).
 
 * ``lab`` serves this checkout's built extension (``kerastorch_magic/labextension``, made by
   ``npm run build`` in ``labextension/`` or by ``pip install -e .``) through
@@ -153,9 +153,15 @@ class LabServer:
         return args, env
 
     def start(self, timeout: float = 90) -> None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                raise RuntimeError(f"port {self.port} is in use; set K2T_UI_PORT to a free pair of ports")
+        # The fixed port, or the next free one when another test session holds it.
+        for port in range(self.port, self.port + 50):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+        else:
+            raise RuntimeError(f"no free port in {self.port}..{self.port + 49}; set K2T_UI_PORT")
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         args, env = self._prepare()
         log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
