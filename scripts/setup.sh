@@ -24,6 +24,7 @@ pip install --upgrade pip
 # Torch first, pinned: this machine serves a CPU build of 2.13.0 from disk, while a bare `torch`
 # requirement would pull a multi-GB CUDA build. TensorFlow likewise as the CPU wheel.
 pip install torch==2.13.0 tensorflow-cpu==2.21.0
-pip install -e ".[test]"
+# npm ci first: the package build's own `npm install` then finds node_modules complete.
 (cd labextension && npm ci --no-audit --no-fund --loglevel=error)
+pip install -e ".[test]"
 .venv/bin/jupyter labextension list 2>&1 | grep -i kerastorch || true
