@@ -105,8 +105,8 @@ def run(name: str, input_format: str = "channels_first") -> dict:
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     model = build(name)
-    randomise_weights(model)
     inputs = random_inputs(model)
+    randomise_weights(model, inputs=inputs)
     started = time.perf_counter()
     conversion = k2t.convert(model, input_format=input_format)
     seconds = time.perf_counter() - started
@@ -152,7 +152,8 @@ def _diverging(model, conversion, inputs, tolerance: float) -> str:
     first = comparison.first_failure
     if first is None:
         return "no single layer exceeds the tolerance (round-off accumulates)"
-    return f"first diverging layer {first.keras_layer!r} ({first.keras_class}), relative error {first.rel_diff:.3g}"
+    where = f"{first.keras_layer!r} ({first.keras_class})"
+    return f"first diverging layer {where}, relative error {first.rel_diff:.3g}"
 
 
 def _cases():
@@ -174,6 +175,60 @@ def test_application_matches_keras(name, input_format):
     assert result["rel_error"] <= TOLERANCE.get(name, (RTOL, ""))[0]
 
 
+# -- the custom layers of keras.applications, in small models ------------------------------------
+
+
+def _layer_scale_model(after_dense: bool):
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+
+    inputs = keras.Input((9, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    if after_dense:
+        x = keras.layers.Dense(6)(x)  # ConvNeXt's case: channels last in torch too
+    x = LayerScale(1e-6, 6)(x)
+    x = StochasticDepth(0.3)(x)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1)(x))
+
+
+@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("after_dense", [False, True])
+def test_layer_scale_and_stochastic_depth(after_dense, input_format):
+    from exactness import assert_exact
+
+    conversion, _ = assert_exact(_layer_scale_model(after_dense), input_format)
+    (key,) = [k for k in conversion.state_dict if k.endswith(".gamma")]
+    shape = tuple(conversion.state_dict[key].shape)
+    assert shape == ((6,) if after_dense or input_format == "channels_last" else (6, 1, 1))
+    module = conversion.build()
+    assert all(p.requires_grad for p in module.parameters())  # gamma is learned, as in Keras
+    module.reset_parameters()
+    assert torch.all(dict(module.named_parameters())[key] == 1e-6)
+
+
+@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
+def test_custom_scale_layer(input_format):
+    from exactness import assert_exact
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    inputs = keras.Input((9, 8, 3))
+    shortcut = keras.layers.Conv2D(5, 3, padding="same")(inputs)
+    residual = keras.layers.Conv2D(5, 1)(shortcut)
+    outputs = CustomScaleLayer(0.17)([shortcut, residual])
+    conversion, _ = assert_exact(keras.Model(inputs, outputs), input_format)
+    assert "* 0.17" in conversion.code
+
+
+def test_a_users_layer_named_like_an_application_layer_is_refused():
+    class LayerScale(keras.layers.Layer):  # same name, different meaning
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, LayerScale(name="mine")(keras.layers.Dense(3)(inputs)))
+    with pytest.raises(k2t.ConversionError, match="mine.*custom layer named like"):
+        k2t.convert(model)
+
+
 def test_every_application_is_listed():
     names = {
         n
@@ -186,27 +241,25 @@ def test_every_application_is_listed():
 
 def main(names: list[str]) -> None:
     """Print the results table (model / converted? / relative error / conversion time)."""
-    print(
-        f"{'model':20s} {'format':15s} {'size':>4s} {'params':>8s} {'converted':>9s} {'rel error':>10s} {'convert s':>9s} {'total s':>7s}"
-    )
+    columns = ["model", "format", "size", "params", "converted", "rel error", "convert s", "total s"]
+    print("{:20s} {:15s} {:>4s} {:>8s} {:>9s} {:>10s} {:>9s} {:>7s}".format(*columns))
     for name in names or list(APPS):
         for fmt in ["channels_first", "channels_last"] if APPS[name].both_formats else ["channels_first"]:
             started = time.perf_counter()
+            params = ""
             try:
                 r = run(name, fmt)
                 line = f"{'yes':>9s} {r['rel_error']:10.2e} {r['convert_s']:9.2f}"
                 params = f"{r['params'] / 1e6:7.1f}M"
             except k2t.ConversionError as error:
                 missing = sorted({cls for _, cls in error.layers})
-                line, params = f"{'no':>9s} missing: {', '.join(missing) or str(error)[:200]}", ""
+                line = f"{'no':>9s} missing: {', '.join(missing) or str(error)[:200]}"
             except AssertionError as error:
-                line, params = f"{'MISMATCH':>9s} {str(error)[:300]}", ""
+                line = f"{'MISMATCH':>9s} {str(error)[:300]}"
             except Exception as error:  # noqa: BLE001 - the table reports crashes too
-                line, params = f"{'ERROR':>9s} {type(error).__name__}: {str(error)[:300]}", ""
-            print(
-                f"{name:20s} {fmt:15s} {APPS[name].size:4d} {params:>8s} {line} {time.perf_counter() - started:7.1f}",
-                flush=True,
-            )
+                line = f"{'ERROR':>9s} {type(error).__name__}: {str(error)[:300]}"
+            total = time.perf_counter() - started
+            print(f"{name:20s} {fmt:15s} {APPS[name].size:4d} {params:>8s} {line} {total:7.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ class ComparisonWidget(anywidget.AnyWidget):
             "seconds": info.get("seconds", {}),
             "error": info.get("error"),
             "isolate": bool(info.get("isolate")),
+            "tf32_disabled": bool(info.get("tf32_disabled")),
             "counts": {status: statuses.count(status) for status in ("ok", "warn", "fail", "skip")},
         }
         super().__init__(

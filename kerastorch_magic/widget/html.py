@@ -150,7 +150,8 @@ _CSS = """
 .k2t-static .k2t-s-meta{color:var(--jp-ui-font-color2,#59636e);margin:0 0 6px}
 .k2t-static .k2t-s-wrap{max-height:460px;overflow:auto;border:1px solid var(--jp-border-color2,#d1d9e0);
   border-radius:6px}
-.k2t-static table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+.k2t-static table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font-size:12px}
+.k2t-static th,.k2t-static td{font-size:12px}
 .k2t-static th{white-space:nowrap;position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);
   text-align:left;font-weight:600;padding:4px 6px;z-index:1;
   border-bottom:1px solid var(--jp-border-color2,#d1d9e0)}

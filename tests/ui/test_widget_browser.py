@@ -22,6 +22,7 @@ SETUP = """\
 import keras, numpy as np
 import kerastorch_magic as k2t
 
+keras.utils.set_random_seed(0)
 model = keras.Sequential(
     [
         keras.Input((32, 32, 3)),
@@ -93,6 +94,7 @@ def _widget(nb, cell_id):
 
 def test_comparison_widget_in_jupyterlab(lab_without_extension, page):
     lab = lab_without_extension
+    page.set_viewport_size({"width": 1400, "height": 1700})  # the whole widget in the screenshots
     lab.write_notebook("compare_widget.ipynb", [SETUP, SHOW])
     nb = WidgetNotebook(page, lab.url, "compare_widget.ipynb")
     nb.open()

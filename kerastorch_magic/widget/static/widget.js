@@ -351,7 +351,12 @@ function render({ model, el }) {
   };
   const torchName = header.torch || "PyTorch";
   chip("models", `Keras “${header.model}” → PyTorch ${torchName}`);
-  chip("PyTorch", header.torch_device || "?", "device running the PyTorch model and the statistics");
+  chip(
+    "PyTorch",
+    (header.torch_device || "?") + (header.tf32_disabled ? " · full float32" : ""),
+    "device running the PyTorch model and the statistics" +
+      (header.tf32_disabled ? "; TF32 was switched off while comparing (it rounds float32 to 10 bits)" : ""),
+  );
   chip("Keras", header.keras_device || "?", "Keras backend and the device it ran on");
   chip("input", header.input || "?");
   chip(
@@ -676,14 +681,15 @@ function render({ model, el }) {
   // -- error profile --------------------------------------------------------------------------------
   function drawProfile() {
     const width = Math.max(200, profileBox.clientWidth || root.clientWidth || 800);
-    const height = 46;
+    const height = 56;
     const context = setupCanvas(profile, width, height);
     const fg = cssVar(root, "--k2t-fg-dim", "#59636e");
     const count = rows.length;
     const lowExp = -10;
+    const topBand = 13; // the label's line
     const y = (rel) => {
       const exponent = Math.max(lowExp, Math.min(0, Math.log10(Math.max(rel, 1e-30))));
-      return height - 2 - ((exponent - lowExp) / -lowExp) * (height - 6);
+      return height - 2 - ((exponent - lowExp) / -lowExp) * (height - 4 - topBand);
     };
     const slot = Math.min(16, width / Math.max(1, count));
     const colours = { ok: "#2da44e", warn: "#bf8700", fail: "#cf222e", skip: "#8c959f" };
@@ -697,7 +703,7 @@ function render({ model, el }) {
         context.fillRect(x, height - 3, barW, 2);
         continue;
       }
-      const top = row.rel === null ? 2 : y(row.rel);
+      const top = row.rel === null ? y(1) : y(row.rel);
       context.fillRect(x, top, barW, height - 1 - top);
     }
     context.strokeStyle = "#cf222e";
@@ -711,11 +717,11 @@ function render({ model, el }) {
     context.fillStyle = fg;
     context.font = "10px system-ui, sans-serif";
     context.textAlign = "right";
-    context.fillText(`tolerance ${fmt(state.tolerance, 0)}`, width - 4, Math.max(10, tolY - 3));
+    context.fillText(`tolerance ${fmt(state.tolerance, 0)}`, width - 4, 10);
     if (state.selected >= 0 && state.selected < count) {
       context.strokeStyle = cssVar(root, "--k2t-fg", "#1f2328");
       context.lineWidth = 1.5;
-      context.strokeRect(state.selected * slot + 0.5, 0.5, Math.max(2, slot), height - 1);
+      context.strokeRect(state.selected * slot + 0.5, topBand - 0.5, Math.max(2, slot), height - topBand);
     }
   }
   profile.addEventListener("click", (event) => {
