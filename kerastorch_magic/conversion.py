@@ -64,16 +64,27 @@ class Conversion:
         return self._instantiate(self.code, device)
 
     def build_traced(self, tap, device=None):
-        """Like :meth:`build`, but ``forward`` calls ``tap(trace_index, tensor)`` after each layer."""
-        module = self._instantiate(codegen.render(self._source, trace=True), device)
+        """Like :meth:`build`, but ``forward`` calls ``tap(trace_index, tensor)`` after each layer.
+
+        The module is built on the meta device and takes this conversion's tensors as its own
+        (``assign=True``): no second copy of the weights while comparing. Not for training: its
+        parameters are ``self.state_dict``'s tensors.
+        """
+        module = self._instantiate(codegen.render(self._source, trace=True), device, share=True)
         module._tap = tap
         return module
 
-    def _instantiate(self, code: str, device):
+    def _instantiate(self, code: str, device, share: bool = False):
+        import torch
+
         namespace: dict = {"__name__": f"kerastorch_magic_generated_{self.class_name}"}
         exec(compile(code, f"<generated {self.class_name}>", "exec"), namespace)  # noqa: S102
-        module = namespace[self.class_name]()
-        module.load_state_dict(self.state_dict, strict=True)
+        if share:
+            with torch.device("meta"):
+                module = namespace[self.class_name]()
+        else:
+            module = namespace[self.class_name]()
+        module.load_state_dict(self.state_dict, strict=True, assign=share)
         if device is not None:
             module = module.to(device)
         return module.eval()
