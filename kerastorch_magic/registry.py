@@ -60,7 +60,7 @@ def converter(
 def find(class_name: str, operation: bool = False) -> Callable[[LayerCall], Converted] | None:
     """The converter for a layer class, or for a keras.ops call (``operation``) if it takes those."""
     function = _REGISTRY.get(class_name)
-    if operation and function is not None and not function.operations:
+    if operation and function is not None and not getattr(function, "operations", False):
         return None
     return function
 

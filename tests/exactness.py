@@ -23,11 +23,11 @@ def randomise_weights(model, seed: int = 0, inputs=None, calibrate: bool = True)
 
     Kernels are N(0, 1/fan_in) (a depthwise kernel's fan-in excludes the channel axis), so
     activations keep their scale through linear layers. With ``calibrate``, BatchNorm moving
-    statistics then become those of one training-mode pass over ``inputs`` (the arrays the test
-    will compare on) plus random samples, 32 in all: still random per channel and unlike the test
-    batch's own statistics, but activations stay O(1) however deep the model, where purely random
-    statistics make them collapse into each BatchNorm's offset or grow exponentially (any mismatch
-    compounds over EfficientNetV2L's 1,000 layers).
+    statistics then come from one training-mode pass over ``inputs`` (the arrays the test compares
+    on) plus random samples, 32 in all: the mean is that batch's, the variance its mean square.
+    Still random per channel and unlike the test batch's own statistics, but activations stay O(1)
+    however deep the model (purely random statistics leave them to each BatchNorm's random offset
+    or let them grow exponentially), and no BatchNorm amplifies float32 round-off.
     """
     rng = np.random.default_rng(seed)
     for layer in _all_layers(model):
@@ -56,7 +56,7 @@ def randomise_weights(model, seed: int = 0, inputs=None, calibrate: bool = True)
                 layer.finalize_state()
     if calibrate:
         inputs = list(inputs) if inputs is not None else random_inputs(model)
-        extra = random_inputs(model, batch=max(1, 32 - len(inputs[0])), seed=seed + 7)
+        extra = _like(inputs, max(1, 32 - len(inputs[0])), seed + 7)  # shapes may be open (None)
         _calibrate_batch_norm(model, [np.concatenate([a, b]) for a, b in zip(inputs, extra)])
 
 
@@ -86,6 +86,12 @@ def _calibrate_batch_norm(model, inputs) -> None:
     finally:
         for layer, attribute, value in saved:
             setattr(layer, attribute, value)
+    for layer in norms:
+        # Divide by the root mean square, not the spread: a channel that barely varies over the
+        # batch would otherwise amplify float32 round-off (and any mismatch) by |mean| / spread at
+        # every layer; this way no BatchNorm amplifies and activations still stay O(1).
+        mean, var = np.asarray(layer.moving_mean.numpy()), np.asarray(layer.moving_variance.numpy())
+        layer.moving_variance.assign((var + np.square(mean)).astype(var.dtype))
 
 
 def _all_layers(model):
@@ -105,6 +111,19 @@ def random_inputs(model, batch: int = 2, seed: int = 1) -> list[np.ndarray]:
         else:
             arrays.append(rng.normal(0.0, 1.0, shape).astype("float32"))
     return arrays
+
+
+def _like(arrays: list[np.ndarray], batch: int, seed: int) -> list[np.ndarray]:
+    """Random arrays shaped and typed like ``arrays`` but with ``batch`` rows."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for array in arrays:
+        shape = (batch, *array.shape[1:])
+        if np.issubdtype(array.dtype, np.integer):
+            out.append(rng.integers(0, max(1, int(array.max()) + 1), shape).astype(array.dtype))
+        else:
+            out.append(rng.normal(0.0, 1.0, shape).astype(array.dtype))
+    return out
 
 
 def check_source(code: str) -> None:
