@@ -145,9 +145,16 @@ def main() -> None:
     print(
         f"CPU threads: torch {torch.get_num_threads()}, TF intra-op "
         f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; "
-        f"os.cpu_count() {os.cpu_count()}; batch {BATCH}, 224x224x3, weights=None"
+        f"os.cpu_count() {os.cpu_count()}; batch {BATCH}, 224x224x3, weights=None; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     rows = [measure(name, args.runs, args.profile) for name in args.models]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) + 0.5:  # this run itself keeps every core busy
+        print(
+            f"\nWARNING: load average {load:.2f} at the end: other processes shared the CPU; torch's "
+            "OpenMP threads suffer far more from that than TF's pool: rerun on an idle machine."
+        )
     print()
     print(
         f"{'model':16s} {'convert 1st s':>13s} {'convert s':>9s} {'torch ms':>9s} {'NHWC ms':>8s} "
