@@ -129,6 +129,30 @@ class LayerCall:
     def is_output(self, value) -> bool:
         return id(value) in self.model_outputs
 
+    def final_readers(self, transparent: Callable[[Node], bool]) -> list[Node] | None:
+        """The nodes reading this call's output, looking through those ``transparent`` says to.
+
+        None when the output, or a looked-through node's output, is a model output or unread:
+        then no reader alone decides how the value is used.
+        """
+        if self.is_model_output or not self.consumers:
+            return None
+        pending, seen, final = list(self.consumers), set(), []
+        while pending:
+            reader = pending.pop()
+            if id(reader) in seen:
+                continue
+            seen.add(id(reader))
+            if not transparent(reader):
+                final.append(reader)
+                continue
+            value = reader.outputs[0]
+            following = self.readers_of(value)
+            if self.is_output(value) or not following:
+                return None
+            pending.extend(following)
+        return final
+
     @property
     def layer(self) -> Any:
         return self.node.layer

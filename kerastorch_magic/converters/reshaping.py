@@ -31,23 +31,10 @@ _ORDER_TRANSPARENT = {
 # -- Flatten -----------------------------------------------------------------------------------------
 def _folds_into_dense(call: LayerCall) -> bool:
     """Whether every reader of the flatten is a Dense called once, directly or through dropouts."""
-    if call.is_model_output or not call.consumers:
-        return False
-    pending, seen = list(call.consumers), set()
-    while pending:
-        reader = pending.pop()
-        if id(reader) in seen:
-            continue
-        seen.add(id(reader))
-        if reader.class_name in _ORDER_TRANSPARENT:
-            value = reader.outputs[0]
-            following = call.readers_of(value)
-            if call.is_output(value) or not following:
-                return False
-            pending.extend(following)
-        elif reader.class_name != "Dense" or len(reader.layer._inbound_nodes) != 1:
-            return False
-    return True
+    readers = call.final_readers(lambda node: node.class_name in _ORDER_TRANSPARENT)
+    return readers is not None and all(
+        reader.class_name == "Dense" and len(reader.layer._inbound_nodes) == 1 for reader in readers
+    )
 
 
 @converter("Flatten")
@@ -141,29 +128,24 @@ def _to_keras_layout(call: LayerCall, why: str) -> list[Step]:
 
 def _feeds_channels_first(call: LayerCall) -> bool:
     """Whether every reader of the (rank >= 3) output computes channels-first on channels-last
-    Keras data, looking through layout-agnostic layers when the graph is visible: then the output
-    is best laid out channels-first straight away."""
-    if call.is_model_output or not call.consumers or len(call.output_shapes[0]) < 3:
+    Keras data, looking through layout-agnostic layers: then the output is best laid out
+    channels-first straight away."""
+    if len(call.output_shapes[0]) < 3:
         return False
-    pending, seen = list(call.consumers), set()
-    while pending:
-        node = pending.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        function = registry.find(node.class_name)
-        if getattr(function, "channels_first", False):
-            if node.layer.get_config().get("data_format", "channels_last") == "channels_first":
-                return False
-        elif getattr(function, "passthrough", False):
-            value = node.outputs[0]
-            following = call.readers_of(value)
-            if call.is_output(value) or not following:
-                return False
-            pending.extend(following)
-        else:
-            return False
-    return True
+
+    def converter_of(node):
+        return registry.find(node.class_name)
+
+    def agnostic(node) -> bool:
+        function = converter_of(node)
+        return getattr(function, "passthrough", False) and not getattr(function, "channels_first", False)
+
+    readers = call.final_readers(agnostic)
+    return readers is not None and all(
+        getattr(converter_of(node), "channels_first", False)
+        and node.layer.get_config().get("data_format", "channels_last") != "channels_first"
+        for node in readers
+    )
 
 
 # -- ZeroPadding, Cropping ---------------------------------------------------------------------------
