@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from exactness import randomise_weights
+from test_seed_examples import sequential_cnn
 from torch import nn
 
 import kerastorch_magic as k2t
@@ -346,18 +347,7 @@ def _copy_conv(keras_layer, torch_conv):
     torch_conv.bias.data = torch.from_numpy(bias)
 
 
-def guide_sequential():
-    return keras.Sequential(
-        [
-            keras.Input((64, 64, 3)),
-            keras.layers.Conv2D(32, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Conv2D(64, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+guide_sequential = sequential_cnn  # the guide's Example 2 (tests/test_seed_examples.py)
 
 
 GUIDE_MAPPING = {
