@@ -109,6 +109,33 @@ class Converted:
     helpers: dict[str, str] = field(default_factory=dict)  # name -> module-level function source
 
 
+def argument_inputs(node: Node, name: str) -> list[int]:
+    """See :meth:`LayerCall.argument_inputs`."""
+    import inspect
+
+    import keras
+
+    arguments = getattr(node.keras_node, "arguments", None)
+    if arguments is None:
+        return []
+    value = arguments.kwargs.get(name)
+    if value is None and arguments.args:
+        try:
+            bound = inspect.signature(node.layer.call).bind_partial(*arguments.args)
+        except (TypeError, ValueError):
+            bound = None
+        if bound is not None:
+            value = bound.arguments.get(name)
+    if value is None:
+        return []
+    position = {id(t): i for i, t in enumerate(arguments.keras_tensors)}
+    return [
+        position[id(t)]
+        for t in keras.tree.flatten(value)
+        if isinstance(t, keras.KerasTensor) and id(t) in position
+    ]
+
+
 @dataclass
 class LayerCall:
     """Everything a converter may read about one call of one Keras layer."""
@@ -121,6 +148,17 @@ class LayerCall:
     readers: dict[int, list[Node]] = field(default_factory=dict, repr=False)  # id(Value) -> readers
     model_outputs: set[int] = field(default_factory=set, repr=False)  # id() of the model's outputs
     _config: dict | None = None
+
+    def argument_inputs(self, name: str) -> list[int]:
+        """Indices into ``inputs`` of the tensors passed as argument ``name`` of the layer's call.
+
+        Keras passes more than the main input as tensors: ``mask=`` (from an
+        ``Embedding(mask_zero=True)`` or ``Masking`` upstream, added by Keras itself),
+        ``initial_state=``, an attention layer's ``value=``/``attention_mask=``... All of them are
+        inputs of the node, in Keras's flattening order; this finds which ones belong to ``name``
+        (given by keyword or positionally). [] when the argument was not passed or holds no tensor.
+        """
+        return argument_inputs(self.node, name)
 
     def readers_of(self, value) -> list[Node]:
         """The nodes reading ``value`` anywhere in the graph (to look past a layer's readers)."""
