@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 from . import naming
 
+# ruff's (and black's) default: generated code is left unchanged by `ruff format` with default
+# settings, the conventions most projects use.
+LINE_LENGTH = 88
+
 
 @dataclass
 class Declaration:
@@ -46,7 +50,7 @@ class ClassSource:
 
 def _comment_lines(text: str, indent: str) -> list[str]:
     """``text`` as ``#`` lines wrapped to the code's width (names in it are made inert first)."""
-    width = 98 - len(indent)
+    width = LINE_LENGTH - 2 - len(indent)
     lines = []
     for paragraph in text.splitlines():
         if paragraph.strip():
@@ -122,12 +126,12 @@ def render(source: ClassSource, trace: bool = False) -> str:
 
 
 def format_source(text: str) -> str:
-    """``ruff format`` the text (the reference style of generated code); unchanged without ruff."""
+    """``ruff format --isolated`` the text (ruff defaults: 88 columns); unchanged without ruff."""
     ruff = _ruff()
     if ruff is None:
         return text
     result = subprocess.run(
-        [ruff, "format", "--quiet", "--line-length", "100", "-"],
+        [ruff, "format", "--quiet", "--isolated", "-"],
         input=text,
         capture_output=True,
         text=True,

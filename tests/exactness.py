@@ -7,6 +7,7 @@ state_dict load) and compares the outputs on random inputs in the chosen input f
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import numpy as np
@@ -136,10 +137,15 @@ def check_source(code: str) -> None:
         text=True,
     )
     assert lint.returncode == 0, f"ruff check failed:\n{lint.stdout}{lint.stderr}\n{code}"
-    fmt = subprocess.run(
-        [*ruff, "format", "--line-length", "100", "-"], input=code, capture_output=True, text=True
+    fmt = subprocess.run([*ruff, "format", "--isolated", "-"], input=code, capture_output=True, text=True)
+    assert fmt.stdout == code, "generated code is not stable under `ruff format` with default settings"
+    isolated = subprocess.run(
+        [*ruff, "check", "--isolated", "--no-cache", "--stdin-filename", "net.py", "-"],
+        input=code,
+        capture_output=True,
+        text=True,
     )
-    assert fmt.stdout == code, "generated code is not ruff-format stable"
+    assert isolated.returncode == 0, f"ruff check --isolated failed:\n{isolated.stdout}\n{code}"
     namespace: dict = {}
     exec(compile(code, "<standalone>", "exec"), namespace)
 
@@ -183,3 +189,15 @@ def assert_exact(
         worst = max(worst, error)
         assert error <= rtol, f"relative error {error:.3g} > {rtol:g}\n{conversion.code}"
     return conversion, worst
+
+
+def unwrap(code: str) -> str:
+    """``code`` with ruff's line wrapping undone, so tests can look for one-line snippets.
+
+    Bracketed argument lists split over several lines (with their magic trailing comma) are joined
+    back, and a comment wrapped over several ``#`` lines becomes one line.
+    """
+    code = re.sub(r"\n[ \t]*# ", " ", code)  # comment continuation lines
+    code = re.sub(r"([(\[])\s*\n\s*", r"\1", code)
+    code = re.sub(r",?\s*\n\s*([)\]])", r"\1", code)
+    return re.sub(r",\s*\n\s*", ", ", code)

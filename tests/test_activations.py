@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error
+from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error, unwrap
 
 import kerastorch_magic as k2t
 from kerastorch_magic.converters.activations import KERAS_UNUSABLE_BY_NAME, supported_activations
@@ -92,7 +92,7 @@ def test_every_activation_matches_keras(fmt):
     # Inputs wide enough to reach every piece of the piecewise activations (+-1, +-3).
     conversion, errors = assert_each_output_exact(model, fmt, labels, scale=3.0)
     print(f"worst relative error ({fmt}): {max(errors.values()):.2e} ({max(errors, key=errors.get)})")
-    code = conversion.code
+    code = unwrap(conversion.code)
     for function in ("F.softmax", "F.log_softmax", "F.glu", "sparsemax"):  # Keras axis -1:
         call = re.escape(function) + r"\("
         assert re.search(call + r"\w+, dim=1\)", code), function  # NCHW activation: dim 1
@@ -106,7 +106,8 @@ def test_activation_code_reads_like_pytorch():
     x = keras.layers.Dense(8, activation="squareplus")(x)
     x = keras.layers.Dense(8, activation="gelu")(x)
     x = keras.layers.Dense(4, activation="softmax")(x)
-    code = assert_each_output_exact(keras.Model(inputs, x), "channels_first", ["out"], scale=3.0)[0].code
+    conversion = assert_each_output_exact(keras.Model(inputs, x), "channels_first", ["out"], scale=3.0)[0]
+    code = unwrap(conversion.code)
     assert "F.leaky_relu(self.dense(x), negative_slope=0.2)" in code
     assert "slope 0.2 (torch's default is 0.01)" in code
     assert "F.hardsigmoid(self.dense_1(x))" in code
@@ -182,7 +183,7 @@ def test_relu_leaky_relu_elu_layers(fmt):
         outputs.append(keras.layers.ELU(alpha=alpha)(conv))
         labels.append(f"ELU({alpha})")
     conversion, _ = assert_each_output_exact(keras.Model([image, vector], outputs), fmt, labels, scale=3.0)
-    code = conversion.code
+    code = unwrap(conversion.code)
     # Idioms: the closest torch function, Keras's options explicit.
     for snippet in [
         "re_lu = F.relu(image)",
@@ -215,7 +216,7 @@ def test_softmax_layer(fmt):
     outputs += [keras.layers.Softmax(axis=1)(conv1d), keras.layers.Softmax()(conv1d)]
     labels += ["Softmax(axis=1) on a sequence", "Softmax() on a sequence"]
     conversion, _ = assert_each_output_exact(keras.Model([image, sequence], outputs), fmt, labels, scale=3.0)
-    code = conversion.code
+    code = unwrap(conversion.code)
     assert "softmax = F.softmax(image, dim=1)" in code  # Keras's channel axis is NCHW dim 1
     assert "softmax_1 = F.softmax(image, dim=2)" in code  # Keras axis 1 (H)
     assert "torch.logsumexp(image, dim=(2, 3), keepdim=True)" in code  # axis=[1, 2]
@@ -241,7 +242,7 @@ def prelu_branches(fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_prelu_layer(fmt):
     model, labels = prelu_branches(fmt)
-    code = assert_each_output_exact(model, fmt, labels)[0].code
+    code = unwrap(assert_each_output_exact(model, fmt, labels)[0].code)
     # Per channel of a channels-first tensor: exactly nn.PReLU; zeros as Keras initialises them.
     assert "self.p_re_lu_1 = nn.PReLU(4)" in code
     assert re.search(

@@ -182,8 +182,9 @@ def test_noise_and_regularisation_layers(fmt):
     assert "image * (1 + 0.654654 * torch.randn_like(image)) if self.training else image" in code
     assert "self.adrop = nn.AlphaDropout(p=0.2)" in code
     assert "self.reg = nn.Identity()" in code
-    assert "0.01 * sum(|x|)" in code
-    assert "noise_shape=(None, 1, 6)" in code
+    comments = " ".join(line.strip().lstrip("# ") for line in code.splitlines())  # wrapped comments
+    assert "0.01 * sum(|x|)" in comments
+    assert "noise_shape=(None, 1, 6)" in comments
     # Training mode adds noise; eval mode (what build() returns) is the identity.
     module = conversion.build()
     data = [torch.randn((2, *spec.torch_shape[1:])) for spec in conversion.inputs]

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from exactness import unwrap
 from test_activations import assert_each_output_exact
 
 import kerastorch_magic as k2t
@@ -37,7 +38,7 @@ def test_elementwise_merges(fmt):
     model = keras.Model(inputs, list(branches.values()))
     conversion, errors = assert_each_output_exact(model, fmt, list(branches))
     print(f"worst relative error ({fmt}): {max(errors.values()):.2e}")
-    code = conversion.code
+    code = unwrap(conversion.code)
     # The Dense branch is re-laid to the imageolution's channels-first layout (or the reverse).
     assert "add_cd = image + other.permute(0, 3, 1, 2)" in code
     assert "subtract_cd = image - other.permute(0, 3, 1, 2)" in code
@@ -70,7 +71,7 @@ def test_broadcasting_lower_rank_inputs(fmt):
         ),
     }
     model = keras.Model([sequence, vector, image, plain], list(branches.values()))
-    code = assert_each_output_exact(model, fmt, list(branches))[0].code
+    code = unwrap(assert_each_output_exact(model, fmt, list(branches))[0].code)
     assert "vector[:, :, None]" in code  # (N, C) next to an NCL sequence
 
 
@@ -89,7 +90,7 @@ def test_concatenate(fmt):
     branches["sequences, axis=1"] = L.Concatenate(axis=1)([conv1d, L.Dense(3)(sequence)])
     branches["sequences, axis=-1"] = L.Concatenate()([conv1d, L.Dense(3)(sequence)])
     model = keras.Model(inputs, list(branches.values()))
-    code = assert_each_output_exact(model, fmt, list(branches))[0].code
+    code = unwrap(assert_each_output_exact(model, fmt, list(branches))[0].code)
     assert "concatenate = torch.cat([image, other.permute(0, 3, 1, 2)], dim=1)" in code
     assert "Keras axis -1 is torch dim 1 in the channels-first layout" in code
     assert "concatenate_1 = torch.cat([image, other.permute(0, 3, 1, 2)], dim=2)" in code
@@ -115,7 +116,7 @@ def test_dot(fmt):
         "rank 4 . rank 3": L.Dot(axes=(3, 2))([L.Reshape((2, 2, 3))(s), t]),
     }
     model = keras.Model([a, b, s, t, u, w], list(branches.values()))
-    code = assert_each_output_exact(model, fmt, list(branches))[0].code
+    code = unwrap(assert_each_output_exact(model, fmt, list(branches))[0].code)
     assert "dot = torch.sum(a * b, dim=1, keepdim=True)" in code
     assert "F.normalize(a, dim=1, eps=1e-07)" in code  # Keras's epsilon
     # einsum reads each input in its own torch layout: NCL when the input also feeds a Conv1D.
@@ -155,7 +156,7 @@ def test_keras_ops_calls_with_layer_names(fmt):
         "activations.relu op": keras.activations.relu(conv, max_value=4.0, negative_slope=0.1),
     }
     model = keras.Model(inputs, list(branches.values()))
-    code = assert_each_output_exact(model, fmt, list(branches), scale=3.0)[0].code
+    code = unwrap(assert_each_output_exact(model, fmt, list(branches), scale=3.0)[0].code)
     assert "image + 3.0" in code
     assert "3.0 - image" in code
     assert "torch.clamp(image, min=0.0)" in code
