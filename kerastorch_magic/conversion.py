@@ -10,9 +10,8 @@ import numpy as np
 from . import codegen, layout, naming, registry
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
+from .layout import INPUT_FORMATS
 from .registry import ConversionError, Converted, LayerCall
-
-INPUT_FORMATS = ("channels_first", "channels_last")
 
 
 @dataclass(frozen=True)

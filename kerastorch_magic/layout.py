@@ -6,6 +6,9 @@ where each Keras axis sits in the torch tensor: ``torch == keras.transpose(perm)
 
 from __future__ import annotations
 
+# How a model takes and returns images: the choice convert() and compare() offer.
+INPUT_FORMATS = ("channels_first", "channels_last")
+
 
 def identity(rank: int) -> tuple[int, ...]:
     return tuple(range(rank))

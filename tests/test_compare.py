@@ -1,6 +1,5 @@
 """compare(): statistics, the DataFrame, injected errors flagged at the right layer, hand ports."""
 
-import importlib
 import math
 
 import keras
@@ -14,8 +13,7 @@ from torch import nn
 
 import kerastorch_magic as k2t
 from kerastorch_magic import stats
-
-compare_module = importlib.import_module("kerastorch_magic.compare")  # k2t.compare is the function
+from kerastorch_magic.compare import keras_side, run
 
 COLUMNS = [
     "index",
@@ -131,10 +129,10 @@ def test_exact_conversion_is_all_ok_and_dataframe_has_one_row_per_layer():
     assert conv["keras_shape"] == (2, 22, 22, 8) and conv["torch_shape"] == (2, 8, 22, 22)
     assert conv["keras_params"] == conv["torch_params"] == 8 * 27 + 8
     assert frame.iloc[1]["torch_params"] == frame.iloc[1]["keras_params"] == 32  # BN statistics counted
-    assert result.info["torch_device"] == "cpu"
-    assert result.info["keras_device"].startswith(keras.backend.backend())
-    assert "random normal data (seed 0), batch 2" in result.info["input"]
-    assert set(result.info["seconds"]) == {"keras", "torch", "statistics", "total"}
+    assert result.info.torch_device == "cpu"
+    assert result.info.keras_device.startswith(keras.backend.backend())
+    assert "random normal data (seed 0), batch 2" in result.info.input
+    assert set(result.info.seconds) == {"keras", "torch", "statistics", "total"}
 
 
 @pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
@@ -174,7 +172,7 @@ def test_isolate_shows_each_layer_own_error():
     # Fed Keras's inputs, the layers after the wrong convolution are exact again.
     assert [layer.status(1e-4) for layer in isolated.layers] == ["ok"] * 3 + ["fail"] + ["ok"] * 2
     assert isolated.first_failure.keras_layer == "conv2d_1"
-    assert isolated.info["isolate"] is True and "each layer fed Keras" in isolated.to_html()
+    assert isolated.info.isolate is True and "each layer fed Keras" in isolated.to_html()
 
 
 def test_isolate_with_a_hand_port():
@@ -242,11 +240,11 @@ def test_seeded_random_inputs_and_user_inputs():
 
     data = np.random.default_rng(5).normal(size=(3, 16, 16, 4)).astype("float32")
     result = k2t.compare(model, conversion, inputs=data, device="cpu")
-    with compare_module._full_float32():  # as compare() runs Keras: no TF32 on a GPU
+    with run._full_float32():  # as compare() runs Keras: no TF32 on a GPU
         expected = keras.ops.convert_to_numpy(model(data, training=False))
     assert result.layers[-1].keras_shape == (3, 3)
     assert result.layers[-1].numbers.keras_mean == pytest.approx(float(expected.mean()), rel=1e-5)
-    assert "your input" in result.info["input"]
+    assert "your input" in result.info.input
     by_name = k2t.compare(model, conversion, inputs={"image": data}, device="cpu")
     assert by_name.ok
     with pytest.raises(ValueError, match="Keras model takes"):
@@ -258,13 +256,13 @@ def test_keras_activations_are_streamed_not_kept(monkeypatch):
     layers = [keras.Input((64,))] + [keras.layers.Dense(64, activation="relu") for _ in range(40)]
     model = keras.Sequential(layers)
     alive = []
-    original = compare_module._KerasStepper._step
+    original = keras_side.KerasStepper._step
 
     def step(self):
         original(self)
         alive.append(len(self.values))
 
-    monkeypatch.setattr(compare_module._KerasStepper, "_step", step)
+    monkeypatch.setattr(keras_side.KerasStepper, "_step", step)
     result = k2t.compare(model, k2t.convert(model), device="cpu")
     assert result.ok and len(result.layers) == 40
     assert max(alive) <= 3, alive
@@ -370,7 +368,7 @@ def test_guide_flatten_order_mistake_fails_at_the_dense_layer():
     result = k2t.compare(model, port, mapping=GUIDE_MAPPING, device="cpu")
     frame = result.to_dataframe().set_index("keras_layer")
     assert result.error is None
-    assert result.info["input_format"] == "channels_first"
+    assert result.info.input_format == "channels_first"
     for name in ("conv2d", "max_pooling2d", "conv2d_1", "max_pooling2d_1"):
         assert frame.loc[name, "status"] == "ok", frame
     assert frame.loc["flatten", "status"] == "skip"
@@ -426,7 +424,7 @@ def test_generated_class_as_plain_module_is_matched_by_name():
     assert result.ok, frame
     assert frame.loc["flatten", "status"] == "skip"  # no submodule: nothing to hook
     assert frame.loc["conv2d", "status"] == frame.loc["dense", "status"] == "ok"
-    assert result.info["input_format"] == "channels_first"
+    assert result.info.input_format == "channels_first"
 
 
 def test_guide_example2_verbatim_cannot_run_on_nhwc_input():
@@ -436,7 +434,7 @@ def test_guide_example2_verbatim_cannot_run_on_nhwc_input():
     _copy_conv(model.layers[0], port.conv1)
     _copy_conv(model.layers[2], port.conv2)
     result = k2t.compare(model, port, mapping=GUIDE_MAPPING, device="cpu")
-    assert result.info["input_format"] == "channels_last"  # NCHW failed at once; NHWC got further
+    assert result.info.input_format == "channels_last"  # NCHW failed at once; NHWC got further
     assert "view size is not compatible" in result.error
     assert "max_pooling2d_1" in result.error  # where it stopped
     assert [layer.status(1e-4) for layer in result.layers[:4]] == ["ok"] * 4
@@ -516,5 +514,5 @@ def test_comparison_runs_on_cuda():
     model = small_cnn()
     randomise_weights(model)
     result = k2t.compare(model, k2t.convert(model))
-    assert result.info["torch_device"].startswith("cuda")
+    assert result.info.torch_device.startswith("cuda")
     assert result.ok, result.to_dataframe()

@@ -139,7 +139,7 @@ def test_mimebundle_has_widget_view_and_static_table(comparison):
     bundle = comparison._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == comparison.widget().model_id
-    assert "<table>" in bundle["text/html"]
+    assert "<table class=\"k2t-s-table\">" in bundle["text/html"]
     assert "differ beyond" in bundle["text/plain"]
     assert comparison.widget() is comparison.widget()  # one widget per comparison
 

@@ -2,7 +2,8 @@
 
 State (all synced traits):
 
-* ``header``: verdict inputs (model names, devices, input description, timings, error).
+* ``header``: verdict inputs (model names, devices, input description, timings, error, the
+  Python verdict line, whether the drift check ran).
 * ``rows``: one small dict per Keras layer output (names, shapes, parameters, statistics).
 * ``tolerance``: the tolerance control's value; the front end re-colours statuses from
   ``rows[i]["rel"]`` with the same rule as :func:`kerastorch_magic.stats.status`.
@@ -22,6 +23,9 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from ..compare.results import STATUSES
+from ..stats import WARN_FRACTION
+
 _STATIC = Path(__file__).parent / "static"
 PRELOAD_BYTES = 3 * 1024 * 1024  # ship every row's previews when they fit in this
 
@@ -34,8 +38,14 @@ def _shape(shape) -> list | None:
     return None if shape is None else [None if d is None else int(d) for d in shape]
 
 
+def _isolated(layer) -> bool:
+    return layer.drift is not None and layer.drift.isolated[layer.index] is not None
+
+
 def row_state(layer) -> dict:
-    """The JSON-able summary of one :class:`~kerastorch_magic.compare.LayerResult`."""
+    """The JSON-able summary of one :class:`~kerastorch_magic.compare.LayerResult`.
+
+    ``conv`` names the converter that wrote the layer's code (a tooltip on its name)."""
     numbers = layer.numbers
     return {
         "i": layer.index,
@@ -55,6 +65,12 @@ def row_state(layer) -> dict:
         "kmax": _finite(numbers.keras_absmax) if numbers else None,
         "note": layer.note,
         "out": layer.is_output,
+        "conv": layer.converter,
+        # The drift check's evidence (null when it did not run or did not reach the row), and the
+        # rows this one reads from: the front end re-derives ``drift`` from them per tolerance.
+        "irel": _finite(layer.drift.isolated[layer.index]) if _isolated(layer) else None,
+        "ifail": _isolated(layer) and _finite(layer.drift.isolated[layer.index]) is None,
+        "up": list(layer.drift.upstream[layer.index]) if layer.drift is not None else [],
         "kind": layer.preview.kind if layer.preview is not None else None,
     }
 
@@ -124,7 +140,6 @@ class ComparisonWidget(anywidget.AnyWidget):
     code = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, comparison, **kwargs):
-        from ..stats import WARN_FRACTION
 
         self._comparison = comparison
         layers = comparison.layers
@@ -141,19 +156,22 @@ class ComparisonWidget(anywidget.AnyWidget):
         indices = range(len(layers)) if self._complete else ([selected] if selected >= 0 else [])
         detail, meta = detail_payload(layers, indices)
         meta["complete"] = self._complete
+        drift = info.drift
         header = {
-            "model": info.get("model_name"),
-            "torch": info.get("torch_name"),
-            "kind": info.get("kind"),
-            "torch_device": info.get("torch_device"),
-            "keras_device": info.get("keras_device"),
-            "input": info.get("input"),
-            "input_format": info.get("input_format"),
-            "seconds": info.get("seconds", {}),
-            "error": info.get("error"),
-            "isolate": bool(info.get("isolate")),
-            "tf32_disabled": bool(info.get("tf32_disabled")),
-            "counts": {status: statuses.count(status) for status in ("ok", "warn", "fail", "skip")},
+            "model": info.model_name,
+            "torch": info.torch_name,
+            "kind": info.kind,
+            "torch_device": info.torch_device,
+            "keras_device": info.keras_device,
+            "input": info.input,
+            "input_format": info.input_format,
+            "seconds": info.seconds,
+            "error": info.error,
+            "isolate": info.isolate,
+            "tf32_disabled": info.tf32_disabled,
+            "drift_checked": drift is not None,
+            "counts": {status: statuses.count(status) for status in STATUSES},
+            "summary": comparison.summary(),
         }
         super().__init__(
             header=header,
@@ -163,7 +181,7 @@ class ComparisonWidget(anywidget.AnyWidget):
             selected=selected,
             detail=detail,
             detail_meta=meta,
-            code=info.get("code") or "",
+            code=info.code or "",
             **kwargs,
         )
 

@@ -140,28 +140,37 @@ def _shape(shape) -> str:
     return "×".join("N" if d is None else str(d) for d in shape) or "scalar"
 
 
+# Exports embed JupyterLab's stylesheet, whose ``.jp-RenderedHTMLCommon table`` is
+# ``table-layout: fixed`` (equal columns: long names ran over their neighbours) and whose cells are
+# right-aligned with 0.5em padding. The selectors below out-rank those: the table sizes its columns
+# to their content, long names are clipped with an ellipsis (full text in the tooltip), and the
+# wrapper scrolls sideways when the table is wider than the page.
 _CSS = """
 <style>
 .k2t-static{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:12px;
   color:var(--jp-ui-font-color0,#1f2328);max-width:100%}
 .k2t-static .k2t-s-verdict{font-size:15px;font-weight:600;padding:6px 10px;border-radius:6px;margin:2px 0 6px}
 .k2t-static .k2t-s-ok{background:#dafbe1;color:#116329}
+.k2t-static .k2t-s-drift{background:#ddf4ff;color:#0550ae}
 .k2t-static .k2t-s-fail{background:#ffebe9;color:#a40e26}
 .k2t-static .k2t-s-meta{color:var(--jp-ui-font-color2,#59636e);margin:0 0 6px}
 .k2t-static .k2t-s-wrap{max-height:460px;overflow:auto;border:1px solid var(--jp-border-color2,#d1d9e0);
   border-radius:6px}
-.k2t-static table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font-size:12px}
-.k2t-static th,.k2t-static td{font-size:12px}
-.k2t-static th{white-space:nowrap;position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);
-  text-align:left;font-weight:600;padding:4px 6px;z-index:1;
-  border-bottom:1px solid var(--jp-border-color2,#d1d9e0)}
-.k2t-static td{padding:2px 5px;border-bottom:1px solid var(--jp-border-color3,#eef1f4);white-space:nowrap;
-  vertical-align:middle}
-.k2t-static td.k2t-s-num{text-align:right}
+.k2t-static table.k2t-s-table{table-layout:auto;border-collapse:collapse;width:max-content;min-width:100%;
+  margin:0;font-variant-numeric:tabular-nums;font-size:12px}
+.k2t-static table.k2t-s-table th,.k2t-static table.k2t-s-table td{font-size:12px;text-align:left;
+  white-space:nowrap;max-width:none;line-height:1.35;vertical-align:middle}
+.k2t-static table.k2t-s-table th{position:sticky;top:0;background:var(--jp-layout-color2,#f6f8fa);
+  font-weight:600;padding:4px 6px;z-index:1;border-bottom:1px solid var(--jp-border-color2,#d1d9e0)}
+.k2t-static table.k2t-s-table td{padding:2px 6px;border-bottom:1px solid var(--jp-border-color3,#eef1f4)}
+.k2t-static table.k2t-s-table .k2t-s-num{text-align:right}
+.k2t-static .k2t-s-clip{display:inline-block;max-width:18em;overflow:hidden;text-overflow:ellipsis;
+  white-space:nowrap;vertical-align:bottom}
 .k2t-static .k2t-thumb{image-rendering:pixelated;vertical-align:middle;border-radius:2px}
 .k2t-static .k2t-badge{display:inline-block;padding:0 7px;border-radius:9px;font-weight:600;font-size:11px}
 .k2t-static .k2t-b-ok{background:#dafbe1;color:#116329}
 .k2t-static .k2t-b-warn{background:#fff8c5;color:#7d4e00}
+.k2t-static .k2t-b-drift{background:#ddf4ff;color:#0550ae}
 .k2t-static .k2t-b-fail{background:#ffebe9;color:#a40e26}
 .k2t-static .k2t-b-skip{background:#eef1f4;color:#59636e}
 .k2t-static tr.k2t-s-row-fail td{background:rgba(255,129,130,.08)}
@@ -169,26 +178,83 @@ _CSS = """
 .k2t-static .k2t-s-dim{color:var(--jp-ui-font-color2,#59636e)}
 </style>
 """
+_COLUMNS = (
+    ("status", ""),
+    ("#", "k2t-s-num"),
+    ("Keras layer", ""),
+    ("Keras shape", ""),
+    ("PyTorch module", ""),
+    ("PyTorch shape", ""),
+    ("params", "k2t-s-num"),
+    ("max |Δ|", "k2t-s-num"),
+    ("rel. err", "k2t-s-num"),
+    ("cosine", "k2t-s-num"),
+    ("Keras", ""),
+    ("|Δ|", ""),
+)
 
 
 def header_lines(comparison) -> tuple[str, str]:
     """(verdict, details) as plain text: shared by the static table and the widget's fallback."""
     info = comparison.info
-    seconds = info.get("seconds", {})
+    seconds = info.seconds
     verdict = ("✔ " if comparison.ok else "✖ ") + comparison.summary()
     parts = [
-        f"Keras {info.get('model_name')!r} vs PyTorch {info.get('torch_name')}",
-        f"PyTorch on {info.get('torch_device')}",
-        f"Keras on {info.get('keras_device')}",
-        f"input: {info.get('input')}",
-        "each layer fed Keras's inputs" if info.get("isolate") else "end to end",
+        f"Keras {info.model_name!r} vs PyTorch {info.torch_name}",
+        f"PyTorch on {info.torch_device}",
+        f"Keras on {info.keras_device}",
+        f"input: {info.input}",
+        "each layer fed Keras's inputs" if info.isolate else "end to end",
     ]
     if seconds:
-        parts.append(
+        timing = (
             f"{seconds.get('total', 0):.2f} s (Keras {seconds.get('keras', 0):.2f}, PyTorch "
-            f"{seconds.get('torch', 0):.2f}, statistics {seconds.get('statistics', 0):.2f})"
+            f"{seconds.get('torch', 0):.2f}, statistics {seconds.get('statistics', 0):.2f}"
         )
+        if "drift_check" in seconds:
+            timing += f", drift check {seconds['drift_check']:.2f}"
+        parts.append(timing + ")")
     return verdict, " · ".join(parts)
+
+
+def _clip(text: str, inner: str | None = None, title: str | None = None) -> str:
+    """``text`` (or the ``inner`` markup) clipped with an ellipsis past 18em; full text on hover."""
+    title = text if title is None else title
+    return (
+        f'<span class="k2t-s-clip" title="{html.escape(title)}">'
+        f"{inner if inner is not None else html.escape(text)}</span>"
+    )
+
+
+def _row(layer, status: str, thumbs: tuple[str, str]) -> str:
+    params = f"{layer.keras_params:,}"
+    if layer.torch_params is not None and layer.torch_params != layer.keras_params:
+        params = f'<span class="k2t-s-bad">{params} &ne; {layer.torch_params:,}</span>'
+    note = f' title="{html.escape(layer.note)}"' if layer.note else ""
+    name = f"{layer.keras_layer} {layer.keras_class}"
+    title = name + (f" · converter: {layer.converter}" if layer.converter else "")
+    name_html = (
+        f'{html.escape(layer.keras_layer)} <span class="k2t-s-dim">{html.escape(layer.keras_class)}</span>'
+    )
+    module = _clip(layer.torch_module) if layer.torch_module else '<span class="k2t-s-dim">·</span>'
+    cells = [
+        f'<span class="k2t-badge k2t-b-{status}">{status}</span>',
+        str(layer.index),
+        _clip(name, name_html, title),
+        _shape(layer.keras_shape),
+        module,
+        _shape(layer.torch_shape),
+        params,
+        _fmt(layer.max_abs_diff),
+        _fmt(layer.rel_diff),
+        _fmt(layer.cosine, 5) if layer.numbers else "—",
+        *thumbs,
+    ]
+    body = "".join(
+        f'<td class="{css}">{cell}</td>' if css else f"<td>{cell}</td>"
+        for cell, (_, css) in zip(cells, _COLUMNS)
+    )
+    return f'<tr class="k2t-s-row-{status}"{note}>{body}</tr>'
 
 
 def comparison_html(comparison) -> str:
@@ -201,50 +267,15 @@ def comparison_html(comparison) -> str:
         thumbs_for = set(issues[:THUMB_ROWS_LIMIT]) | {layer.index for layer in layers if layer.is_output}
     rows = []
     for layer in layers:
-        status = layer.status(tolerance)
-        keras_thumb, diff_thumb = thumbnails(layer, tolerance) if layer.index in thumbs_for else ("", "")
-        params = f"{layer.keras_params:,}"
-        if layer.torch_params is not None and layer.torch_params != layer.keras_params:
-            params = f'<span class="k2t-s-bad">{params} &ne; {layer.torch_params:,}</span>'
-        note = f' title="{html.escape(layer.note)}"' if layer.note else ""
-        rows.append(
-            f'<tr class="k2t-s-row-{status}"{note}>'
-            f'<td><span class="k2t-badge k2t-b-{status}">{status}</span></td>'
-            f'<td class="k2t-s-num k2t-s-dim">{layer.index}</td>'
-            f"<td>{html.escape(layer.keras_layer)} "
-            f'<span class="k2t-s-dim">{html.escape(layer.keras_class)}</span></td>'
-            f"<td>{_shape(layer.keras_shape)}</td>"
-            f"<td>{html.escape(layer.torch_module) or '<span class=k2t-s-dim>·</span>'}</td>"
-            f"<td>{_shape(layer.torch_shape)}</td>"
-            f'<td class="k2t-s-num">{params}</td>'
-            f'<td class="k2t-s-num">{_fmt(layer.max_abs_diff)}</td>'
-            f'<td class="k2t-s-num">{_fmt(layer.rel_diff)}</td>'
-            f'<td class="k2t-s-num">{_fmt(layer.cosine, 5) if layer.numbers else "—"}</td>'
-            f"<td>{keras_thumb}</td><td>{diff_thumb}</td></tr>"
-        )
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in (
-            "status",
-            "#",
-            "Keras layer",
-            "Keras shape",
-            "PyTorch module",
-            "PyTorch shape",
-            "params",
-            "max |Δ|",
-            "rel. err",
-            "cosine",
-            "Keras",
-            "|Δ|",
-        )
-    )
-    kind = "ok" if comparison.ok else "fail"
+        thumbs = thumbnails(layer, tolerance) if layer.index in thumbs_for else ("", "")
+        rows.append(_row(layer, layer.status(tolerance), thumbs))
+    head = "".join(f'<th class="{css}">{name}</th>' if css else f"<th>{name}</th>" for name, css in _COLUMNS)
+    kind = "fail" if not comparison.ok else "drift" if comparison.drifting else "ok"
     text = (
         f'{_CSS}<div class="k2t-static">'
         f'<div class="k2t-s-verdict k2t-s-{kind}">{html.escape(verdict)}</div>'
         f'<div class="k2t-s-meta">{html.escape(details)} · tolerance {tolerance:g}</div>'
-        f'<div class="k2t-s-wrap"><table><thead><tr>{head}</tr></thead>'
+        f'<div class="k2t-s-wrap"><table class="k2t-s-table"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div></div>"
     )
     return text.encode("ascii", "xmlcharrefreplace").decode("ascii")  # safe in any export encoding

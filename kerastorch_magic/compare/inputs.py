@@ -1,0 +1,91 @@
+"""The data both models see: seeded random inputs, or the user's arrays checked against the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ir import Graph
+
+
+def prepare(graph: Graph, inputs, batch_size: int, seed: int) -> tuple[list[np.ndarray], str]:
+    """Keras-layout numpy arrays for each model input, and a description for the header.
+
+    ``inputs`` None draws seeded random data: normal floats, and integer ids below the vocabulary
+    size of an ``Embedding`` they feed. Otherwise one array per model input (a dict by input
+    name, a list, or a single array), in Keras's layout; ValueError when one does not fit.
+    """
+    if inputs is None:
+        rng = np.random.default_rng(seed)
+        arrays = []
+        vocab = _embedding_sizes(graph)
+        for value in graph.inputs:
+            shape = (batch_size, *(64 if d is None else d for d in value.shape[1:]))
+            dtype = np.dtype(value.dtype if value.dtype != "string" else "float32")
+            if np.issubdtype(dtype, np.integer):
+                arrays.append(rng.integers(0, vocab.get(id(value), 10), shape).astype(dtype))
+            elif dtype == np.bool_:
+                arrays.append(rng.random(shape) < 0.5)
+            else:
+                arrays.append(rng.standard_normal(shape).astype(dtype))
+        what = f"random normal data (seed {seed}), batch {batch_size}"
+    else:
+        arrays = _user_arrays(graph, inputs)
+        what = "your input"
+    shapes = "; ".join(f"{value.name} {tuple(a.shape)} {a.dtype}" for value, a in zip(graph.inputs, arrays))
+    return arrays, f"{what}: {shapes}"
+
+
+def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """One input array on ``device``; integer ids become int64 (what embeddings index with)."""
+    array = np.ascontiguousarray(array)
+    tensor = torch.from_numpy(array.astype(np.int64) if array.dtype.kind in "iu" else array)
+    return tensor.to(device)
+
+
+def _embedding_sizes(graph: Graph) -> dict[int, int]:
+    """id(model input) -> the smallest ``input_dim`` of an Embedding it feeds directly."""
+    sizes: dict[int, int] = {}
+    consumers = graph.consumers()
+    for value in graph.inputs:
+        for node in consumers.get(id(value), []):
+            dim = getattr(node.layer, "input_dim", None)
+            if node.class_name == "Embedding" and dim:
+                sizes[id(value)] = min(sizes.get(id(value), dim), int(dim))
+    return sizes
+
+
+def _to_numpy(array) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _user_arrays(graph: Graph, inputs) -> list[np.ndarray]:
+    names = [value.name for value in graph.inputs]
+    if isinstance(inputs, dict):
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise ValueError(f"inputs is missing {missing}; the model's inputs are {names}")
+        inputs = [inputs[name] for name in names]
+    elif not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    if len(inputs) != len(graph.inputs):
+        raise ValueError(f"the model takes {len(graph.inputs)} input(s) {names}, got {len(inputs)}")
+    arrays = []
+    for value, array in zip(graph.inputs, inputs):
+        array = _to_numpy(array)
+        if array.dtype == np.float64 and value.dtype == "float32":
+            array = array.astype(np.float32)
+        expected = value.shape
+        fits = len(array.shape) == len(expected) and all(
+            want is None or want == got for want, got in zip(expected, array.shape)
+        )
+        if not fits:
+            shape = "(" + ", ".join("N" if d is None else str(d) for d in expected) + ")"
+            raise ValueError(
+                f"input {value.name!r} has shape {tuple(array.shape)}; the Keras model takes {shape} "
+                "(give inputs in Keras's layout, batch first)"
+            )
+        arrays.append(array)
+    return arrays

@@ -1,0 +1,368 @@
+"""``compare()``: the orchestration. Devices, TF32 and threads, one run per plan, the drift check.
+
+A run feeds both models the same input once: the PyTorch forward of a :class:`~.plans.Plan` calls
+a tap per Keras layer output; each tap advances the :class:`~.keras_side.KerasStepper` just far
+enough, compares the two on the torch device and keeps only numbers, a histogram and previews.
+
+The drift check: when layers exceed the tolerance end to end (and ``isolate`` is off), a second
+run feeds every PyTorch layer Keras's own output of the layer before (the tap overwrites the
+activation once compared) and keeps only each layer's relative error. A layer beyond tolerance
+end to end whose own error and whose upstream layers' own errors are within it is ``drift``:
+deep untrained networks amplify float32 round-off (Keras's float32 output is as far from a
+float64 run as the port's) until whole stages disagree; a wrong layer shows in isolation too.
+Its cost is one more pass without histograms or previews, only when something failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import devices, stats
+from ..conversion import Conversion
+from ..graph import read_model
+from ..ir import Graph
+from ..layout import INPUT_FORMATS
+from . import inputs as input_data
+from . import keras_side
+from .plans import ConversionPlan, ModulePlan, Plan, Row
+from .progress import Reporter, callback
+from .results import Comparison, DriftCheck, LayerResult, RunInfo
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+def compare(
+    model,
+    conversion_or_module,
+    inputs=None,
+    device=None,
+    mapping: dict | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    input_format: str | None = None,
+    batch_size: int = 2,
+    seed: int = 0,
+    isolate: bool = False,
+    progress=None,
+) -> Comparison:
+    """Run ``model`` (Keras) and its PyTorch port on the same input; compare every layer's output.
+
+    Args:
+        model: the Keras model (not modified).
+        conversion_or_module: a :class:`~kerastorch_magic.Conversion` (from ``convert``) or any
+            ``torch.nn.Module`` (with ``mapping``: see the package docstring).
+        inputs: array(s) in Keras layout (one per model input; a dict by input name works too);
+            None draws seeded random data (normal floats; integer ids below the vocabulary size of
+            an ``Embedding`` they feed).
+        device: where PyTorch runs and the statistics are computed: None/"auto" picks cuda, then
+            mps, then cpu (a module of yours stays on its own device); Keras uses its default.
+        mapping: your module only: Keras layer name -> submodule name (or a dict/tuple with a
+            transform, a layout, ``activation``).
+        tolerance: relative error (max|Δ| / max|Keras|) above which a layer fails; within it but
+            above a tenth of it, a layer warns.
+        input_format: your module only: ``"channels_first"`` or ``"channels_last"`` images; None
+            tries channels-first, then the Keras layout.
+        batch_size, seed: of the random inputs.
+        isolate: feed every PyTorch layer Keras's own output of the layer before throughout, so
+            each row shows that layer's own error instead of the error accumulated since the input.
+        progress: None (an updating "layer k of N" line in a notebook), True (also on stderr
+            outside a notebook), False, or a callable receiving ``Progress`` updates.
+
+    Returns:
+        A :class:`Comparison`: ``.ok`` (no conversion error), ``.first_failure``,
+        ``.to_dataframe()``, a widget in notebooks. Layers beyond tolerance end to end that are
+        exact fed Keras's inputs have status ``drift`` (float32 round-off) and keep ``.ok`` true.
+
+    Raises:
+        TypeError: ``conversion_or_module`` is neither a Conversion nor an ``nn.Module``.
+        ValueError: inputs that do not fit the model, a conversion of another model, a bad mapping.
+
+    Example:
+        >>> result = k2t.compare(model, k2t.convert(model))  # doctest: +SKIP
+        >>> assert result.ok, result.first_failure
+    """
+    started = time.perf_counter()
+    graph = read_model(model)
+    arrays, description = input_data.prepare(graph, inputs, batch_size, seed)
+    if isinstance(conversion_or_module, Conversion):
+        if mapping:
+            raise ValueError("mapping is for your own nn.Module; a Conversion knows its layers already")
+        plans: list[Plan] = [ConversionPlan(conversion_or_module, graph, devices.resolve(device))]
+        torch_name, kind = f"{conversion_or_module.class_name} (generated)", "conversion"
+    elif isinstance(conversion_or_module, torch.nn.Module):
+        module = conversion_or_module
+        target = devices.of_module(module, device)
+        plans = [
+            ModulePlan(module, graph, mapping, target, fmt) for fmt in _input_formats(graph, input_format)
+        ]
+        torch_name, kind = type(module).__name__, "module"
+    else:
+        raise TypeError(
+            "compare() takes a Conversion (kerastorch_magic.convert(model)) or a torch.nn.Module, "
+            f"not {type(conversion_or_module).__name__}"
+        )
+    reporter = Reporter(callback(progress))
+    best = None
+    drift = None
+    with _full_float32() as tf32:
+        for plan in plans:
+            run = _Run(graph, plan, arrays, reporter, isolate=isolate)
+            run.execute()
+            if best is None or run.score() > best.score():
+                best = run
+            if run.error is None:
+                break
+        if not isolate and best.error is None and _beyond(best.layers, tolerance):
+            drift = _drift_check(graph, best.plan, arrays, reporter)
+    reporter.finish()
+    for layer in best.layers:
+        layer.drift = drift
+    seconds = {**best.seconds, "total": time.perf_counter() - started}
+    if drift is not None:
+        seconds["drift_check"] = drift.seconds
+    info = RunInfo(
+        model_name=model.name,
+        torch_name=torch_name,
+        kind=kind,
+        torch_device=devices.describe(best.plan.device),
+        keras_device=best.keras.device_name(),
+        input=description,
+        input_format=best.plan.input_format,
+        seconds=seconds,
+        error=best.error,
+        code=getattr(conversion_or_module, "code", None),
+        isolate=bool(isolate),
+        tf32_disabled=tf32,
+        drift=drift,
+    )
+    return Comparison(best.layers, tolerance, info)
+
+
+def _input_formats(graph: Graph, wanted: str | None) -> list[str]:
+    if wanted is not None:
+        if wanted not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, not {wanted!r}")
+        return [wanted]
+    if any(len(value.shape) >= 3 for value in graph.inputs):
+        return list(INPUT_FORMATS)
+    return ["channels_last"]
+
+
+def _beyond(layers: list[LayerResult], tolerance: float) -> bool:
+    return any(layer.status(tolerance) == "fail" for layer in layers)
+
+
+def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter) -> DriftCheck:
+    """Every layer fed Keras's inputs: its own error, and which rows each row depends on."""
+    started = time.perf_counter()
+    run = _Run(graph, plan, arrays, reporter, isolate=True, numbers_only=True, phase="drift check")
+    run.execute()
+    isolated: list[float | None] = [None] * len(plan.rows)
+    for index, observed in run.observed.items():
+        isolated[index] = observed.numbers.rel_diff if observed.numbers is not None else float("inf")
+    return DriftCheck(isolated, _upstream_rows(graph, plan.rows), time.perf_counter() - started)
+
+
+def _upstream_rows(graph: Graph, rows: list[Row]) -> list[tuple[int, ...]]:
+    """Per row, the nearest rows its layer reads from (looking through values without a row)."""
+    row_of = {id(row.node.outputs[row.output_index]): row.index for row in rows}
+    nearest: dict[int, tuple[int, ...]] = {}
+    upstream: list[tuple[int, ...]] = [()] * len(rows)
+    for node in graph.nodes:
+        reads = tuple(sorted({j for value in node.inputs for j in nearest.get(id(value), ())}))
+        for value in node.outputs:
+            row = row_of.get(id(value))
+            if row is None:
+                nearest[id(value)] = reads
+            else:
+                upstream[row] = reads
+                nearest[id(value)] = (row,)
+    return upstream
+
+
+@contextlib.contextmanager
+def _single_thread_on_cpu(device: torch.device):
+    """Statistics on the CPU run on one thread: they are small memory-bound reductions, and
+    between TensorFlow's and torch's thread pools (or on a busy machine) OpenMP barriers cost
+    far more than they save (10x measured on 2 cores)."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """TF32 off while comparing (torch and TensorFlow), restored after; yields whether it was on.
+
+    On Ampere and newer GPUs both frameworks run float32 convolutions in TF32 by default (10-bit
+    mantissa, relative errors near 1e-3): that would drown the port's own differences.
+    """
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    was_on = any(saved) and torch.cuda.is_available()
+    tf = sys.modules.get("tensorflow")
+    tf_saved = None
+    try:
+        if tf is not None and tf.config.list_logical_devices("GPU"):
+            tf_saved = tf.config.experimental.tensor_float_32_execution_enabled()
+            was_on = was_on or tf_saved
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+    except Exception:  # an unusual TensorFlow build: leave it alone
+        tf_saved = None
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield was_on
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        if tf_saved is not None:
+            tf.config.experimental.enable_tensor_float_32_execution(tf_saved)
+
+
+@dataclass
+class _Observed:
+    torch_shape: tuple | None
+    numbers: stats.Numbers | None = None
+    histogram: stats.Histogram | None = None
+    preview: stats.Preview | None = None
+    note: str = ""
+
+
+class _Run:
+    """One attempt: a Keras stepper and a PyTorch forward, compared layer by layer."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        plan: Plan,
+        arrays: list[np.ndarray],
+        reporter: Reporter,
+        isolate: bool = False,
+        numbers_only: bool = False,
+        phase: str = "comparing",
+    ):
+        self.graph, self.plan, self.arrays = graph, plan, arrays
+        self.isolate, self.numbers_only = isolate, numbers_only
+        self.reporter, self.phase = reporter, phase
+        wanted = {id(plan.rows[i].node.outputs[plan.rows[i].output_index]) for i in plan.wanted()}
+        self.keras = keras_side.KerasStepper(graph, arrays, wanted)
+        self.observed: dict[int, _Observed] = {}
+        self.layers: list[LayerResult] = []
+        self.error: str | None = None
+        self.seconds = {"keras": 0.0, "torch": 0.0, "statistics": 0.0}
+        self._stats_seconds = 0.0
+        self._last: str | None = None
+
+    def score(self) -> int:
+        return len(self.observed) + (10**9 if self.error is None else 0)
+
+    def execute(self) -> None:
+        plan = self.plan
+        inputs = plan.torch_inputs(self.arrays)
+        self.reporter.start(self.phase, len(plan.wanted()))
+        started = time.perf_counter()
+        try:
+            plan.run(self.observe, inputs)
+        except keras_side.KerasFailure as failure:  # a Keras error is not the port's fault: raise it
+            raise failure.error from failure.error.__cause__
+        except Exception as error:  # the PyTorch forward raised: keep what was compared so far
+            where = f" (after Keras layer {self._last!r})" if self._last else ""
+            self.error = f"{type(error).__name__}: {error}{where}"
+        if plan.device.type == "cuda":
+            torch.cuda.synchronize(plan.device)
+        forward = time.perf_counter() - started
+        keras_during_forward = self.keras.seconds
+        with torch.no_grad():  # (the torch backend of Keras would record gradients otherwise)
+            self.keras.finish()  # the layers no tap asked for: their shapes complete the table
+        self.seconds = {
+            "keras": self.keras.seconds,
+            "torch": max(0.0, forward - keras_during_forward - self._stats_seconds),
+            "statistics": self._stats_seconds,
+        }
+        if not self.numbers_only:
+            self.layers = [self._result(row) for row in plan.rows]
+
+    def _result(self, row: Row) -> LayerResult:
+        node = row.node
+        value = node.outputs[row.output_index]
+        built = getattr(node.layer, "built", False) and hasattr(node.layer, "count_params")
+        result = LayerResult(
+            index=row.index,
+            keras_layer=node.qualified_name,
+            keras_class=node.class_name,
+            keras_shape=self.keras.shapes.get(id(value), tuple(value.shape)),
+            torch_module=row.torch_module,
+            keras_params=int(node.layer.count_params()) if built and row.output_index == 0 else 0,
+            torch_params=row.torch_params,
+            note=row.note,
+            is_output=any(value is output for output in self.graph.outputs),
+            converter=row.converter,
+        )
+        found = self.observed.get(row.index)
+        if found is not None:
+            result.compared = True
+            result.torch_shape = found.torch_shape
+            result.numbers, result.histogram, result.preview = found.numbers, found.histogram, found.preview
+            result.note = found.note
+        elif row.index in self.plan.wanted():
+            result.note = (
+                "not reached: the PyTorch forward stopped before"
+                if self.error
+                else self.plan.missing(row.index)
+            )
+        return result
+
+    def observe(self, index: int, tensor):
+        """The tap: compare one PyTorch output with Keras's; with ``isolate``, what replaces it."""
+        row = self.plan.rows[index]
+        try:
+            keras_value = self.keras.output(row.node, row.output_index)
+        except RuntimeError as error:
+            raise keras_side.KerasFailure(error) from error
+        self._last = row.node.qualified_name
+        started = time.perf_counter()
+        keras_shape = tuple(int(d) for d in keras_value.shape)
+        torch_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        observed = _Observed(torch_shape)
+        replacement = None
+        try:
+            aligned = self.plan.align(index, tensor, keras_shape, self.keras.shapes)
+            if aligned is None or tuple(aligned.shape) != keras_shape:
+                observed.note = (
+                    f"shape mismatch: PyTorch {torch_shape} does not line up with Keras {keras_shape}"
+                    if torch_shape is not None
+                    else f"the PyTorch output is a {type(tensor).__name__}, not a tensor"
+                )
+            else:
+                keras_tensor = keras_side.to_torch(keras_value, aligned.device)
+                with _single_thread_on_cpu(aligned.device):
+                    if self.numbers_only:
+                        observed.numbers = stats.numbers(keras_tensor, aligned)
+                    else:
+                        observed.numbers, observed.histogram, observed.preview = stats.layer(
+                            keras_tensor, aligned
+                        )
+                observed.note = self.plan.note(index)
+                if self.isolate:
+                    replacement, why = self.plan.force(index, tensor, keras_tensor)
+                    if why:
+                        observed.note = "; ".join(filter(None, (observed.note, why)))
+                del keras_tensor, aligned
+        finally:
+            del keras_value
+            self.keras.release(row.node, row.output_index)
+            self._stats_seconds += time.perf_counter() - started
+        self.observed[index] = observed
+        self.reporter.step()
+        return replacement
