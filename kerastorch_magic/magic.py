@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import re
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import frontend, weights
+from . import frontend, startup, weights
 from .frontend import INSERT_MODES, FrontendLink
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -140,6 +141,17 @@ class Picked:
     note: str = ""
 
 
+def _check_not_replaced(picked: Picked, options: Options) -> None:
+    """The class and instance the magic binds must not replace the Keras model it converts."""
+    variable = picked.variable.split(".")[0]
+    for kind, name in (("class", options.class_name), ("instance", options.instance)):
+        if name == variable:
+            raise UsageError(
+                f"--name {options.class_name}: the generated {kind} {name} would replace the Keras "
+                f"model held by {variable}; choose another --name"
+            )
+
+
 # -- the magic --------------------------------------------------------------------------------------
 @magics_class
 class Keras2TorchMagics(Magics):
@@ -231,6 +243,11 @@ class Keras2TorchMagics(Magics):
         --weights file). It is standalone PyTorch: it never imports kerastorch_magic. It goes
         below the source cell through the JupyterLab extension or set_next_input (see --insert);
         the output always shows it too, collapsed, followed by the comparison with Keras.
+
+        The magic also runs that code itself: the class and its instance (Net and net) are defined
+        when the magic cell finishes, so "Run All" and headless runs (nbconvert, papermill) work
+        whether or not the generated cell runs. Running the generated cell defines them again,
+        with any edits made there.
         """
         args = parse_argstring(self.keras2torch, line)
         options = self._check_options(args, cell)
@@ -245,6 +262,7 @@ class Keras2TorchMagics(Magics):
                 picked = self._named_model(args.model or args.variable)
             else:
                 picked = self._model_from_cell(cell, before)
+        _check_not_replaced(picked, options)
         sample = self._sample_input(args.input)
         self._convert_and_write(picked, options, args, sample, cell_id)
         return None
@@ -439,6 +457,7 @@ class Keras2TorchMagics(Magics):
             print("keras2torch: --input is only used by the comparison, which --no-compare skips.")
         code = self._generated_cell(conversion, options, cell_id)
         self._store_weights(conversion, options, cell_id)
+        self._define(code, conversion.class_name, options)
         mode = options.insert
         delivery = self.link.deliver(code, cell_id, conversion.class_name, mode)
         where = {
@@ -456,8 +475,10 @@ class Keras2TorchMagics(Magics):
         )
         print(
             f"keras2torch: converted {picked.variable} (Keras model {model_name!r}) to class "
-            f"{conversion.class_name}; weights {source}; generated cell {delivery.message}. "
-            f"Run it to get {options.instance}, in eval mode."
+            f"{conversion.class_name}; weights {source}; generated cell {delivery.message}.\n"
+            f"keras2torch: {conversion.class_name} (class) and {options.instance} (instance, Keras "
+            "weights loaded, eval mode) are defined; running the generated cell defines them again, "
+            "with your edits."
         )
         if comparison is not None:
             _show_comparison(comparison)
@@ -474,6 +495,24 @@ class Keras2TorchMagics(Magics):
             [code, "", "", f"{instance} = {conversion.class_name}()", *load, f"{instance}.eval()", ""]
         )
         return frontend.with_marker(body, cell_id)
+
+    def _define(self, code: str, class_name: str, options: Options) -> None:
+        """Run the generated cell's code now and bind its class and instance in the user namespace.
+
+        So a notebook runs top to bottom however it is run: JupyterLab's Run All does not run the
+        cells inserted during the run, and nbclient, nbconvert and papermill never insert them.
+        The code runs in a namespace of its own (holding the weight store it loads from), so only
+        the two names reach the user's; running the generated cell later binds them again.
+        """
+        filename = f"<keras2torch generated {class_name}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+        user_ns = self.shell.user_ns
+        namespace = {"__name__": user_ns.get("__name__", "__main__")}
+        if options.weights_path is None:
+            namespace[weights.STORE_NAME] = weights.get_store(user_ns)
+        exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - the code this magic generated
+        user_ns[class_name] = namespace[class_name]
+        user_ns[options.instance] = namespace[options.instance]
 
     def _store_weights(self, conversion, options: Options, cell_id) -> None:
         if options.weights_path is not None:
@@ -508,8 +547,11 @@ def load_ipython_extension(ipython) -> None:
     """Register the magics and the ``pre_run_cell`` hook, then greet the frontend (comm hello).
 
     Loading again (``%reload_ext``) keeps the state and greets again: a page that connected since
-    can then answer.
+    can then answer. Keras is imported here when it is not yet, with TensorFlow's C++ start-up
+    lines filtered by ``TF_CPP_MIN_LOG_LEVEL`` (:mod:`startup`): load the extension before
+    ``import keras`` and the first cell stays free of them.
     """
+    startup.import_keras()
     registry = ipython.magics_manager.registry
     magics = registry.get("Keras2TorchMagics")
     if not isinstance(magics, Keras2TorchMagics) or magics.shell is not ipython:

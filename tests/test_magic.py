@@ -13,6 +13,7 @@ import hashlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from kernel_helpers import KernelSession, Run
@@ -20,6 +21,7 @@ from kernel_helpers import KernelSession, Run
 from kerastorch_magic.frontend import body_hash, marker_cell_id, with_marker
 from kerastorch_magic.magic import add_import, assignment_order, instance_name
 
+ROOT = Path(__file__).resolve().parents[1]
 MARKER_RE = re.compile(
     r"^# keras2torch: generated from cell ([A-Za-z0-9_.:-]+), body sha256 ([0-9a-f]{16})\. "
     r"Re-run that cell to regenerate; edits here are kept\.$"
@@ -148,6 +150,32 @@ def test_marker_and_hash():
     assert marker_cell_id("x\ny#z") == "x_y_z"  # newlines never reach the comment
 
 
+def protocol_marker_regex() -> re.Pattern:
+    """``MARKER_RE`` of labextension/src/protocol.ts, the parser the extension uses, as a Python regex."""
+    source = (ROOT / "labextension" / "src" / "protocol.ts").read_text()
+    match = re.search(r"const MARKER_RE\s*=\s*/(.+)/([a-z]*);", source)
+    assert match, "protocol.ts defines MARKER_RE as a regex literal"
+    pattern, flags = match.groups()
+    assert flags == "", "a flag would change how the literal translates to Python"
+    # The literal uses only syntax that means the same in both languages: ^, [...], (...), {n}, \b.
+    assert not re.search(r"\(\?<|\\[pPk]|\\u", pattern), pattern
+    return re.compile(pattern)
+
+
+@pytest.mark.parametrize(
+    "cell_id",
+    ["5f0c6a8e-1d2b-4c3d-9e4f-0a1b2c3d4e5f", "quickstart-05", None, "x\ny#z", "a.b:c_d-e"],
+)
+def test_marker_contract_with_the_extension(cell_id):
+    """What ``frontend.with_marker()`` writes is what the extension's ``parseMarker`` reads."""
+    body = "import torch\n\n\nnet = Net()\n"
+    code = with_marker(body, cell_id)
+    first, rest = code.split("\n", 1)
+    match = protocol_marker_regex().match(first)
+    assert match, first
+    assert match.groups() == (marker_cell_id(cell_id), hashlib.sha256(rest.encode()).hexdigest()[:16])
+
+
 # -- the fallback path: set_next_input --------------------------------------------------------------
 def test_load_ext_says_hello(kernel):
     assert kernel.hello["data"] == {"type": "hello", "version": 1}
@@ -179,11 +207,46 @@ def test_magic_inserts_a_class_matching_keras(kernel):
     assert float(diff) < 1e-5 and training == "False" and extra == "42"
 
 
+def test_class_and_instance_are_defined_without_running_the_generated_cell(kernel):
+    """Run All and headless runs never run the inserted cell: the magic binds both names itself."""
+    kernel.a.execute("_saved_nn = globals().get('nn'); nn = 'the user nn'")
+    run = kernel.a.execute(
+        "%%keras2torch --no-compare --insert none --name BoundNet\nbound = tiny('bound')", cell_id="c-bound"
+    )
+    assert run.status == "ok", run.text
+    assert "BoundNet (class) and bound_net (instance, Keras weights loaded, eval mode) are defined" in (
+        run.stdout
+    )
+    check = kernel.a.execute(
+        "print('DIFF', max_diff(bound, bound_net), bound_net.training, isinstance(bound_net, BoundNet),"
+        " BoundNet.__module__, nn == 'the user nn'); nn = _saved_nn"
+    )
+    assert check.status == "ok", check.text
+    diff, training, is_instance, module, nn_kept = check.stdout.split("DIFF ")[1].split()
+    assert float(diff) < 1e-5 and training == "False" and is_instance == "True"
+    assert module == "__main__"  # as if the generated cell had run: pickling finds the class
+    assert nn_kept == "True"  # only the class and the instance reach the user's namespace
+    # A traceback through forward shows the generated line.
+    wrong = kernel.a.execute("bound_net(torch.zeros(1, 5, 8, 8))")
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", "".join(wrong.errors[0]["traceback"]))
+    assert wrong.status == "error" and "x = F.relu(self.conv(x))" in traceback, traceback
+
+
+def test_name_that_would_replace_the_keras_model_is_refused(kernel):
+    run = kernel.a.execute(
+        "%%keras2torch --no-compare --name Model\nmodel = tiny('replaced')", cell_id="c-rep"
+    )
+    assert run.status == "error"
+    assert "the generated instance model would replace the Keras model held by model" in run.text
+    _no_cell_written(run)
+    assert "keras.src" in kernel.a.execute("print(type(model))").stdout
+
+
 def test_generated_cell_is_ruff_clean(kernel, tmp_path):
     run = kernel.a.execute(
         "%%keras2torch --name Small --no-compare --insert payload --weights "
         + str(tmp_path / "s.safetensors")
-        + "\nsmall = tiny()",
+        + "\nkeras_small = tiny()",
         cell_id="cell-ruff",
     )
     code = _code(run)
@@ -210,7 +273,7 @@ def test_generated_cell_is_ruff_clean(kernel, tmp_path):
 
 
 def test_rerun_with_same_code_is_not_inserted_twice(kernel):
-    cell = "%%keras2torch --no-compare --name Twice\ntwice = tiny('twice')"
+    cell = "%%keras2torch --no-compare --name Twice\nkeras_twice = tiny('twice')"
     first = kernel.a.execute(cell, cell_id="cell-twice")
     second = kernel.a.execute(cell, cell_id="cell-twice")
     assert len(first.next_inputs) == 1 and second.next_inputs == []
@@ -241,8 +304,10 @@ def test_several_models_picks_the_last_assigned(kernel):
 
 
 def test_builder_function_result_and_rebinding(kernel):
-    kernel.a.execute("rebound = tiny('old')")
-    run = kernel.a.execute("%%keras2torch --no-compare --name Rebound\nrebound = tiny('new')", cell_id="c-rb")
+    kernel.a.execute("keras_rebound = tiny('old')")
+    run = kernel.a.execute(
+        "%%keras2torch --no-compare --name Rebound\nkeras_rebound = tiny('new')", cell_id="c-rb"
+    )
     assert 'Keras model "new"' in _code(run)
 
 
@@ -335,6 +400,8 @@ def test_weights_file(kernel, tmp_path, suffix):
     code = _code(run)
     assert str(path) in code and "_keras2torch_weights" not in code.split("class FileNet")[1]
     kernel.a.execute("_saved_store = _keras2torch_weights; del _keras2torch_weights")
+    bound = kernel.a.execute("print('DIFF', max_diff(file_model, file_net))")  # loaded by the magic
+    assert float(bound.stdout.split("DIFF ")[1]) < 1e-5, bound.text
     check = kernel.a.execute(code + "\nprint('DIFF', max_diff(file_model, file_net))")
     kernel.a.execute("_keras2torch_weights = _saved_store")
     assert check.status == "ok", check.text
