@@ -46,6 +46,12 @@ class ClassSource:
     statements: list[Statement | tuple[int, str]]  # (trace index, var) entries are tap points
     returns: list[str]
     helpers: dict[str, str] = field(default_factory=dict)
+    # The classes of traced custom layers this one instantiates (theirs first), rendered above it.
+    classes: list[ClassSource] = field(default_factory=list)
+
+    def body_key(self) -> str:
+        """Everything but the class name: two traced layers with equal keys share one class."""
+        return repr((self.docstring, self.forward_args, self.declarations, self.statements, self.returns))
 
 
 def _comment_lines(text: str, indent: str) -> list[str]:
@@ -81,12 +87,9 @@ def _init_method(declarations: list[Declaration]) -> list[str]:
     return lines
 
 
-def render(source: ClassSource, trace: bool = False) -> str:
-    """Source text of the module; with ``trace``, ``forward`` also calls ``self._tap(i, var)``."""
-    body: list[str] = []
-    for helper in source.helpers.values():
-        body += ["", "", helper.rstrip()]
-    body += ["", "", f"class {source.class_name}(nn.Module):"]
+def _class_lines(source: ClassSource, trace: bool) -> list[str]:
+    """The ``class`` block of one module (``trace``: ``forward`` calls ``self._tap(i, var)``)."""
+    body = ["", "", f"class {source.class_name}(nn.Module):"]
     body += ['    """' + source.docstring.rstrip() + '\n    """', ""]
     body += ["    def __init__(self):", "        super().__init__()"]
     for decl in source.declarations:
@@ -109,6 +112,30 @@ def render(source: ClassSource, trace: bool = False) -> str:
     body.append(f"        return {ret}")
     if init:
         body += [""] + init
+    return body
+
+
+def has_reset_parameters(source: ClassSource) -> bool:
+    """Whether the rendered class defines ``reset_parameters`` (some declaration has init lines)."""
+    return any(decl.init for decl in source.declarations)
+
+
+def render(source: ClassSource, trace: bool = False) -> str:
+    """Source text of the module; with ``trace``, ``forward`` also calls ``self._tap(i, var)``.
+
+    Helpers come first, then the classes of traced custom layers, then the main class; only the
+    main class is traced (a custom layer's output is one row of the comparison).
+    """
+    helpers: dict[str, str] = {}
+    for inner in source.classes:
+        helpers.update(inner.helpers)
+    helpers.update(source.helpers)
+    body: list[str] = []
+    for helper in helpers.values():
+        body += ["", "", helper.rstrip()]
+    for inner in source.classes:
+        body += _class_lines(inner, trace=False)
+    body += _class_lines(source, trace)
     code_only = "\n".join(line.split("#", 1)[0] for line in "\n".join(body).splitlines())
     imports = []
     if re.search(r"\bmath\.", code_only):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import codegen, layout, naming, registry
+from . import codegen, initializers, layout, naming, registry, tracing
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
 from .layout import INPUT_FORMATS
@@ -57,6 +58,7 @@ class Conversion:
     model_name: str
     input_format: str
     _source: codegen.ClassSource = field(repr=False)
+    _classes: dict = field(default_factory=dict, repr=False)  # source -> its class, run once
 
     def build(self, device=None):
         """The generated class, instantiated in eval mode with the Keras weights loaded."""
@@ -74,16 +76,34 @@ class Conversion:
         return module
 
     def _instantiate(self, code: str, device, share: bool = False):
+        """Run ``code`` and build its class with this conversion's weights.
+
+        The class is built on the meta device, so ``reset_parameters()`` (Keras's initialisers:
+        10-30 s of ``trunc_normal_`` for EfficientNetB7) costs nothing, and the weights are then
+        assigned: this conversion's own tensors when ``share`` (comparison), else copies made
+        directly on ``device``. A class with state the state_dict does not hold (non-persistent
+        buffers) is built the ordinary way instead.
+        """
         import torch
 
-        namespace: dict = {"__name__": f"kerastorch_magic_generated_{self.class_name}"}
-        exec(compile(code, f"<generated {self.class_name}>", "exec"), namespace)  # noqa: S102
+        cls = self._classes.get(code)
+        if cls is None:  # run the source once per conversion (and per traced variant)
+            namespace: dict = {"__name__": f"kerastorch_magic_generated_{self.class_name}"}
+            exec(compile(code, f"<generated {self.class_name}>", "exec"), namespace)  # noqa: S102
+            cls = self._classes[code] = namespace[self.class_name]
+        with torch.device("meta"):
+            module = cls()
         if share:
-            with torch.device("meta"):
-                module = namespace[self.class_name]()
+            state = self.state_dict
         else:
-            module = namespace[self.class_name]()
-        module.load_state_dict(self.state_dict, strict=True, assign=share)
+            state = {
+                k: v.to(device, copy=True) if device is not None else v.clone()
+                for k, v in self.state_dict.items()
+            }
+        module.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            module = cls()
+            module.load_state_dict(self.state_dict, strict=True)
         if device is not None:
             module = module.to(device)
         return module.eval()
@@ -95,19 +115,37 @@ class Conversion:
         )
 
 
-def convert(model, class_name: str = "Net", input_format: str = "channels_first") -> Conversion:
+def convert(
+    model,
+    class_name: str = "Net",
+    input_format: str = "channels_first",
+    *,
+    trace_lambda: bool = True,
+) -> Conversion:
     """Convert a built Keras model to PyTorch source plus a matching ``state_dict``.
 
-    Raises :class:`ConversionError` naming every layer that cannot be converted.
+    Layers without a converter that the user wrote (``Layer`` subclasses, a subclassed ``Model``
+    itself, ``Lambda`` layers) are traced: see :mod:`tracing`. ``trace_lambda=False`` refuses
+    ``Lambda`` layers instead (a ``.keras`` file loaded in safe mode must not run their code).
+    Raises :class:`ConversionError` naming every layer that cannot be converted, and nothing else
+    on a model it cannot handle.
     """
     from . import converters  # noqa: F401  (registers the built-in converters)
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be one of {INPUT_FORMATS}, not {input_format!r}")
     class_name = naming.class_identifier(class_name)
-    graph = read_model(model)
-    _check_supported(graph)
-    return _Builder(graph, model, class_name, input_format).build()
+    try:
+        graph = read_model(model, trace_lambda)
+        _check_supported(graph)
+        return _Builder(graph, model, class_name, input_format).build()
+    except ConversionError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model we cannot read is refused, not crashed on
+        raise ConversionError(
+            f"cannot convert Keras model {getattr(model, 'name', model)!r}: "
+            f"{type(error).__name__}: {error}".rstrip()
+        ) from error
 
 
 def _module_attributes() -> set[str]:
@@ -117,35 +155,88 @@ def _module_attributes() -> set[str]:
     return set(dir(torch.nn.Module)) | {"reset_parameters"}
 
 
-def _check_supported(graph: Graph) -> None:
-    missing: dict[int, Node] = {}
+def _unsupported_nodes(graph: Graph, missing: dict[int, tuple[Node, Graph]]) -> None:
+    """Collect the nodes of ``graph`` (traced sub-graphs included) that nothing converts."""
     for node in graph.nodes:
-        if registry.find(node.class_name, node.is_operation) is None:
-            missing.setdefault(id(node.layer), node)
-    if not missing:
+        if node.subgraph is not None:
+            _unsupported_nodes(node.subgraph, missing)
+        elif not _is_pseudo(node) and registry.spec_of(node) is None:
+            missing.setdefault(id(node.layer), (node, graph))
+
+
+def _is_pseudo(node: Node) -> bool:
+    """A trace's own entry point: a weight read or an eagerly computed constant."""
+    return tracing.is_variable_read(node.layer) or tracing.is_constant(node.layer)
+
+
+def _keras_mask_reader(graph: Graph, node: Node) -> Node | None:
+    """The layer whose ``mask=`` argument ``node``'s output is, if Keras added it for a mask."""
+    for reader in graph.consumers().get(id(node.outputs[0]), []):
+        if reader.is_operation:
+            continue
+        positions = registry.argument_inputs(reader, "mask")
+        if any(reader.inputs[i] is node.outputs[0] for i in positions):
+            return reader
+    return None
+
+
+def _why_missing(graph: Graph, node: Node) -> str:
+    if node.class_name == "Lambda":
+        return (
+            "a Lambda layer, not traced because its code was not asked to run "
+            "(load the file with safe_mode=False to trace it)"
+        )
+    if node.is_operation:
+        reader = _keras_mask_reader(graph, node)
+        if reader is not None:
+            return (
+                f"the mask Keras computes itself for the mask= argument of {reader.qualified_name!r} "
+                f"({reader.class_name}); keras.ops.{node.class_name} has no converter"
+            )
+        return f"keras.ops.{node.class_name} call with no converter (kerastorch_magic.converter can add one)"
+    if tracing.is_builtin(node.layer):
+        return "a built-in Keras layer with no converter yet (kerastorch_magic.converter can add one)"
+    return "no converter registered (kerastorch_magic.converter can add one)"
+
+
+def _check_supported(graph: Graph) -> None:
+    found: dict[int, tuple[Node, Graph]] = {}
+    _unsupported_nodes(graph, found)
+    if not found:
         return
-    lines = []
-    for node in missing.values():
-        if node.class_name == "Lambda":
-            why = "holds arbitrary Python; rewrite it as a layer and register a converter"
-        elif node.is_operation:
-            why = "a keras.ops call inside the model; wrap it in a layer with a converter"
-        else:
-            why = "no converter registered (kerastorch_magic.converter can add one)"
-        lines.append(f"  - {node.qualified_name!r} ({node.class_name}): {why}")
+    nodes = [node for node, _ in found.values()]
+    lines = [
+        f"  - {node.qualified_name!r} ({node.class_name}): {_why_missing(owner, node)}"
+        for node, owner in found.values()
+    ]
+    named = ", ".join(f"{n.qualified_name!r} ({n.class_name})" for n in nodes[:5])
+    more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
     raise ConversionError(
-        f"cannot convert Keras model {graph.name!r}: {len(missing)} unsupported layer(s):\n"
-        + "\n".join(lines),
-        [(n.qualified_name, n.class_name) for n in missing.values()],
+        f"cannot convert Keras model {graph.name!r}: no converter for {named}{more}:\n" + "\n".join(lines),
+        [(n.qualified_name, n.class_name) for n in nodes],
     )
 
 
 class _Builder:
     """One conversion's mutable state: names handed out, declarations, statements, state."""
 
-    def __init__(self, graph: Graph, model, class_name: str, input_format: str):
+    def __init__(
+        self,
+        graph: Graph,
+        model,
+        class_name: str,
+        input_format: str,
+        input_specs: list[TensorSpec] | None = None,
+        classes: _Classes | None = None,
+    ):
         self.graph, self.model = graph, model
         self.class_name, self.input_format = class_name, input_format
+        # A traced custom layer's class takes its inputs in the layouts its caller has them in,
+        # and returns its outputs in whatever layout they end up in (the caller knows from specs).
+        self.input_specs = input_specs
+        self.classes = classes if classes is not None else _Classes({class_name})
+        self.traced: dict[int, _TracedUse] = {}  # id(custom layer) -> its class, first use
+        self.instantiated: set[str] = set()  # generated classes this class has declared
         self.consumers = graph.consumers()
         self.output_ids = {id(v) for v in graph.outputs}
         self.attrs = naming.Namespace(_module_attributes())
@@ -159,6 +250,7 @@ class _Builder:
         self.traces: list[LayerTrace] = []
         self.specs: dict[int, TensorSpec] = {}
         self.vars: dict[int, str] = {}
+        self.constants: dict[int, str] = {}  # id(keras.Variable) -> its expression
 
     # -- inputs ---------------------------------------------------------------------------------
     def _input_perm(self, value) -> tuple[int, ...]:
@@ -173,48 +265,20 @@ class _Builder:
         while queue:
             current = queue.popleft()
             for node in self.consumers.get(id(current), []):
-                function = registry.find(node.class_name)
-                if getattr(function, "channels_first", False):
+                spec = registry.spec_of(node)
+                if spec is None:
+                    continue
+                if spec.channels_first:
                     # A Keras layer that is itself channels-first already gets torch's layout.
                     return getattr(node.layer, "data_format", "channels_last") != "channels_first"
-                if getattr(function, "passthrough", False) and id(node) not in seen:
+                if spec.passthrough and id(node) not in seen:
                     seen.add(id(node))
                     queue.extend(node.outputs)
         return False
 
     # -- main loop ------------------------------------------------------------------------------
     def build(self) -> Conversion:
-        single = len(self.graph.inputs) == 1
-        forward_args, inputs = [], []
-        for value in self.graph.inputs:
-            var = self.variables.claim("x" if single else value.name, "input")
-            spec = TensorSpec(value.shape, self._input_perm(value), value.dtype, value.name)
-            self.specs[id(value)], self.vars[id(value)] = spec, var
-            forward_args.append(var)
-            inputs.append(spec)
-        errors: list[ConversionError] = []
-        for node in self.graph.nodes:
-            try:
-                self._convert_node(node)
-            except ConversionError as error:
-                errors.append(error)
-        if errors:
-            layers = [layer for e in errors for layer in e.layers]
-            raise ConversionError(
-                f"cannot convert Keras model {self.graph.name!r}:\n" + "\n".join(f"  - {e}" for e in errors),
-                layers,
-            )
-        outputs, returns = self._outputs()
-        source = codegen.ClassSource(
-            class_name=self.class_name,
-            header=self._header(),
-            docstring=self._docstring(inputs, outputs),
-            forward_args=forward_args,
-            declarations=self.declarations,
-            statements=self.statements,
-            returns=returns,
-            helpers=self.helpers,
-        )
+        source, inputs, outputs = self.assemble()
         import torch
 
         state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state.items()}
@@ -231,6 +295,46 @@ class _Builder:
             _source=source,
         )
 
+    def assemble(self) -> tuple[codegen.ClassSource, list[TensorSpec], list[TensorSpec]]:
+        """Convert every node; the class source and the input and output specs."""
+        single = len(self.graph.inputs) == 1
+        forward_args, inputs = [], []
+        for position, value in enumerate(self.graph.inputs):
+            var = self.variables.claim("x" if single and self.input_specs is None else value.name, "input")
+            if self.input_specs is not None:
+                spec = self.input_specs[position]
+            else:
+                spec = TensorSpec(value.shape, self._input_perm(value), value.dtype, value.name)
+            self.specs[id(value)], self.vars[id(value)] = spec, var
+            forward_args.append(var)
+            inputs.append(spec)
+        errors: list[ConversionError] = []
+        for node in self.graph.nodes:
+            try:
+                self._convert_node(node)
+            except ConversionError as error:
+                errors.append(error)
+        if errors:
+            layers = [layer for e in errors for layer in e.layers]
+            raise ConversionError(
+                f"cannot convert Keras model {self.graph.name!r}:\n" + "\n".join(f"  - {e}" for e in errors),
+                layers,
+            )
+        outputs, returns = self._outputs()
+        inner = self.input_specs is not None
+        source = codegen.ClassSource(
+            class_name=self.class_name,
+            header=[] if inner else self._header(),
+            docstring=self._docstring(inputs, outputs),
+            forward_args=forward_args,
+            declarations=self.declarations,
+            statements=self.statements,
+            returns=returns,
+            helpers=self.helpers,
+            classes=[] if inner else self.classes.sources,
+        )
+        return source, inputs, outputs
+
     def _convert_node(self, node: Node) -> None:
         if any(id(v) not in self.specs for v in node.inputs):
             return  # fed by a layer that failed to convert: that error is already recorded
@@ -243,8 +347,16 @@ class _Builder:
             is_model_output=id(node.outputs[0]) in self.output_ids,
             readers=self.consumers,
             model_outputs=self.output_ids,
+            constant_source=self._constant_source,
         )
-        result: Converted = registry.find(node.class_name, node.is_operation)(call)
+        call._config = _safe_config(node.layer)
+        if tracing.is_variable_read(node.layer) or tracing.is_constant(node.layer):
+            self._entry_point(node)
+            return
+        if node.subgraph is not None:
+            result = self._traced_call(node, call)
+        else:
+            result = registry.spec_of(node)(call)
         if len(result.outputs) != len(node.outputs):
             raise call.unsupported(
                 f"converter returned {len(result.outputs)} outputs, Keras has {len(node.outputs)}"
@@ -276,20 +388,127 @@ class _Builder:
             self.traces.append(trace)
             self.statements.append((trace.index, var))
 
+    # -- traced layers: classes, weights, constants ------------------------------------------------
+    def _traced_call(self, node: Node, call: LayerCall) -> Converted:
+        """A traced custom layer: an instance of its own generated class, called once per use."""
+        use = self.traced.get(id(node.layer))
+        if use is None:
+            use = self.traced[id(node.layer)] = self._traced_class(node, call.inputs)
+        # A shared custom layer called again on differently laid out tensors: re-lay them to the
+        # layouts its class was generated for.
+        args = [call.input_as(i, spec.perm) for i, spec in enumerate(use.inputs)]
+        if len(args) == 1:
+            args = [arg.replace("{x0}", "{x}") for arg in args]
+        outputs = [
+            TensorSpec(tuple(value.shape), spec.perm, spec.dtype)
+            for value, spec in zip(node.outputs, use.outputs)
+        ]
+        first = use.class_name not in self.instantiated  # the class is introduced once
+        self.instantiated.add(use.class_name)
+        submodule = registry.Submodule(
+            f"{use.class_name}()",
+            use.state,
+            ["{m}.reset_parameters()"] if use.resets else [],
+            use.comment if first else None,
+        )
+        return Converted([registry.Step("{m}(" + ", ".join(args) + ")")], outputs, {"": submodule})
+
+    def _traced_class(self, node: Node, specs: list[TensorSpec]) -> _TracedUse:
+        layer = node.layer
+        wanted = tracing.class_name_of(layer)
+        inner = _Builder(
+            node.subgraph, layer, wanted, self.input_format, input_specs=list(specs), classes=self.classes
+        )
+        source, inputs, outputs = inner.assemble()
+        class_name = self.classes.add(wanted, source)
+        where = tracing.source_of(layer)
+        kind = "Lambda layer" if node.class_name == "Lambda" else f"Keras layer class {node.class_name}"
+        comment = f"{kind}{f' ({where})' if where else ''}: its call() traced at inference"
+        for note in inner.notes:
+            self.notes.append(Note(f"{node.qualified_name}/{note.layer}", note.text))
+        return _TracedUse(
+            class_name, inputs, outputs, inner.state, codegen.has_reset_parameters(source), comment
+        )
+
+    def _entry_point(self, node: Node) -> None:
+        """A weight read or an eagerly computed constant: an expression, no statement of its own."""
+        operation, value = node.layer, node.outputs[0]
+        rank = len(value.shape)
+        spec = TensorSpec(tuple(value.shape), layout.identity(rank), value.dtype)
+        if tracing.is_variable_read(operation):
+            expr = self._constant_source(operation.variable)
+        else:
+            expr = self._constant_source(operation.value)
+            if not expr.startswith("self."):  # torch.arange(...): a named local reads better
+                var = self.variables.claim("positions" if "arange" in expr else "constant")
+                self.statements.append(codegen.Statement(var, expr, "computed from static shapes in Keras"))
+                expr = var
+        self.specs[id(value)], self.vars[id(value)] = spec, expr
+
+    def _constant_source(self, value) -> str:
+        """A Keras Variable or a concrete array as torch source (see ``LayerCall.operand``).
+
+        A ``keras.Variable`` becomes an ``nn.Parameter`` (an ``nn.Buffer`` when not trainable)
+        named after it, in Keras's layout, loaded from Keras and re-initialised by
+        ``reset_parameters()`` with its Keras initialiser. An array that is ``arange``-like (the
+        positions of a positional embedding) becomes ``torch.arange(...)``; any other array a
+        buffer holding its values.
+        """
+        import keras
+
+        if id(value) in self.constants:  # a variable read by several calls is declared once
+            return self.constants[id(value)]
+        if isinstance(value, keras.Variable):
+            expr = self._declare_variable(value)
+            self.constants[id(value)] = expr
+            return expr
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+        arange = _arange_expression(array, self._device_reference())
+        if arange is not None:
+            return arange
+        attr = self.attrs.claim("constant")
+        ctor = f"nn.Buffer({_empty(array.shape, array.dtype)})"
+        self.declarations.append(codegen.Declaration(attr, ctor, "a constant of the Keras graph", []))
+        self.state[attr] = array
+        return f"self.{attr}"
+
+    def _declare_variable(self, variable) -> str:
+        attribute = self.graph.attributes.get(id(variable))
+        explicit = not re.fullmatch(r"variable(_\d+)?", variable.name)
+        attr = self.attrs.claim(variable.name if explicit or not attribute else attribute)
+        array = np.asarray(keras_value(variable))
+        empty = _empty(array.shape, array.dtype)
+        if variable.trainable:
+            ctor = f"nn.Parameter({empty})"
+        else:
+            ctor = f"nn.Buffer({empty})"
+        init = _variable_init(variable, array.shape)
+        comment = f"Keras weight {variable.path!r}" + ("" if variable.trainable else " (not trainable)")
+        self.declarations.append(codegen.Declaration(attr, ctor, comment, init))
+        self.state[attr] = array
+        return f"self.{attr}"
+
+    def _device_reference(self) -> str:
+        """An input tensor whose device constants made in ``forward`` are created on."""
+        return self.vars[id(self.graph.inputs[0])] if self.graph.inputs else "None"
+
     def _output_variables(self, node: Node, in_vars: list[str]) -> list[str]:
         """Reuse the input's variable along a plain chain; name branches after their layer."""
         if len(node.inputs) == 1 and len(node.outputs) == 1:
             source = node.inputs[0]
             if len(self.consumers.get(id(source), [])) == 1 and id(source) not in self.output_ids:
                 return [in_vars[0]]
-        base = naming.identifier(naming.stable(node.layer.name, node.class_name))
+        base = self.graph.attributes.get(id(node.layer)) or naming.stable(node.layer.name, node.class_name)
+        base = naming.identifier(base)
         return [self.variables.claim(base if i == 0 else f"{base}_{i}") for i in range(len(node.outputs))]
 
     def _declare(self, node: Node, result: Converted) -> dict[str, str]:
         known = self.declared.get(id(node.layer))
         if known is not None:  # a shared layer: its submodules exist already
             return known
-        base = naming.identifier(node.stable_name)
+        # The user's attribute name inside a traced call() (self.attention), else the layer's name.
+        base = self.graph.attributes.get(id(node.layer)) or node.local_name(len(self.graph.scope))
+        base = naming.identifier(base)
         modules: dict[str, str] = {}
         notes = list(result.notes)  # written once, above the layer's first declaration
         for key, submodule in result.modules.items():
@@ -313,7 +532,8 @@ class _Builder:
             spec, var = self.specs[id(value)], self.vars[id(value)]
             if spec.flat_order is not None:
                 raise ConversionError(f"output {position} is a flatten with a folded order (converter bug)")
-            wanted = layout.identity(spec.rank) if self.input_format == "channels_last" else spec.perm
+            keras_layout = self.input_format == "channels_last" and self.input_specs is None
+            wanted = layout.identity(spec.rank) if keras_layout else spec.perm
             expr = layout.permute_expression(var, spec.perm, wanted)
             if expr is not None and var not in relaid:
                 relaid.add(var)
@@ -323,8 +543,11 @@ class _Builder:
         return specs, returns
 
     def _header(self) -> list[str]:
-        layers = {id(n.layer): n.layer for n in self.graph.nodes}
-        params = sum(layer.count_params() for layer in layers.values() if getattr(layer, "built", False))
+        layers = {id(n.layer): n.layer for n in self.graph.nodes if not n.is_operation}
+        try:
+            params = self.model.count_params()
+        except Exception:  # noqa: BLE001 - an unbuilt layer somewhere: count what is built
+            params = sum(layer.count_params() for layer in layers.values() if getattr(layer, "built", False))
         name = naming.comment_text(self.graph.stable_name, 60)
         return [
             f'# PyTorch port of Keras model "{name}" ({len(layers)} layers, {params:,} parameters),',
@@ -343,9 +566,134 @@ class _Builder:
             return text
 
         model = naming.comment_text(self.graph.stable_name, 60).replace('"', "'").replace("\\", "/")
-        lines = [f'PyTorch port of the Keras model "{model}".', ""]
+        if self.input_specs is not None:
+            kind = (
+                "Lambda layer"
+                if self.graph.class_name == "Lambda"
+                else f"Keras layer class {self.graph.class_name}"
+            )
+            lines = [f"PyTorch port of the {kind}: its call() as traced at inference.", ""]
+        else:
+            lines = [f'PyTorch port of the Keras model "{model}".', ""]
         for label, specs in (("Input", inputs), ("Output", outputs)):
             for i, spec in enumerate(specs):
                 suffix = f" {i}" if len(specs) > 1 else ""
                 lines.append(f"    {label}{suffix}: {describe(spec)}")
         return "\n".join(lines)
+
+
+@dataclass
+class _TracedUse:
+    """The generated class of one traced custom layer, as its first call made it."""
+
+    class_name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    state: dict[str, np.ndarray]
+    resets: bool  # the class has reset_parameters()
+    comment: str
+
+
+@dataclass
+class _Classes:
+    """The classes of traced custom layers in one conversion (dependencies first).
+
+    Uses of one Keras class that trace to the same code share one generated class; uses that
+    trace to different code (other sizes, other options) get distinct classes, numbered
+    ``TransformerBlock``, ``TransformerBlock2``... so each class stays a plain, argument-free port.
+    """
+
+    taken: set[str]
+    sources: list[codegen.ClassSource] = field(default_factory=list)
+    by_body: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, wanted: str, source: codegen.ClassSource) -> str:
+        key = (wanted, source.body_key())
+        if key in self.by_body:
+            return self.by_body[key]
+        name, number = wanted, 2
+        while name in self.taken:
+            name, number = f"{wanted}{number}", number + 1
+        self.taken.add(name)
+        source.class_name = name
+        self.sources.append(source)
+        self.by_body[key] = name
+        return name
+
+
+def keras_value(variable) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def _empty(shape: tuple, dtype) -> str:
+    """``torch.empty(...)`` of a shape and numpy dtype (float32 is torch's default)."""
+    dims = ", ".join(str(d) for d in shape) or "()"
+    dtype = np.dtype(dtype)
+    suffix = "" if dtype == np.float32 else f", dtype=torch.{dtype.name}"
+    return f"torch.empty({dims}{suffix})"
+
+
+def _arange_expression(array: np.ndarray, device: str) -> str | None:
+    """``torch.arange(...)`` when the 1-D array is an arithmetic progression, else None."""
+    if array.ndim != 1 or array.size < 2 or array.dtype.kind not in "iuf":
+        return None
+    start, step = array[0].item(), (array[1] - array[0]).item()
+    if step == 0 or not np.array_equal(array, start + step * np.arange(array.size, dtype=array.dtype)):
+        return None
+    stop = start + step * array.size
+    parts = (
+        [repr(stop)]
+        if start == 0 and step == 1
+        else [repr(start), repr(stop)] + ([repr(step)] if step != 1 else [])
+    )
+    # Integer positions are int64 in torch (Keras says int32): same values, and what indexing wants.
+    if array.dtype.kind == "f":
+        parts.append(f"dtype=torch.{array.dtype.name}")
+    parts.append(f"device={device}.device")
+    return f"torch.arange({', '.join(parts)})"
+
+
+def _variable_init(variable, shape: tuple) -> list[str]:
+    """``reset_parameters`` lines for a traced weight, from the initialiser ``add_weight`` got."""
+    config = tracing.initializer_of(variable)
+    if config is None:
+        return []
+    # torch's fan-based initialisers need 2 dimensions: below that, explicit bounds (Keras's fans).
+    torch_shape = tuple(shape) if len(shape) >= 2 else (0,)
+    lines = initializers.init_lines(config, tuple(shape), torch_shape, "WEIGHT")
+    return [line.replace("{m}.WEIGHT", "{m}") for line in lines]
+
+
+_SERIALISED_OPTIONS = ("_regularizer", "_constraint", "_initializer")
+
+
+def _safe_config(layer) -> dict | None:
+    """``layer.get_config()``, even when a custom regularizer or constraint cannot serialise.
+
+    Such objects do not change the forward pass (the keras-io PointNet's OrthogonalRegularizer has
+    no get_config()); they are left out of the config instead of failing the conversion. None
+    (read lazily by the converter) for layers with nothing custom in those options.
+    """
+    custom = [
+        name
+        for name, value in vars(layer).items()
+        if name.endswith(_SERIALISED_OPTIONS)
+        and value is not None
+        and not tracing.is_builtin(value)
+        and not isinstance(value, (str, dict))
+    ]
+    if not custom:
+        return None
+    try:
+        return layer.get_config()
+    except Exception:  # noqa: BLE001 - fall back to a config without the custom objects
+        saved = {name: vars(layer)[name] for name in custom}
+        try:
+            for name in custom:
+                object.__setattr__(layer, name, None)
+            return layer.get_config()
+        finally:
+            for name, value in saved.items():
+                object.__setattr__(layer, name, value)

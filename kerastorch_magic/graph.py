@@ -9,6 +9,7 @@ Nested models are flattened into their parent; a layer called twice stays one la
 from __future__ import annotations
 
 from .ir import Graph, Node, Value
+from .masks import implicit_masks
 from .registry import ConversionError
 
 
@@ -39,59 +40,116 @@ def _model_io(model, role: str) -> list:
 
 
 def _is_model(operation) -> bool:
-    import keras
+    """A Functional or Sequential model: flattened into its parent."""
+    from .tracing import is_functional
 
-    return isinstance(operation, keras.Model)
+    return is_functional(operation)
 
 
-def read_model(model) -> Graph:
-    """The flattened graph of ``model`` (nodes in topological order)."""
+def read_model(model, trace_lambda: bool = True) -> Graph:
+    """The flattened graph of ``model`` (nodes in topological order).
+
+    A subclassed model (``keras.Model`` with its own ``call()``) is traced: its graph is its
+    ``call()``'s, and layers without a converter are traced into sub-graphs (see :mod:`tracing`).
+    """
+    from . import tracing
+
+    reader = _Reader(trace_lambda)
+    if not _is_model(model) and tracing.traceable(model):
+        return reader.traced(model, tracing.trace_model(model, model.name), (), ())
     inputs = [
         Value(tuple(t.shape), str(t.dtype), name=t._keras_history.operation.name)
         for t in _model_io(model, "inputs")
     ]
     nodes: list[Node] = []
-    outputs = _expand(model, inputs, (), nodes)
+    outputs = reader.expand(model, inputs, (), nodes)
     return Graph(model.name, inputs, outputs, nodes, type(model).__name__)
 
 
-def _expand(
-    model, inputs: list[Value], scope: tuple[str, ...], nodes: list[Node], classes: tuple[str, ...] = ()
-) -> list[Value]:
-    """Append ``model``'s nodes (fed with ``inputs``) to ``nodes``; return its output values."""
-    model_inputs = _model_io(model, "inputs")
-    if len(model_inputs) != len(inputs):
-        raise ConversionError(
-            f"model {'/'.join(scope) or model.name!r} expects {len(model_inputs)} inputs, got {len(inputs)}"
+class _Reader:
+    def __init__(self, trace_lambda: bool):
+        self.trace_lambda = trace_lambda
+
+    def expand(
+        self,
+        model,
+        inputs: list[Value],
+        scope: tuple[str, ...],
+        nodes: list[Node],
+        classes: tuple[str, ...] = (),
+    ) -> list[Value]:
+        """Append ``model``'s nodes (fed with ``inputs``) to ``nodes``; return its output values."""
+        model_inputs = _model_io(model, "inputs")
+        if len(model_inputs) != len(inputs):
+            where = "/".join(scope) or model.name
+            raise ConversionError(f"model {where!r} expects {len(model_inputs)} inputs, got {len(inputs)}")
+        return self.walk(model_inputs, inputs, _model_io(model, "outputs"), scope, nodes, classes)
+
+    def walk(self, input_tensors, inputs, output_tensors, scope, nodes, classes) -> list[Value]:
+        """Append the nodes between ``input_tensors`` (read as ``inputs``) and ``output_tensors``."""
+        from . import registry, tracing
+
+        values: dict[int, Value] = {id(t): v for t, v in zip(input_tensors, inputs)}
+        # Iterative post-order walk from the outputs: deep models (EfficientNetV2L has 1,000+ layers)
+        # would exceed Python's recursion limit.
+        stack = [(t, False) for t in reversed(output_tensors)]
+        while stack:
+            tensor, ready = stack.pop()
+            if id(tensor) in values:
+                continue
+            history = getattr(tensor, "_keras_history", None)
+            if history is None or history.operation is None:
+                raise ConversionError(
+                    f"{'/'.join(scope) or 'the model'}: a tensor that comes from no recorded operation "
+                    "(a model input that is not declared, or a value computed outside Keras)"
+                )
+            operation = history.operation
+            keras_node = operation._inbound_nodes[history.node_index]
+            parents = [*keras_node.input_tensors, *(m for _, m in implicit_masks(operation, keras_node))]
+            if not ready:
+                stack.append((tensor, True))
+                stack.extend((p, False) for p in reversed(parents) if id(p) not in values)
+                continue
+            node_inputs = [values[id(p)] for p in parents]
+            if _is_model(operation):
+                node_outputs = self.expand(
+                    operation,
+                    node_inputs,
+                    (*scope, operation.name),
+                    nodes,
+                    (*classes, type(operation).__name__),
+                )
+            else:
+                node_outputs = [Value(tuple(t.shape), str(t.dtype)) for t in keras_node.outputs]
+                node = Node(operation, scope, node_inputs, node_outputs, keras_node, classes)
+                if registry.find(node.class_name, node.is_operation) is None and tracing.traceable(
+                    operation, self.trace_lambda
+                ):
+                    name = node.qualified_name
+                    trace = tracing.trace(operation, keras_node.arguments, name)
+                    node.subgraph = self.traced(
+                        operation, trace, (*scope, operation.name), (*classes, node.class_name)
+                    )
+                nodes.append(node)
+            for produced, value in zip(keras_node.outputs, node_outputs):
+                values[id(produced)] = value
+        return [values[id(t)] for t in output_tensors]
+
+    def traced(self, layer, trace, scope: tuple[str, ...], classes: tuple[str, ...]) -> Graph:
+        """The graph of one traced call() (its nodes scoped under the layer's name)."""
+        inputs = [
+            Value(tuple(t.shape), str(t.dtype), name=name) for t, name in zip(trace.inputs, trace.input_names)
+        ]
+        nodes: list[Node] = []
+        outputs = self.walk(trace.inputs, inputs, trace.outputs, scope, nodes, classes)
+        return Graph(
+            layer.name,
+            inputs,
+            outputs,
+            nodes,
+            type(layer).__name__,
+            attributes=trace.attributes,
+            input_names=trace.input_names,
+            layer=layer,
+            scope=scope,
         )
-    values: dict[int, Value] = {id(t): v for t, v in zip(model_inputs, inputs)}
-    # Iterative post-order walk from the outputs: deep models (EfficientNetV2L has 1,000+ layers)
-    # would exceed Python's recursion limit.
-    stack = [(t, False) for t in reversed(_model_io(model, "outputs"))]
-    while stack:
-        tensor, ready = stack.pop()
-        if id(tensor) in values:
-            continue
-        history = tensor._keras_history
-        operation = history.operation
-        keras_node = operation._inbound_nodes[history.node_index]
-        parents = list(keras_node.input_tensors)
-        if not ready:
-            stack.append((tensor, True))
-            stack.extend((p, False) for p in reversed(parents) if id(p) not in values)
-            continue
-        node_inputs = [values[id(p)] for p in parents]
-        if _is_model(operation):
-            node_outputs = _expand(
-                operation,
-                node_inputs,
-                (*scope, operation.name),
-                nodes,
-                (*classes, type(operation).__name__),
-            )
-        else:
-            node_outputs = [Value(tuple(t.shape), str(t.dtype)) for t in keras_node.outputs]
-            nodes.append(Node(operation, scope, node_inputs, node_outputs, keras_node, classes))
-        for produced, value in zip(keras_node.outputs, node_outputs):
-            values[id(produced)] = value
-    return [values[id(t)] for t in _model_io(model, "outputs")]

@@ -34,11 +34,17 @@ class Node:
     outputs: list[Value]
     keras_node: Any  # the keras Node, kept for its call arguments
     scope_classes: tuple[str, ...] = ()  # class names of the enclosing models
+    # A traced layer (custom layer, subclassed model, Lambda): its call() as a graph of its own.
+    subgraph: Graph | None = None
 
     @property
     def stable_name(self) -> str:
         """Name for generated identifiers: Keras's automatic counters dropped (see naming.stable)."""
-        parts = [naming.stable(n, c) for n, c in zip(self.scope, self.scope_classes)]
+        return self.local_name(0)
+
+    def local_name(self, depth: int) -> str:
+        """:attr:`stable_name` without the outermost ``depth`` scopes (those of a traced layer)."""
+        parts = [naming.stable(n, c) for n, c in zip(self.scope, self.scope_classes)][depth:]
         return "_".join((*parts, naming.stable(self.layer.name, self.class_name)))
 
     @property
@@ -65,6 +71,12 @@ class Graph:
     outputs: list[Value]
     nodes: list[Node]  # topological order
     class_name: str = "Functional"
+    # Set for a traced call(): the user's attribute names (id(layer or Variable) -> name), the
+    # forward() argument names, the traced layer and the scope its nodes carry.
+    attributes: dict[int, str] = field(default_factory=dict)
+    input_names: list[str] = field(default_factory=list)
+    layer: Any = None
+    scope: tuple[str, ...] = ()
 
     @property
     def stable_name(self) -> str:

@@ -1,0 +1,195 @@
+"""Custom layers and Lambda layers, traced: exact, one class per custom class, weights trainable."""
+
+import keras
+import numpy as np
+import pytest
+import torch
+from exactness import assert_exact, random_inputs
+from keras import layers, ops
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+def assert_trainable_like_keras(model, conversion):
+    """Same parameter count as Keras, and a backward pass reaches every parameter."""
+    module = conversion.build()
+    keras_params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    torch_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert torch_params == keras_params
+    module.train()
+    inputs = [
+        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
+        for spec, a in zip(conversion.inputs, random_inputs(model))
+    ]
+    outputs = module(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    sum(o.float().square().sum() for o in outputs).backward()
+    missing = [name for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    return module
+
+
+# -- layers used below ------------------------------------------------------------------------------
+class Residual(layers.Layer):
+    """Inner layers kept under the user's attribute names, a keras.ops add."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense_proj = layers.Dense(units, activation="relu")
+        self.dense_out = layers.Dense(units)
+
+    def call(self, x):
+        return self.dense_out(self.dense_proj(x)) + x
+
+
+class Scale(layers.Layer):
+    """Weights of its own (add_weight): a trainable one and a non-trainable one."""
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gamma")
+        self.offset = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return x * self.gamma + self.offset
+
+
+class PositionalEmbedding(layers.Layer):
+    """keras-io's token + position embedding: the positions come from ops.arange on a shape."""
+
+    def __init__(self, sequence_length, vocab_size, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.token_embeddings = layers.Embedding(vocab_size, dim)
+        self.position_embeddings = layers.Embedding(sequence_length, dim)
+
+    def call(self, inputs):
+        length = ops.shape(inputs)[-1]
+        positions = ops.arange(0, length, 1)
+        return self.token_embeddings(inputs) + self.position_embeddings(positions)
+
+
+class Noisy(layers.Layer):
+    """A training branch: dropout only while training."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4)
+        self.dropout = layers.Dropout(0.5)
+
+    def call(self, x, training=None):
+        return self.dropout(self.dense(x), training=training)
+
+
+class TwoBranches(layers.Layer):
+    """Nested custom layers: two instances of one custom class inside another custom class."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.left = Noisy()
+        self.right = Noisy()
+
+    def call(self, x, training=None):
+        return self.left(x, training=training) - self.right(x)
+
+
+class SqueezeExcite(layers.Layer):
+    """Channel attention on images: convolutions inside (channels-first in torch)."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = layers.GlobalAveragePooling2D(keepdims=True)
+        self.reduce = layers.Conv2D(channels // 2, 1, activation="relu")
+        self.expand = layers.Conv2D(channels, 1, activation="sigmoid")
+
+    def call(self, x):
+        return x * self.expand(self.reduce(self.pool(x)))
+
+
+# -- tests ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_custom_layers_become_classes_with_user_attribute_names(fmt):
+    inputs = keras.Input((6,))
+    x = Residual(6)(inputs)
+    x = Residual(6)(x)
+    model = keras.Model(inputs, Scale()(x))
+    conversion, error = assert_exact(model, fmt)
+    code = conversion.code
+    assert code.count("class Residual(nn.Module):") == 1  # one class, two instances
+    assert "self.residual = Residual()" in code and "self.residual_1 = Residual()" in code
+    assert "self.dense_proj = nn.Linear(6, 6)" in code and "self.dense_out = nn.Linear(6, 6)" in code
+    assert "self.gamma = nn.Parameter(torch.empty(6))" in code
+    assert "self.offset = nn.Buffer(torch.empty(6))" in code
+    assert "nn.init.ones_(self.gamma)" in code  # the Keras initialiser add_weight got
+    assert "residual.dense_proj.weight" in conversion.state_dict
+    module = assert_trainable_like_keras(model, conversion)
+    np.testing.assert_array_equal(module.scale.gamma.detach().numpy(), model.layers[-1].gamma.numpy())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_positional_embedding_on_arange_stays_trainable(fmt):
+    inputs = keras.Input((7,), dtype="int32")
+    model = keras.Model(inputs, PositionalEmbedding(7, 12, 4)(inputs))
+    conversion, _ = assert_exact(model, fmt)
+    assert "self.position_embeddings = nn.Embedding(7, 4)" in conversion.code
+    assert "torch.arange(7, device=" in conversion.code
+    assert_trainable_like_keras(model, conversion)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_nested_custom_layers_and_training_branches(fmt):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, TwoBranches()(inputs))
+    conversion, _ = assert_exact(model, fmt)
+    code = conversion.code
+    assert code.index("class Noisy(nn.Module):") < code.index("class TwoBranches(nn.Module):")
+    assert "self.left = Noisy()" in code and "self.right = Noisy()" in code
+    assert "nn.Dropout(p=0.5)" in code  # active under module.train(), as Keras's training=True
+    assert_trainable_like_keras(model, conversion)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_shared_custom_layer_is_one_instance(fmt):
+    inputs = keras.Input((6,))
+    shared = Residual(6, name="shared")
+    model = keras.Model(inputs, shared(shared(inputs)))
+    conversion, _ = assert_exact(model, fmt)
+    assert conversion.code.count("self.shared = Residual()") == 1
+    assert conversion.code.count("self.shared(") == 2
+    assert_trainable_like_keras(model, conversion)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_squeeze_excite_between_convolutions(fmt):
+    inputs = keras.Input((8, 8, 4))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)
+    x = SqueezeExcite(4)(x)
+    model = keras.Model(inputs, layers.Conv2D(2, 1)(x))
+    conversion, _ = assert_exact(model, fmt)
+    assert "self.reduce = nn.Conv2d(4, 2, kernel_size=1)" in conversion.code
+    assert_trainable_like_keras(model, conversion)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_uses_of_one_class_with_other_sizes_get_distinct_classes(fmt):
+    inputs = keras.Input((6,))
+    x = Residual(6)(inputs)
+    x = layers.Dense(3)(x)
+    model = keras.Model(inputs, Residual(3)(x))
+    conversion, _ = assert_exact(model, fmt)
+    assert "class Residual(nn.Module):" in conversion.code
+    assert "class Residual2(nn.Module):" in conversion.code
+    assert "self.residual_1 = Residual2()" in conversion.code
+
+
+def test_one_comparison_row_per_custom_layer_call():
+    inputs = keras.Input((6,))
+    x = Residual(6, name="block")(inputs)
+    model = keras.Model(inputs, layers.Dense(2, name="head")(x))
+    conversion, _ = assert_exact(model)
+    assert [trace.keras_name for trace in conversion.traces] == ["block", "head"]
+    assert conversion.traces[0].modules == ("block",)
+    seen = []
+    module = conversion.build_traced(lambda index, tensor: seen.append(index))
+    module(torch.zeros(2, 6))
+    assert seen == [0, 1]
