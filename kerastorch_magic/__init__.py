@@ -6,6 +6,7 @@ Public API (DESIGN.md §3): :func:`convert`, :func:`compare`, :class:`Conversion
 
 from .compare import Comparison, compare
 from .conversion import Conversion, convert
+from .files import convert_file
 from .registry import (
     ConversionError,
     Converted,
@@ -26,6 +27,7 @@ __all__ = [
     "Submodule",
     "compare",
     "convert",
+    "convert_file",
     "converter",
     "supported_layers",
 ]

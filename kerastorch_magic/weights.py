@@ -107,18 +107,33 @@ def check_writable(raw: str) -> Path:
 def write(state_dict: dict, path: Path) -> None:
     """Write atomically (temporary file + rename): a failure keeps any previous file intact."""
     kind = _format(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(
+            path,
+            lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "generator": "kerastorch_magic"}),
+        )
+    else:
+        import torch
+
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def atomic_write(path: Path, write_to) -> None:
+    """``write_to(temporary path)`` in ``path``'s directory, then rename it to ``path``.
+
+    Readers see the old file or the new one, never half of one; on failure the temporary file is
+    removed. The file gets the usual permissions (``mkstemp`` makes it private to its owner).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        if kind == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, tmp, metadata={"format": "pt", "generator": "kerastorch_magic"})
-        else:
-            import torch
-
-            torch.save(tensors, tmp)
+        write_to(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -140,12 +155,15 @@ def loading_lines(instance: str, class_name: str, path: Path | None, raw_path: s
             f"{instance}.load_state_dict(globals()[{_literal(STORE_NAME)}][{_literal(class_name)}])",
         ]
     shown = raw_path if raw_path and not raw_path.startswith("~") else str(path)
-    if _format(path) == "safetensors":
-        return "from safetensors.torch import load_file", [
-            "# The Keras weights, written by %%keras2torch --weights (survives a kernel restart).",
-            f"{instance}.load_state_dict(load_file({_literal(shown)}))",
-        ]
-    return "import torch", [
+    import_line, state = load_expression(path, _literal(shown))
+    return import_line, [
         "# The Keras weights, written by %%keras2torch --weights (survives a kernel restart).",
-        f"{instance}.load_state_dict(torch.load({_literal(shown)}, weights_only=True))",
+        f"{instance}.load_state_dict({state})",
     ]
+
+
+def load_expression(path: Path, source: str) -> tuple[str, str]:
+    """(import line, expression reading the state_dict from ``source``, a Python expression)."""
+    if _format(path) == "safetensors":
+        return "from safetensors.torch import load_file", f"load_file({source})"
+    return "import torch", f"torch.load({source}, weights_only=True)"
