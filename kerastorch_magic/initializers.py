@@ -110,3 +110,11 @@ def _variance_scaling(name: str, options: dict) -> tuple[float, str, str] | None
             options.get("distribution", "truncated_normal"),
         )
     return None
+
+
+def unit_forget_bias_lines(param: str, units: int) -> list[str]:
+    """Keras LSTM ``unit_forget_bias=True``: the forget gate's bias block (the second) starts at 1."""
+    return [
+        "# Keras unit_forget_bias: the forget gate's bias starts at 1",
+        f"nn.init.ones_({{m}}.{param}[{units}:{2 * units}])",
+    ]

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from exactness import assert_exact, unwrap
 
-import kerastorch_magic as k2t
-
 FORMATS = ["channels_first", "channels_last"]
 L = keras.layers
 
@@ -173,19 +171,25 @@ def test_global_pooling_keepdims_output_stays_channels_first():
     assert conversion.outputs[0].torch_shape[1:] == (4, 1, 1)
 
 
-def test_masked_global_average_is_refused_by_name(monkeypatch):
-    """A Keras mask reaches GlobalAveragePooling1D as a second input; refuse it, naming the layer."""
-    from kerastorch_magic import registry
-
-    def stand_in(call):  # the mask-computing layers/ops may have no converter of their own (yet)
-        return registry.Converted([], [call.output_spec(tuple(range(len(call.output_shapes[0]))))])
-
-    stand_in.operations = True  # NotEqual and Any are keras.ops calls
-
-    for name in ("Masking", "NotEqual", "Any"):
-        if registry.find(name) is None:
-            monkeypatch.setitem(registry._REGISTRY, name, stand_in)
-    model = tiny((5, 3), L.Masking(), L.GlobalAveragePooling1D(name="gap"))
-    with pytest.raises(k2t.ConversionError, match="'gap'.*GlobalAveragePooling1D.*mask") as error:
-        k2t.convert(model)
-    assert ("gap", "GlobalAveragePooling1D") in error.value.layers
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masked_global_pooling_1d(fmt):
+    """Keras averages over unmasked steps only; GlobalMaxPooling1D ignores the mask."""
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 4, mask_zero=True, name="embedding")(tokens)
+    conv = L.Conv1D(4, 1, name="conv")(embedded)  # channels-first in torch: the mask spreads over dim 2
+    values = keras.Input((6, 3), name="values")
+    masked = L.Masking(0.5, name="masking")(values)
+    outputs = [
+        L.GlobalAveragePooling1D(name="gap")(embedded),
+        L.GlobalAveragePooling1D(keepdims=True, name="gap_keep")(embedded),
+        L.GlobalMaxPooling1D(name="gmp")(embedded),
+        L.GlobalAveragePooling1D(name="gap_masking")(masked),
+        L.GlobalAveragePooling1D(name="gap_conv")(L.Masking(0.0, name="remask")(conv)),
+    ]
+    model = keras.Model([tokens, values], outputs)
+    # Padding at the end and holes (a fully padded row averages 0 / 0 = nan in both: left out).
+    ids = np.array([[1, 2, 3, 0, 0, 0], [4, 0, 5, 6, 0, 7], [0, 3, 0, 2, 1, 0]], dtype="int32")
+    floats = np.random.default_rng(0).normal(size=(3, 6, 3)).astype("float32")
+    floats[0, 2:], floats[1, 1], floats[2, 4] = 0.5, 0.5, 0.5
+    conversion, _ = assert_exact(model, fmt, inputs=[ids, floats])
+    assert "Keras averages over the unmasked steps only" in conversion.code

@@ -99,13 +99,6 @@ def convert_pooling(call: LayerCall) -> Converted:
     channels_first=True,
 )  # fmt: skip
 def convert_global_pooling(call: LayerCall) -> Converted:
-    arguments = getattr(call.node.keras_node, "arguments", None)
-    mask = getattr(arguments, "kwargs", {}).get("mask") if arguments is not None else None
-    if mask is not None or len(call.inputs) != 1:
-        raise call.unsupported(
-            "its input carries a Keras mask (from Embedding(mask_zero=True) or Masking), which makes "
-            "the average skip masked steps; masked averages are not supported"
-        )
     spec = call.inputs[0]
     rank = spec.rank
     if call.config.get("data_format", "channels_last") == "channels_first":
@@ -115,8 +108,24 @@ def convert_global_pooling(call: LayerCall) -> Converted:
     # Reduce over wherever the spatial axes sit in torch: no permute needed in any layout.
     dims = sorted(spec.torch_dim(axis) for axis in spatial)
     keepdims = bool(call.config.get("keepdims", False))
+    keep = ", keepdim=True" if keepdims else ""
+    out_perm = spec.perm if keepdims else (0, 1)
+    masks = call.argument_inputs("mask")
+    if masks:  # only GlobalAveragePooling1D takes a mask (GlobalMaxPooling1D ignores it)
+        return _masked_average(call, masks[0], dims[0], keep, out_perm)
     method = "mean" if "Average" in call.class_name else "amax"
     dim = str(dims[0]) if len(dims) == 1 else "(" + ", ".join(str(d) for d in dims) + ")"
-    expr = f"{{x}}.{method}(dim={dim}{', keepdim=True' if keepdims else ''})"
-    out_perm = spec.perm if keepdims else (0, 1)
-    return Converted([Step(expr)], [call.output_spec(out_perm)])
+    return Converted([Step(f"{{x}}.{method}(dim={dim}{keep})")], [call.output_spec(out_perm)])
+
+
+def _masked_average(call: LayerCall, index: int, dim: int, keep: str, out_perm) -> Converted:
+    """Keras's masked mean over the steps: masked steps count neither in the sum nor in the divisor."""
+    mask = "{x" + str(index) + "}"
+    if call.inputs[index].dtype != "bool":
+        mask += ".bool()"
+    # The (N, T) mask broadcast against the input's torch layout: T where the steps are.
+    spread = ", ".join(":" if d in (0, dim) else "None" for d in range(call.inputs[0].rank))
+    mask = f"{mask}[{spread}]"
+    expr = f"torch.where({mask}, {{x0}}, 0.0).sum(dim={dim}{keep}) / {mask}.sum(dim={dim}{keep})"
+    comment = "Keras averages over the unmasked steps only (mask from Embedding(mask_zero)/Masking)"
+    return Converted([Step(expr, comment)], [call.output_spec(out_perm)])

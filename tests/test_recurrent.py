@@ -1,0 +1,277 @@
+"""Recurrent layers against Keras: SimpleRNN, LSTM, GRU, RNN cells, Bidirectional, TimeDistributed.
+
+Random weights, random inputs; masks with padding at the end, holes in the middle and fully
+masked rows; both input formats.
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import torch
+from exactness import RTOL, assert_exact, randomise_weights, unwrap
+from test_activations import assert_each_output_exact
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+L = keras.layers
+
+# Zeros at the end, in the middle, a fully padded row and a leading zero.
+PADDED_IDS = np.array(
+    [[1, 2, 3, 0, 0, 0], [4, 0, 5, 6, 0, 7], [0, 0, 0, 0, 0, 0], [0, 3, 0, 2, 1, 0]], dtype="int32"
+)
+
+
+def _masked_floats(seed=0):
+    """(4, 6, 3) floats whose all-zero steps follow PADDED_IDS (for Masking(0.0))."""
+    values = np.random.default_rng(seed).normal(size=(4, 6, 3)).astype("float32")
+    return values * (PADDED_IDS != 0)[..., None]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_recurrent_layer_options(fmt):
+    x = keras.Input((5, 3), name="sequence")
+    conv = L.Conv1D(3, 2, padding="same", name="conv")(x)  # channels-first in torch when fmt says so
+    lstm_state = L.LSTM(4, return_state=True, name="lstm_state")(x)
+    gru_state = L.GRU(3, return_state=True, return_sequences=True, name="gru_state")(x)
+    branches = {
+        "LSTM": L.LSTM(4, name="lstm")(x),
+        "LSTM sequences": L.LSTM(4, return_sequences=True, name="lstm_seq")(x),
+        "LSTM go_backwards": L.LSTM(4, return_sequences=True, go_backwards=True, name="lstm_back")(x),
+        "LSTM unroll": L.LSTM(4, unroll=True, name="lstm_unroll")(x),
+        "LSTM no bias": L.LSTM(4, use_bias=False, return_sequences=True, name="lstm_nobias")(x),
+        "LSTM relu, hard_sigmoid": L.LSTM(
+            4, activation="relu", recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_act"
+        )(x),
+        "LSTM dropout": L.LSTM(4, dropout=0.3, recurrent_dropout=0.2, name="lstm_drop")(x),
+        "LSTM after Conv1D": L.LSTM(4, name="lstm_conv")(conv),
+        "GRU": L.GRU(4, name="gru")(x),
+        "GRU reset_after=False": L.GRU(4, reset_after=False, return_sequences=True, name="gru_before")(x),
+        "GRU no bias": L.GRU(4, use_bias=False, name="gru_nobias")(x),
+        "GRU no bias reset_after=False": L.GRU(4, use_bias=False, reset_after=False, name="gru_nb_before")(x),
+        "GRU leaky_relu go_backwards": L.GRU(
+            3, activation="leaky_relu", go_backwards=True, return_sequences=True, name="gru_leaky"
+        )(x),
+        "SimpleRNN": L.SimpleRNN(4, return_sequences=True, name="rnn")(x),
+        "SimpleRNN relu": L.SimpleRNN(4, activation="relu", name="rnn_relu")(x),
+        "SimpleRNN elu no bias": L.SimpleRNN(4, activation="elu", use_bias=False, name="rnn_elu")(x),
+        "LSTM state output": lstm_state[0],
+        "LSTM state h": lstm_state[1],
+        "LSTM state c": lstm_state[2],
+        "GRU state sequences": gru_state[0],
+        "GRU state h": gru_state[1],
+    }
+    model = keras.Model(x, list(branches.values()))
+    conversion, errors = assert_each_output_exact(model, fmt, list(branches))
+    code = unwrap(conversion.code)
+    assert "self.lstm = nn.LSTM(3, 4, batch_first=True)" in code
+    assert "self.gru = nn.GRU(3, 4, batch_first=True)" in code
+    assert "self.gru_nobias = nn.GRU(3, 4, batch_first=True, bias=False)" in code
+    assert "self.lstm_nobias = nn.LSTM(3, 4, batch_first=True, bias=False)" in code
+    assert 'nn.RNN(3, 4, batch_first=True, nonlinearity="relu")' in code
+    assert "GRUCellWithOptions(3, 4, activation=torch.tanh, recurrent_activation=torch.sigmoid, " in code
+    assert "activation=F.relu, recurrent_activation=F.hardsigmoid" in code
+    assert "activation=lambda x: F.leaky_relu(x, negative_slope=0.2)" in code
+    assert "gate blocks reordered from Keras's z, r, h to torch's r, z, n" in code
+    assert "recurrent_dropout" in code and "training=self.training" in code
+    # Keras's initialisers: orthogonal recurrent kernels, unit_forget_bias.
+    assert re.search(r"nn\.init\.orthogonal_\(\s*\w+\.weight_hh_l0", code)
+    assert re.search(r"nn\.init\.ones_\(\s*[\w.]+\.bias_ih_l0\[4:8\]\)", code)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masked_recurrent_layers(fmt):
+    """Embedding(mask_zero=True): padding at the end, holes, fully masked rows."""
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 3, mask_zero=True, name="embedding")(tokens)
+    lstm_state = L.LSTM(4, return_state=True, name="lstm_state")(embedded)
+    branches = {
+        "LSTM": L.LSTM(4, name="lstm")(embedded),
+        "LSTM sequences": L.LSTM(4, return_sequences=True, name="lstm_seq")(embedded),
+        "GRU go_backwards": L.GRU(4, return_sequences=True, go_backwards=True, name="gru_back")(embedded),
+        "GRU reset_after=False": L.GRU(4, reset_after=False, return_sequences=True, name="gru_before")(
+            embedded
+        ),
+        "GRU reset_after=False last": L.GRU(4, reset_after=False, name="gru_before_last")(embedded),
+        "SimpleRNN": L.SimpleRNN(3, name="rnn")(embedded),
+        "SimpleRNN softsign sequences": L.SimpleRNN(
+            3, activation="softsign", return_sequences=True, go_backwards=True, name="rnn_softsign"
+        )(embedded),
+        "LSTM state output": lstm_state[0],
+        "LSTM state h": lstm_state[1],
+        "LSTM state c": lstm_state[2],
+        "stacked": L.LSTM(3, name="top")(L.GRU(4, return_sequences=True, name="bottom")(embedded)),
+    }
+    model = keras.Model(tokens, list(branches.values()))
+    conversion, _ = assert_each_output_exact(model, fmt, list(branches), inputs=[PADDED_IDS])
+    code = unwrap(conversion.code)
+    assert "keras_masked_rnn(self.lstm, embedding, " in code
+    assert "pack_padded_sequence" in code
+    assert "keras_rnn_loop(self.gru_before, embedding, mask=" in code
+
+
+def test_mask_propagates_through_return_sequences():
+    """LSTM(return_sequences=True) hands the mask on: the pooling after it averages unmasked steps."""
+    tokens = keras.Input((6,), dtype="int32")
+    embedded = L.Embedding(10, 3, mask_zero=True)(tokens)
+    sequence = L.Bidirectional(L.LSTM(4, return_sequences=True))(embedded)
+    model = keras.Model(tokens, L.GlobalAveragePooling1D()(L.GRU(4, return_sequences=True)(sequence)))
+    # No fully padded row here: its masked average is 0 / 0 in Keras too.
+    assert_exact(model, inputs=[PADDED_IDS[[0, 1, 3]]])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masking_layer_feeds_recurrent_layers(fmt):
+    values = keras.Input((6, 3), name="values")
+    masked = L.Masking(0.0, name="masking")(values)
+    branches = {
+        "masked": masked,
+        "LSTM": L.LSTM(4, name="lstm")(masked),
+        "GRU sequences": L.GRU(4, return_sequences=True, name="gru")(masked),
+        "Bidirectional": L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi")(masked),
+    }
+    model = keras.Model(values, list(branches.values()))
+    assert_each_output_exact(model, fmt, list(branches), inputs=[_masked_floats()])
+
+
+MERGE_MODES = ["concat", "sum", "mul", "ave", None]
+
+
+@pytest.mark.parametrize("merge_mode", MERGE_MODES)
+def test_bidirectional_merge_modes(merge_mode):
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 3, mask_zero=True, name="embedding")(tokens)
+    sequence = keras.Input((6, 3), name="sequence")
+    outputs = {}
+
+    def add(label, result):
+        for i, tensor in enumerate(result if isinstance(result, (list, tuple)) else [result]):
+            outputs[f"{label} {i}"] = tensor
+
+    for source, x in (("masked", embedded), ("plain", sequence)):
+        add(f"{source} LSTM seq", L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode)(x))
+        add(f"{source} GRU last", L.Bidirectional(L.GRU(3), merge_mode)(x))
+        add(
+            f"{source} GRU reset_after=False seq",
+            L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True), merge_mode)(x),
+        )
+        add(
+            f"{source} SimpleRNN relu last", L.Bidirectional(L.SimpleRNN(3, activation="relu"), merge_mode)(x)
+        )
+    model = keras.Model([tokens, sequence], list(outputs.values()))
+    inputs = [PADDED_IDS, np.random.default_rng(3).normal(size=(4, 6, 3)).astype("float32")]
+    conversion, _ = assert_each_output_exact(model, "channels_first", list(outputs), inputs=inputs)
+    assert "bidirectional=True" in conversion.code
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bidirectional_states_backward_layer_initial_state(masked):
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 3, mask_zero=masked, name="embedding")(tokens)
+    h = keras.Input((3,), name="h")
+    c = keras.Input((3,), name="c")
+    states = L.Bidirectional(L.LSTM(3, return_state=True, return_sequences=True), name="states")(embedded)
+    backward = L.Bidirectional(
+        L.LSTM(3, return_sequences=True),
+        backward_layer=L.GRU(3, go_backwards=True, return_sequences=True),
+        name="mixed",
+    )(embedded)
+    started = L.Bidirectional(L.LSTM(3), merge_mode="sum", name="started")(
+        embedded, initial_state=[h, c, c, h]
+    )
+    model = keras.Model([tokens, h, c], [*states, backward, started])
+    rng = np.random.default_rng(2)
+    inputs = [PADDED_IDS, *(rng.normal(size=(4, 3)).astype("float32") for _ in range(2))]
+    labels = ["sequence", "h fwd", "c fwd", "h bwd", "c bwd", "backward_layer GRU", "initial_state"]
+    assert_each_output_exact(model, "channels_first", labels, inputs=inputs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_encoder_decoder_initial_state(masked):
+    """seq2seq: the encoder's final states start the decoder (another input, another branch)."""
+    source = keras.Input((6,), dtype="int32", name="source")
+    target = keras.Input((5,), dtype="int32", name="target")
+    encoded = L.Embedding(10, 4, mask_zero=masked, name="source_embedding")(source)
+    _, h, c = L.LSTM(5, return_state=True, name="encoder")(encoded)
+    decoded = L.Embedding(10, 4, mask_zero=masked, name="target_embedding")(target)
+    sequence = L.LSTM(5, return_sequences=True, name="decoder")(decoded, initial_state=[h, c])
+    gru_sequence = L.GRU(5, return_sequences=True, reset_after=False, name="gru_decoder")(
+        decoded, initial_state=[h]
+    )
+    model = keras.Model([source, target], [L.Dense(7, name="logits")(sequence), gru_sequence])
+    target_ids = np.array([[1, 2, 0, 0, 0], [3, 0, 4, 0, 5], [0, 0, 0, 0, 0], [6, 7, 8, 9, 1]], dtype="int32")
+    conversion, _ = assert_exact(model, inputs=[PADDED_IDS, target_ids])
+    assert "(h.unsqueeze(0), c.unsqueeze(0))" in unwrap(conversion.code).replace("encoder_1", "h").replace(
+        "encoder_2", "c"
+    )
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_rnn_with_builtin_cells(masked):
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 3, mask_zero=masked, name="embedding")(tokens)
+    branches = {
+        "LSTMCell": L.RNN(L.LSTMCell(4), name="lstm_cell")(embedded),
+        "GRUCell sequences": L.RNN(L.GRUCell(4), return_sequences=True, name="gru_cell")(embedded),
+        "SimpleRNNCell backwards": L.RNN(
+            L.SimpleRNNCell(3), go_backwards=True, return_sequences=True, name="rnn_cell"
+        )(embedded),
+        "StackedRNNCells": L.RNN(
+            L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(3, reset_after=False), L.SimpleRNNCell(2)]),
+            return_sequences=True,
+            name="stacked",
+        )(embedded),
+        "StackedRNNCells backwards": L.RNN(
+            L.StackedRNNCells([L.GRUCell(4), L.LSTMCell(3)]), go_backwards=True, name="stacked_back"
+        )(embedded),
+    }
+    model = keras.Model(tokens, list(branches.values()))
+    assert_each_output_exact(model, "channels_first", list(branches), inputs=[PADDED_IDS])
+
+
+def test_refusals_name_layer_and_option():
+    x = keras.Input((4, 3), batch_size=2)
+    model = keras.Model(x, L.LSTM(3, stateful=True, name="remembering")(x))
+    with pytest.raises(k2t.ConversionError, match=r"'remembering' \(LSTM\): stateful=True"):
+        k2t.convert(model)
+
+    class MinimalCell(L.Layer):
+        state_size = 3
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], 3))
+
+        def call(self, inputs, states):
+            output = keras.ops.matmul(inputs, self.kernel) + states[0]
+            return output, [output]
+
+    y = keras.Input((4, 3))
+    model = keras.Model(y, L.RNN(MinimalCell(), name="custom")(y))
+    with pytest.raises(k2t.ConversionError, match=r"'custom' \(RNN\): cell MinimalCell is not a built-in"):
+        k2t.convert(model)
+
+
+def test_backward_pass_reaches_every_parameter():
+    tokens = keras.Input((6,), dtype="int32")
+    embedded = L.Embedding(10, 3, mask_zero=True)(tokens)
+    x = L.Bidirectional(L.LSTM(4, return_sequences=True))(embedded)
+    x = L.GRU(4, reset_after=False, return_sequences=True)(x)
+    x = L.Bidirectional(L.GRU(3), merge_mode="ave")(x)
+    model = keras.Model(tokens, L.Dense(2)(x))
+    randomise_weights(model, inputs=[PADDED_IDS])
+    module = k2t.convert(model).build().train()
+    module(torch.from_numpy(PADDED_IDS)).square().sum().backward()
+    missing = [name for name, p in module.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # bias_hh of the torch modules is a real (zero-initialised) parameter: it trains too.
+    assert not missing, missing
+
+
+def test_long_sequence_accumulation():
+    """Length 200: round-off accumulates over the steps; recorded, still within 1e-5."""
+    x = keras.Input((200, 8))
+    model = keras.Model(x, [L.LSTM(16, return_sequences=True)(x), L.GRU(16)(x)])
+    inputs = [np.random.default_rng(5).normal(size=(2, 200, 8)).astype("float32")]
+    _, error = assert_exact(model, inputs=inputs)
+    assert error <= RTOL  # measured ~4e-7 (float32 sums in a different order each step)
