@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job: set up (scripts/setup.sh), then execute notebooks/01_quickstart.ipynb
-# headlessly on the venv's kernel and write out/01_quickstart.html (the generated cells and the
-# comparisons included). Each cell that %%keras2torch generates is inserted below its magic cell
-# and run, as in JupyterLab (scripts/jupyterlab_cells.py: nbconvert alone ignores set_next_input).
+# headlessly on the venv's kernel with plain `jupyter nbconvert --execute` and write
+# out/01_quickstart.html. Nothing special is needed: %%keras2torch defines the class and instance it
+# generates, and its output carries the generated code and the comparison.
 #
 #   bash scripts/quickstart.sh            # set up, run, write out/01_quickstart.html
 #   bash scripts/quickstart.sh --no-setup # skip the set-up step (already done)
@@ -13,7 +13,7 @@ if [ "${1:-}" != "--no-setup" ]; then
   bash scripts/setup.sh
 fi
 
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}" KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
+export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}"
 mkdir -p out
 start=$(date +%s)
 # The kernel is "python3", which jupyter_client resolves to the interpreter running nbconvert:
@@ -21,18 +21,17 @@ start=$(date +%s)
 # not stored, so the HTML shows each comparison's static table (self-contained, no widget
 # JavaScript fetched from a CDN) instead of an empty widget placeholder.
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
-# Drop the start-up chatter of the kernel and TensorFlow, and nbclient's note that nothing here
-# answers the magic's comm (that is the JupyterLab extension's job); keep everything else.
+# Drop the kernel's note on its local TCP transport and nbclient's note that nothing here answers
+# the magic's comm (that is the JupyterLab extension's job); keep everything else.
 quiet() {
-  grep -v -E "Kernel is running over TCP|absl::InitializeLog|oneDNN custom operations|No handler found for comm target 'keras2torch'|^\s*$" >&2 || true
+  grep -v -E "Kernel is running over TCP|No handler found for comm target 'keras2torch'|^\s*$" >&2 || true
 }
 .venv/bin/jupyter nbconvert --execute --to notebook --output-dir out \
-  --config scripts/jupyterlab_cells.py --ExecutePreprocessor.timeout=600 \
-  --ExecutePreprocessor.store_widget_state=False \
+  --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=False \
   notebooks/01_quickstart.ipynb 2>&1 | quiet
 .venv/bin/jupyter nbconvert --to html out/01_quickstart.ipynb 2>&1 | quiet
 echo
 echo "Quickstart executed in $(($(date +%s) - start)) s."
-echo "  HTML (generated cells and comparisons): $(pwd)/out/01_quickstart.html"
-echo "  Executed notebook:                      $(pwd)/out/01_quickstart.ipynb"
+echo "  HTML (generated code and comparisons): $(pwd)/out/01_quickstart.html"
+echo "  Executed notebook:                     $(pwd)/out/01_quickstart.ipynb"
 echo "Work through it in JupyterLab:  .venv/bin/jupyter lab notebooks/01_quickstart.ipynb"
