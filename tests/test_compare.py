@@ -516,3 +516,33 @@ def test_comparison_runs_on_cuda():
     result = k2t.compare(model, k2t.convert(model))
     assert result.info.torch_device.startswith("cuda")
     assert result.ok, result.to_dataframe()
+
+
+# --------------------------------------------------------------------------------------------------
+# one source of truth: converter names, activations
+# --------------------------------------------------------------------------------------------------
+def test_rows_name_their_converter():
+    model = small_cnn()
+    frame = k2t.compare(model, k2t.convert(model), device="cpu").to_dataframe()
+    converters = dict(zip(frame["keras_class"], frame["converter"]))
+    assert converters["Conv2D"] == "converters.conv.convert_conv"
+    assert converters["Dense"] == "converters.core.convert_dense"
+    assert converters["BatchNormalization"].startswith("converters.normalization.")
+    own = k2t.compare(model, PyTorchModelBN(), mapping={"conv2d": "conv"}, device="cpu").to_dataframe()
+    assert set(own["converter"]) == {""}  # a hand port: no converter wrote it
+
+
+def test_fused_activations_come_from_the_converters_table():
+    """compare applies exactly the activations convert writes: every template, checked against Keras."""
+    from kerastorch_magic.compare.mapping import torch_activations
+    from kerastorch_magic.converters import activations
+
+    table = torch_activations()
+    expected = {name for name, entry in activations._ACTIVATIONS.items() if entry.helper is None}
+    assert set(table) == expected
+    assert {"celu", "soft_shrink", "hard_tanh", "log_sigmoid"} <= set(table)  # the old copy lacked these
+    x = np.random.default_rng(0).normal(scale=3.0, size=(4, 6)).astype("float32")
+    for name, function in table.items():
+        want = keras.ops.convert_to_numpy(keras.activations.get(name)(x))
+        got = x if function is None else function(torch.from_numpy(x)).numpy()
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6), name

@@ -84,17 +84,26 @@ def _conversion_rows(conversion, graph: Graph) -> list[Row]:
     rows = []
     for trace in conversion.traces:
         node = ours[id(trace.node)]
-        spec = registry.spec_of(node)
         rows.append(
             Row(
                 trace.index,
                 node,
                 trace.output_index,
                 ", ".join(trace.modules),
-                converter=spec.name if spec is not None else "",
+                converter=_converter_name(node),
             )
         )
     return rows
+
+
+def _converter_name(node: Node) -> str:
+    """``converters.conv.convert_conv``: the function that wrote this layer's code."""
+    found = registry.find(node.class_name, node.is_operation)
+    if found is None:
+        return ""
+    function = getattr(found, "function", found)  # a registry entry, or the function itself
+    module = function.__module__.removeprefix(registry.__name__.rsplit(".", 1)[0] + ".")
+    return f"{module}.{function.__qualname__}"
 
 
 class ConversionPlan:

@@ -121,10 +121,11 @@ class Reporter:
         self.done += 1
         self._send(force=self.done == self.total)
 
-    def finish(self) -> None:
+    def finish(self, compared: int) -> None:
+        """The last line: how many layer outputs were compared, in how long."""
         if self.report is not None:
             now = time.perf_counter()
-            self.report(Progress(self.phase, self.total, self.total, now - self.started, 0.0, finished=True))
+            self.report(Progress(self.phase, compared, compared, now - self.started, 0.0, finished=True))
 
     def _send(self, force: bool) -> None:
         if self.report is None:

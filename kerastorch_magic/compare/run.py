@@ -118,9 +118,10 @@ def compare(
                 best = run
             if run.error is None:
                 break
-        if not isolate and best.error is None and _beyond(best.layers, tolerance):
-            drift = _drift_check(graph, best.plan, arrays, reporter)
-    reporter.finish()
+        failing = {layer.index for layer in best.layers if layer.status(tolerance) == "fail"}
+        if not isolate and best.error is None and failing:
+            drift = _drift_check(graph, best.plan, arrays, reporter, failing)
+    reporter.finish(sum(layer.compared for layer in best.layers))
     for layer in best.layers:
         layer.drift = drift
     seconds = {**best.seconds, "total": time.perf_counter() - started}
@@ -154,14 +155,13 @@ def _input_formats(graph: Graph, wanted: str | None) -> list[str]:
     return ["channels_last"]
 
 
-def _beyond(layers: list[LayerResult], tolerance: float) -> bool:
-    return any(layer.status(tolerance) == "fail" for layer in layers)
+def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter, failing: set[int]) -> DriftCheck:
+    """Every layer fed Keras's inputs: its own error, and which rows each row depends on.
 
-
-def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter) -> DriftCheck:
-    """Every layer fed Keras's inputs: its own error, and which rows each row depends on."""
+    The pass stops once the failing rows were seen: the rows after them need no evidence.
+    """
     started = time.perf_counter()
-    run = _Run(graph, plan, arrays, reporter, isolate=True, numbers_only=True, phase="drift check")
+    run = _Run(graph, plan, arrays, reporter, isolate=True, until=failing, phase="drift check")
     run.execute()
     isolated: list[float | None] = [None] * len(plan.rows)
     for index, observed in run.observed.items():
@@ -230,6 +230,10 @@ def _full_float32():
             tf.config.experimental.enable_tensor_float_32_execution(tf_saved)
 
 
+class _Enough(Exception):
+    """Raised by the drift check's tap once it has seen every row it needs."""
+
+
 @dataclass
 class _Observed:
     torch_shape: tuple | None
@@ -249,11 +253,13 @@ class _Run:
         arrays: list[np.ndarray],
         reporter: Reporter,
         isolate: bool = False,
-        numbers_only: bool = False,
+        until: set[int] | None = None,
         phase: str = "comparing",
     ):
+        """``until``: the drift check's mode: keep only numbers, stop once these rows were seen."""
         self.graph, self.plan, self.arrays = graph, plan, arrays
-        self.isolate, self.numbers_only = isolate, numbers_only
+        self.isolate, self.until = isolate, None if until is None else set(until)
+        self.numbers_only = until is not None
         self.reporter, self.phase = reporter, phase
         wanted = {id(plan.rows[i].node.outputs[plan.rows[i].output_index]) for i in plan.wanted()}
         self.keras = keras_side.KerasStepper(graph, arrays, wanted)
@@ -270,10 +276,15 @@ class _Run:
     def execute(self) -> None:
         plan = self.plan
         inputs = plan.torch_inputs(self.arrays)
-        self.reporter.start(self.phase, len(plan.wanted()))
+        wanted = plan.wanted()
+        if self.until is not None:
+            wanted = {index for index in wanted if index <= max(self.until)}
+        self.reporter.start(self.phase, len(wanted))
         started = time.perf_counter()
         try:
             plan.run(self.observe, inputs)
+        except _Enough:
+            pass
         except keras_side.KerasFailure as failure:  # a Keras error is not the port's fault: raise it
             raise failure.error from failure.error.__cause__
         except Exception as error:  # the PyTorch forward raised: keep what was compared so far
@@ -283,8 +294,9 @@ class _Run:
             torch.cuda.synchronize(plan.device)
         forward = time.perf_counter() - started
         keras_during_forward = self.keras.seconds
-        with torch.no_grad():  # (the torch backend of Keras would record gradients otherwise)
-            self.keras.finish()  # the layers no tap asked for: their shapes complete the table
+        if not self.numbers_only:
+            with torch.no_grad():  # (the torch backend of Keras would record gradients otherwise)
+                self.keras.finish()  # the layers no tap asked for: their shapes complete the table
         self.seconds = {
             "keras": self.keras.seconds,
             "torch": max(0.0, forward - keras_during_forward - self._stats_seconds),
@@ -365,4 +377,8 @@ class _Run:
             self._stats_seconds += time.perf_counter() - started
         self.observed[index] = observed
         self.reporter.step()
+        if self.until is not None:
+            self.until.discard(index)
+            if not self.until:
+                raise _Enough
         return replacement

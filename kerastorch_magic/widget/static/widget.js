@@ -71,9 +71,25 @@ function float32At(bytes, offset, count) {
   return new Float32Array(copy.buffer, copy.byteOffset, count);
 }
 
-export function statusOf(row, tolerance, warnFraction) {
+// Per row: it, or a row it reads from, is beyond the tolerance when fed Keras's own inputs (the
+// drift check's evidence: row.irel, row.ifail, row.up). Same rule as DriftCheck.tainted in Python.
+export function taintOf(rows, tolerance) {
+  const tainted = [];
+  for (const row of rows) {
+    const own = Boolean(row.ifail) || (row.irel !== null && row.irel !== undefined && !(row.irel <= tolerance));
+    tainted.push(own || (row.up || []).some((j) => tainted[j]));
+  }
+  return tainted;
+}
+
+// "drift": beyond tolerance end to end, but exact on Keras's inputs all the way up (float32 round-off).
+export function statusOf(row, tolerance, warnFraction, tainted = true) {
   if (!row.cmp) return "skip";
-  if (row.rel === null || row.rel === undefined || !(row.rel <= tolerance)) return "fail";
+  if (row.rel === null || row.rel === undefined) return "fail";
+  if (!(row.rel <= tolerance)) {
+    const checked = Boolean(row.ifail) || (row.irel !== null && row.irel !== undefined);
+    return checked && !tainted ? "drift" : "fail";
+  }
   if (row.rel > tolerance * warnFraction) return "warn";
   return "ok";
 }
@@ -330,7 +346,11 @@ function render({ model, el }) {
     visible: rows.map((_, i) => i),
     range: [-1, -1],
   };
-  const statusOfRow = (row) => statusOf(row, state.tolerance, state.warnFraction);
+  let taint = { tolerance: null, marks: [] };
+  const statusOfRow = (row) => {
+    if (taint.tolerance !== state.tolerance) taint = { tolerance: state.tolerance, marks: taintOf(rows, state.tolerance) };
+    return statusOf(row, state.tolerance, state.warnFraction, taint.marks[row.i]);
+  };
 
   // -- header -------------------------------------------------------------------------------------
   const header = model.get("header") || {};
@@ -493,12 +513,13 @@ function render({ model, el }) {
     for (const [text, cls] of cells) {
       const td = h("td", cls, text);
       if (cls.startsWith("k2t-c-layer") || cls.startsWith("k2t-c-module")) td.title = text;
+      if (cls === "k2t-c-layer" && row.conv) td.title = `${text} · converter: ${row.conv}`;
       if (cls.startsWith("k2t-c-params")) {
         td.title = `Keras ${fmtInt(row.kp)} · PyTorch ${row.tp === null || row.tp === undefined ? "—" : fmtInt(row.tp)}`;
       }
       if (cls === "k2t-c-layer" && row.out) {
         td.prepend(h("span", "k2t-out", "⇥"));
-        td.title = `${text} (a model output)`;
+        td.title = `${text} (a model output)` + (row.conv ? ` · converter: ${row.conv}` : "");
       }
       tr.appendChild(td);
     }
@@ -579,7 +600,7 @@ function render({ model, el }) {
       const row = rows[i];
       if (state.filter === "issues") {
         const status = statusOfRow(row);
-        if (status !== "fail" && status !== "warn") continue;
+        if (status !== "fail" && status !== "drift" && status !== "warn") continue;
       }
       if (query) {
         const haystack = `${row.layer} ${row.cls} ${row.tmod}`.toLowerCase();
@@ -592,7 +613,7 @@ function render({ model, el }) {
   }
 
   function refresh() {
-    const tally = { ok: 0, warn: 0, fail: 0, skip: 0 };
+    const tally = { ok: 0, warn: 0, drift: 0, fail: 0, skip: 0 };
     let first = null;
     for (const row of rows) {
       const status = statusOfRow(row);
@@ -601,31 +622,40 @@ function render({ model, el }) {
     }
     const compared = rows.length - tally.skip;
     const ok = !header.error && compared > 0 && tally.fail === 0;
-    verdict.className = `k2t-verdict ${ok ? "k2t-verdict-ok" : "k2t-verdict-fail"}`;
+    const kind = !ok ? "fail" : tally.drift ? "drift" : "ok";
+    verdict.className = `k2t-verdict k2t-verdict-${kind}`;
     verdictIcon.textContent = ok ? "✔" : "✖";
     if (header.error) {
       verdictText.textContent = "The PyTorch forward pass failed";
     } else if (compared === 0) {
       verdictText.textContent = "Nothing compared: no Keras layer had a PyTorch counterpart";
+    } else if (ok && tally.drift) {
+      verdictText.textContent =
+        `No conversion error: every layer matches fed Keras's inputs; ${tally.drift} of ${compared} ` +
+        "drift end to end (float32 round-off)";
+      verdictText.title = header.summary || "";
     } else if (ok) {
       verdictText.textContent = `All ${compared} compared layer outputs match`;
     } else {
       verdictText.textContent = `${tally.fail} of ${compared} layer outputs differ — first: ${first.layer} (${first.cls})`;
     }
     counts.replaceChildren();
-    for (const status of ["ok", "warn", "fail", "skip"]) {
+    for (const status of ["ok", "warn", "drift", "fail", "skip"]) {
       if (!tally[status] && status !== "ok") continue;
       const badge = h("span", `k2t-badge k2t-badge-${status}`, `${tally[status]} ${status}`);
       badge.title = {
         ok: "relative error within a tenth of the tolerance",
         warn: "within the tolerance, but above a tenth of it",
+        drift:
+          "above the tolerance end to end, but within it fed Keras's own inputs, as is every layer " +
+          "before it: float32 round-off amplified through the layers, not a conversion error",
         fail: "above the tolerance (or NaN, or shapes that do not line up)",
         skip: "no PyTorch counterpart to compare with",
       }[status];
       counts.appendChild(badge);
     }
     allButton.textContent = `All ${rows.length}`;
-    issueButton.textContent = `Issues ${tally.fail + tally.warn}`;
+    issueButton.textContent = `Issues ${tally.fail + tally.drift + tally.warn}`;
     allButton.classList.toggle("k2t-active", state.filter === "all");
     issueButton.classList.toggle("k2t-active", state.filter === "issues");
     tolText.value = String(Number(state.tolerance.toPrecision(3)));
@@ -633,7 +663,8 @@ function render({ model, el }) {
     footer.textContent =
       `${rows.length} layer output${rows.length === 1 ? "" : "s"}` +
       (state.visible.length !== rows.length ? ` · ${state.visible.length} shown` : "") +
-      " · ok: rel. error ≤ tolerance/10 · warn: ≤ tolerance · fail: above · click a row for its activations";
+      " · ok: rel. error ≤ tolerance/10 · warn: ≤ tolerance · fail: above · drift: above, but exact on Keras's inputs" +
+      " · click a row for its activations";
     applyFilter();
     drawProfile();
   }
@@ -692,7 +723,7 @@ function render({ model, el }) {
       return height - 2 - ((exponent - lowExp) / -lowExp) * (height - 4 - topBand);
     };
     const slot = Math.min(16, width / Math.max(1, count));
-    const colours = { ok: "#2da44e", warn: "#bf8700", fail: "#cf222e", skip: "#8c959f" };
+    const colours = { ok: "#2da44e", warn: "#bf8700", drift: "#0969da", fail: "#cf222e", skip: "#8c959f" };
     for (let i = 0; i < count; i++) {
       const row = rows[i];
       const status = statusOfRow(row);

@@ -1,0 +1,198 @@
+"""Honest verdicts: float32 round-off amplified by depth is ``drift``, a wrong layer still ``fail``.
+
+The deep model here is a chain of ``Dense(tanh)`` layers with gain 3 (the chaotic regime of random
+networks, where a perturbation grows geometrically with depth): float32 round-off of 1e-7 reaches
+order 1 at the output within 60 layers, as it does in deep untrained EfficientNets (EfficientNetV2S
+at 96x96, weights=None: 154 of 515 layer outputs beyond 1e-4 end to end, every layer within 7e-6
+in isolation), in a second instead of a minute. A float64 reference proves the round-off reading:
+the port in float64 matches it to 1e-8, and Keras's own float32 output is as far from it as the
+port's.
+"""
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import kerastorch_magic as k2t
+from kerastorch_magic.compare import Progress
+from kerastorch_magic.compare import progress as progress_module
+
+DEPTH, WIDTH, GAIN = 60, 64, 3.0
+
+
+def chaotic_chain(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    layers = [keras.layers.Dense(WIDTH, activation="tanh") for _ in range(DEPTH)]
+    model = keras.Sequential([keras.Input((WIDTH,)), *layers], name="chaotic")
+    for layer in model.layers:
+        kernel, bias = layer.get_weights()
+        layer.set_weights(
+            [
+                rng.normal(0.0, GAIN / np.sqrt(WIDTH), kernel.shape).astype("float32"),
+                rng.normal(0.0, 0.1, bias.shape).astype("float32"),
+            ]
+        )
+    return model
+
+
+def float64_reference(model, x: np.ndarray) -> np.ndarray:
+    y = x.astype(np.float64)
+    for layer in model.layers:
+        kernel, bias = (w.astype(np.float64) for w in layer.get_weights())
+        y = np.tanh(y @ kernel + bias)
+    return y
+
+
+@pytest.fixture(scope="module")
+def chain():
+    model = chaotic_chain()
+    return model, k2t.convert(model)
+
+
+def test_round_off_amplified_by_depth_is_drift_not_failure(chain):
+    model, conversion = chain
+    x = np.random.default_rng(1).normal(size=(2, WIDTH)).astype("float32")
+    result = k2t.compare(model, conversion, inputs=x, device="cpu", progress=False)
+    statuses = result.statuses()
+    assert "fail" not in statuses and statuses.count("drift") >= 20, statuses
+    assert statuses[0] == "ok" and statuses[-1] == "drift"
+    assert result.ok and result.first_failure is None
+    assert result.layers[-1].rel_diff > 1e-2  # far beyond the tolerance at the output...
+    drift = result.info.drift
+    assert drift is not None and drift.max_isolated() < 1e-5  # ...yet every layer exact on its own
+    assert all(value is not None for value in drift.isolated)
+    summary = result.summary()
+    assert "no conversion error" in summary and "float32 round-off amplified through 60 layers" in summary
+    assert f"max relative error {drift.max_isolated():.2g}" in summary
+    frame = result.to_dataframe()
+    assert set(frame["status"]) <= {"ok", "warn", "drift"}
+    assert (frame["isolated_rel_diff"] < 1e-5).all()
+    assert set(result.info.seconds) == {"keras", "torch", "statistics", "total", "drift_check"}
+
+    # The float64 proof: Keras's float32 output is as far from float64 as the port's is, and the
+    # port computed in float64 is the float64 result.
+    reference = float64_reference(model, x)
+    keras32 = np.asarray(model(x, training=False), dtype=np.float64)
+    net64 = conversion.build().double()
+    with torch.no_grad():
+        port64 = net64(torch.from_numpy(x.astype(np.float64))).numpy()
+        port32 = conversion.build()(torch.from_numpy(x)).numpy().astype(np.float64)
+    scale = np.abs(reference).max()
+    assert np.abs(port64 - reference).max() / scale < 1e-6  # (float64 round-off grows too, from 1e-16)
+    keras_error = np.abs(keras32 - reference).max() / scale
+    port_error = np.abs(port32 - reference).max() / scale
+    assert keras_error > 1e-2 and port_error > 1e-2  # both drifted: neither is "the right one"
+
+
+def test_a_wrong_layer_inside_the_drift_still_fails_there(chain):
+    model, conversion = chain
+    broken = k2t.convert(model)
+    broken.state_dict["dense_40.bias"][:8] += 0.5  # dense_40 is the 41st layer
+    result = k2t.compare(model, broken, device="cpu", progress=False)
+    statuses = result.statuses()
+    assert not result.ok
+    assert result.first_failure.keras_layer == "dense_40"
+    assert result.first_failure.isolated_rel_diff > 1e-4  # wrong on Keras's own input too
+    assert statuses[40:] == ["fail"] * (DEPTH - 40)  # everything downstream of it stays failed
+    assert "drift" in statuses[:40]  # while the round-off before it is still called drift
+    assert "fed Keras's own inputs" in result.summary()
+
+
+def test_drift_check_skips_rows_after_the_last_failure():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(8, name="wrong")(inputs)
+    side = keras.layers.Dense(8, name="side")(inputs)
+    model = keras.Model(inputs, [hidden, side])
+    conversion = k2t.convert(model)
+    conversion.state_dict["wrong.bias"] += 1.0
+    result = k2t.compare(model, conversion, device="cpu", progress=False)
+    assert result.statuses() == ["fail", "ok"]
+    assert result.info.drift.isolated[1] is None  # nothing after the failure was needed
+    assert result.layers[1].status(1e-4) == "ok"
+
+
+def test_pitfall_batchnorm_eps_still_fails_at_the_batchnorm():
+    from test_compare import PyTorchModelBN, _copy_conv
+
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, (3, 3), activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D((2, 2)),
+        ]
+    )
+    port = PyTorchModelBN()
+    _copy_conv(model.layers[0], port.conv)
+    mapping = {"conv2d": "conv", "batch_normalization": "bn", "max_pooling2d": "pool"}
+    result = k2t.compare(model, port, mapping=mapping, device="cpu", progress=False)
+    assert result.statuses() == ["ok", "fail", "fail"]
+    assert result.first_failure.keras_layer == "batch_normalization"
+    assert result.layers[1].isolated_rel_diff > 1e-4
+    assert result.layers[2].isolated_rel_diff < 1e-5  # the pooling is right: it fails only downstream
+    assert not result.ok
+
+
+def test_widget_and_static_table_show_drift(chain):
+    model, conversion = chain
+    result = k2t.compare(model, conversion, device="cpu", progress=False)
+    widget = result.widget()
+    assert widget.header["counts"]["drift"] == result.statuses().count("drift") > 0
+    assert widget.header["drift_checked"] is True
+    row = widget.rows[-1]
+    assert row["irel"] < 1e-5 and row["up"] == [DEPTH - 2] and row["conv"] == "converters.core.convert_dense"
+    html = result.to_html()
+    assert "k2t-s-verdict k2t-s-drift" in html and 'class="k2t-badge k2t-b-drift"' in html
+    assert "converter: converters.core.convert_dense" in html
+
+
+# -- progress ------------------------------------------------------------------------------------
+def test_progress_callback_sees_every_layer_and_both_phases(chain):
+    model, conversion = chain
+    seen: list[Progress] = []
+    result = k2t.compare(model, conversion, device="cpu", progress=seen.append)
+    phases = [update.phase for update in seen]
+    assert phases[0] == "comparing" and "drift check" in phases
+    comparing = [update for update in seen if update.phase == "comparing" and not update.finished]
+    assert comparing[0].done == 0 and comparing[-1].done == comparing[-1].total == DEPTH
+    assert [u.done for u in comparing] == sorted(u.done for u in comparing)
+    last = seen[-1]
+    assert last.finished and last.total == len(result.compared)
+    assert last.text().startswith(f"keras2torch: compared {DEPTH} layer outputs in ")
+    middle = Progress("comparing", 10, 40, 2.0, 2.0)
+    assert middle.text() == "keras2torch: comparing layer 10 of 40 · 2.0 s elapsed, ~6 s left"
+
+
+def test_progress_in_a_notebook_updates_one_display(chain, monkeypatch):
+    import IPython.display
+
+    shown: list[dict] = []
+
+    class Handle:
+        def update(self, bundle, raw):
+            shown.append(bundle)
+
+    def display(bundle, raw, display_id):
+        assert raw and display_id
+        shown.append(bundle)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(progress_module, "_in_kernel", lambda: True)
+    model, conversion = chain
+    k2t.compare(model, conversion, device="cpu")  # the default: a line in the notebook
+    assert len(shown) >= 3
+    assert "layer 0 of 60" in shown[0]["text/plain"] and "<progress" in shown[0]["text/html"]
+    assert shown[-1]["text/plain"].startswith("keras2torch: compared 60 layer outputs in")  # exports' text
+
+
+def test_progress_outside_a_notebook(chain, capsys):
+    model, conversion = chain
+    k2t.compare(model, conversion, device="cpu")  # default: silent in plain Python
+    assert capsys.readouterr().err == ""
+    k2t.compare(model, conversion, device="cpu", progress=True)
+    err = capsys.readouterr().err
+    assert "\rkeras2torch: comparing layer" in err and err.endswith(" s\n")
+    with pytest.raises(TypeError, match="progress"):
+        k2t.compare(model, conversion, device="cpu", progress="yes")
