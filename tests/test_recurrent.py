@@ -275,3 +275,31 @@ def test_long_sequence_accumulation():
     inputs = [np.random.default_rng(5).normal(size=(2, 200, 8)).astype("float32")]
     _, error = assert_exact(model, inputs=inputs)
     assert error <= RTOL  # measured ~4e-7 (float32 sums in a different order each step)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_time_distributed(fmt):
+    frames = keras.Input((4, 6, 6, 2), name="frames")
+    features = keras.Input((4, 5), name="features")
+    conv = L.TimeDistributed(L.Conv2D(3, 3, activation="relu"), name="conv")(frames)
+    pooled = L.TimeDistributed(L.GlobalAveragePooling2D(), name="pool")(conv)
+    dense = L.TimeDistributed(L.Dense(3), name="dense")(features)
+    branches = {
+        "Conv2D": conv,
+        "pooled then LSTM": L.LSTM(3, name="lstm")(pooled),
+        "Dense": dense,
+        "BatchNormalization": L.TimeDistributed(L.BatchNormalization(), name="norm")(features),
+    }
+    model = keras.Model([frames, features], list(branches.values()))
+    assert_each_output_exact(model, fmt, list(branches))
+
+
+def test_compare_shows_recurrent_layers():
+    tokens = keras.Input((6,), dtype="int32")
+    embedded = L.Embedding(10, 3, mask_zero=True)(tokens)
+    x = L.Bidirectional(L.LSTM(4, return_sequences=True))(embedded)
+    model = keras.Model(tokens, L.Dense(2)(L.GRU(3)(x)))
+    randomise_weights(model, inputs=[PADDED_IDS])
+    conversion = k2t.convert(model)
+    comparison = k2t.compare(model, conversion, inputs=[PADDED_IDS])
+    assert comparison.ok

@@ -11,4 +11,5 @@ from . import (  # noqa: F401
     preprocessing,
     recurrent,
     reshaping,
+    time_distributed,
 )
