@@ -1,0 +1,548 @@
+"""The training setup of a compiled Keras model, as PyTorch code placed under the generated class.
+
+``model.compile(optimizer=..., loss=..., metrics=...)`` becomes two functions:
+
+* ``configure_training(model)`` -> ``(optimizer, loss_fn)`` or ``(optimizer, scheduler, loss_fn)``
+  when the learning rate follows a ``keras.optimizers.schedules`` schedule;
+* ``train_step(model, <those>, x, y)``: one step of Keras's ``fit`` (forward in train mode, loss,
+  backward, gradient clipping, weight decay, update, schedule) returning the loss and the metrics.
+
+Where Keras and torch differ, the code says so in a comment; the translations are exact except
+where a comment says by how much they are not (Keras's epsilon placement in Adam/RMSprop/Adagrad:
+only when gradients are tiny). A setting with no torch counterpart makes ``configure_training``
+raise ``NotImplementedError`` naming it: wrong training code would be worse than none.
+
+Read against ``keras/src/optimizers/*.py`` (update rules, ``_clip_gradients``,
+``_apply_weight_decay``), ``keras/src/losses/losses.py`` and ``keras/src/trainers/compile_utils.py``
+(how ``"accuracy"`` is resolved).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KERAS_DEFAULT_REDUCTION = ("sum_over_batch_size", "mean")
+
+
+@dataclass
+class _Parts:
+    """The snippet being assembled: lines of ``configure_training`` and of ``train_step``."""
+
+    imports: list[str] = field(default_factory=lambda: ["import torch", "from torch import nn"])
+    setup: list[str] = field(default_factory=list)
+    loss_lines: list[str] = field(default_factory=list)  # in train_step, computing `loss`
+    before_update: list[str] = field(default_factory=list)  # clipping, weight decay
+    metrics: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, expr, comment
+    refusals: list[str] = field(default_factory=list)
+    schedule: list[str] = field(default_factory=list)  # in configure_training, after the optimizer
+
+    @property
+    def scheduler(self) -> bool:
+        return bool(self.schedule)
+
+
+def _num(value) -> str:
+    """A float as its shortest float32 text (Keras stores hyper-parameters as float32)."""
+    return str(np.float32(value))
+
+
+# -- entry points -----------------------------------------------------------------------------------
+def training_snippet(model, conversion) -> str | None:
+    """The training setup of ``model`` (a compiled Keras model) for the port ``conversion``.
+
+    Standalone source (its own imports); None when the model was not compiled with a loss or an
+    optimizer.
+    """
+    parts = _translate(model, conversion)
+    if parts is None:
+        return None
+    return "\n".join([*sorted(set(parts.imports), key=_import_key), "", "", *_body(model, parts)]) + "\n"
+
+
+def add_to(code: str, model, conversion) -> str:
+    """``code`` (a generated cell or module) with the training setup appended, imports merged."""
+    parts = _translate(model, conversion)
+    if parts is None:
+        return code
+    code = code.rstrip("\n") + "\n\n\n" + "\n".join(_body(model, parts)) + "\n"
+    return merge_imports(code, parts.imports)
+
+
+def merge_imports(code: str, imports: list[str]) -> str:
+    """``code`` with ``imports`` added to its import block, sorted and grouped as ruff's isort does
+    (standard library first), duplicates dropped. Without ruff, added unsorted."""
+    lines = code.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith(("import ", "from "))), 0)
+    return _sorted_imports("\n".join(lines[:first] + list(imports) + lines[first:]))
+
+
+def _sorted_imports(code: str) -> str:
+    import subprocess
+
+    from .codegen import _ruff
+
+    ruff = _ruff()
+    if ruff is None:
+        return code
+    result = subprocess.run(
+        [ruff, "check", "--isolated", "--select", "I", "--fix", "--quiet", "--stdin-filename", "net.py", "-"],
+        input=code,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout if result.stdout.strip() else code
+
+
+def _import_key(line: str):
+    return (line.startswith("from "), line.split()[1].lower(), line)
+
+
+def _compile_config(model) -> dict:
+    try:
+        return model.get_compile_config() or {}
+    except Exception:  # noqa: BLE001 - uncompiled or exotic models have none
+        return {}
+
+
+def _translate(model, conversion) -> _Parts | None:
+    config = _compile_config(model)
+    optimizer = getattr(model, "optimizer", None)
+    if not config or optimizer is None or config.get("loss") is None:
+        return None
+    parts = _Parts()
+    _optimizer(optimizer, parts)
+    _loss(model, conversion, config, parts)
+    _metrics(model, config, parts)
+    return parts
+
+
+# -- the optimizer ----------------------------------------------------------------------------------
+_ADAM_EPSILON = (
+    "Keras's epsilon is Adam's 'epsilon hat': added to sqrt(v) before the bias correction; torch adds "
+    "eps after it. Equal updates unless sqrt(v) is as small as eps (vanishing gradients)."
+)
+
+
+def _optimizer(optimizer, parts: _Parts) -> None:
+    kind = type(optimizer).__name__
+    cfg = optimizer.get_config()
+    for option in ("use_ema", "gradient_accumulation_steps", "loss_scale_factor"):
+        if cfg.get(option):
+            parts.refusals.append(f"Keras optimizer option {option}={cfg[option]!r} is not translated")
+    lr = _learning_rate(optimizer, parts)
+    setup = parts.setup
+    if kind == "SGD":
+        momentum, nesterov = float(cfg["momentum"]), bool(cfg["nesterov"])
+        args = f"lr={lr}" + (f", momentum={_num(momentum)}" if momentum else "")
+        args += ", nesterov=True" if nesterov else ""
+        if momentum:
+            setup.append(
+                "# Keras's momentum keeps v = momentum * v - lr * g, torch's keeps b = momentum * b + g "
+                "and steps by lr * b: the same updates while the learning rate is constant."
+            )
+        setup.append(f"optimizer = torch.optim.SGD(model.parameters(), {args})")
+    elif kind in ("Adam", "AdamW"):
+        setup.append(f"# {_ADAM_EPSILON}")
+        args = f"lr={lr}, betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])}"
+        if cfg.get("amsgrad"):
+            args += ", amsgrad=True"
+        if kind == "AdamW":
+            setup.append(
+                "# Both decay decoupled (w -= lr * weight_decay * w); Keras's default is 0.004, torch's 0.01."
+            )
+            args += f", weight_decay={_num(cfg['weight_decay'])}"
+        setup.append(f"optimizer = torch.optim.{kind}(model.parameters(), {args})")
+    elif kind == "RMSprop":
+        setup.append(
+            f"# alpha is Keras's rho ({_num(cfg['rho'])}; torch's default is 0.99). Keras adds epsilon "
+            "inside the square root, sqrt(v + eps), torch outside, sqrt(v) + eps: equal updates unless "
+            "the gradients' RMS is near sqrt(eps)."
+        )
+        args = f"lr={lr}, alpha={_num(cfg['rho'])}, eps={_num(cfg['epsilon'])}"
+        if cfg.get("momentum"):
+            args += f", momentum={_num(cfg['momentum'])}"
+        if cfg.get("centered"):
+            args += ", centered=True"
+        setup.append(f"optimizer = torch.optim.RMSprop(model.parameters(), {args})")
+    elif kind == "Adagrad":
+        setup.append(
+            "# Keras divides by sqrt(accumulator + eps), torch by sqrt(accumulator) + eps; Keras starts the "
+            "accumulator at 0.1 by default, torch at 0."
+        )
+        setup.append(
+            f"optimizer = torch.optim.Adagrad(model.parameters(), lr={lr}, "
+            f"initial_accumulator_value={_num(cfg['initial_accumulator_value'])}, eps={_num(cfg['epsilon'])})"
+        )
+    elif kind == "Adadelta":
+        setup.append("# Keras's default learning rate is 0.001, torch's 1.0.")
+        setup.append(
+            f"optimizer = torch.optim.Adadelta(model.parameters(), lr={lr}, rho={_num(cfg['rho'])}, "
+            f"eps={_num(cfg['epsilon'])})"
+        )
+    elif kind == "Adamax":
+        setup.append(
+            "# Keras adds eps to the infinity norm at the update, torch inside the max: equal unless "
+            "gradients are as small as eps."
+        )
+        setup.append(
+            f"optimizer = torch.optim.Adamax(model.parameters(), lr={lr}, "
+            f"betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])})"
+        )
+    elif kind == "Nadam":
+        setup.append(
+            "# Same momentum schedule as Keras (momentum_decay=0.004 is Keras's 0.96 ** (0.004 * t)); "
+            + _ADAM_EPSILON
+        )
+        setup.append(
+            f"optimizer = torch.optim.NAdam(model.parameters(), lr={lr}, "
+            f"betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])})"
+        )
+    else:
+        parts.refusals.append(f"the Keras optimizer {kind} has no torch.optim counterpart translated here")
+        return
+    _clipping(cfg, parts)
+    if cfg.get("weight_decay") and kind != "AdamW":
+        parts.before_update += [
+            "# Keras's weight_decay is decoupled and scaled by the learning rate (w -= lr * wd * w,",
+            "# before the update); torch's weight_decay= would add wd * w to the gradient instead.",
+            "with torch.no_grad():",
+            "    for parameter in model.parameters():",
+            f'        parameter.mul_(1 - optimizer.param_groups[0]["lr"] * {_num(cfg["weight_decay"])})',
+        ]
+
+
+def _clipping(cfg: dict, parts: _Parts) -> None:
+    lines = parts.before_update
+    if cfg.get("clipnorm"):
+        lines += [
+            "# clipnorm: Keras clips each gradient by its own norm (not all of them together).",
+            "for parameter in model.parameters():",
+            f"    torch.nn.utils.clip_grad_norm_(parameter, max_norm={_num(cfg['clipnorm'])})",
+        ]
+    if cfg.get("global_clipnorm"):
+        lines += [
+            "# global_clipnorm: one norm over all gradients (torch adds 1e-6 to the norm: negligible).",
+            f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={_num(cfg['global_clipnorm'])})",
+        ]
+    if cfg.get("clipvalue"):
+        lines += [
+            "# clipvalue: each gradient element clipped to [-clipvalue, clipvalue].",
+            f"torch.nn.utils.clip_grad_value_(model.parameters(), clip_value={_num(cfg['clipvalue'])})",
+        ]
+
+
+def _learning_rate(optimizer, parts: _Parts) -> str:
+    """The torch ``lr`` text; a Keras schedule also adds a ``LambdaLR`` to the setup."""
+    import keras
+
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return _num(optimizer.learning_rate.numpy() if hasattr(optimizer.learning_rate, "numpy") else 0.001)
+    kind, cfg = type(schedule).__name__, schedule.get_config()
+    factor = _schedule_factor(kind, cfg)
+    if factor is None:
+        parts.refusals.append(f"the learning-rate schedule {kind} is not translated")
+        return _num(cfg.get("initial_learning_rate", 0.001))
+    initial, lines, module = factor
+    if module:
+        parts.imports.append(f"import {module}")
+    parts.schedule = [
+        "",
+        f"# keras.optimizers.schedules.{kind}: Keras evaluates it at every optimizer step (batch),",
+        "# so call scheduler.step() after every optimizer.step(), not once per epoch.",
+        *lines,
+        "",
+        "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)",
+    ]
+    return initial
+
+
+def _schedule_factor(kind: str, cfg: dict) -> tuple[str, list[str], str | None] | None:
+    """(initial lr text, lines defining ``lr_factor(step)``, the schedule over the initial lr, and
+    the module those lines import), or None for a schedule not translated."""
+    header = ["def lr_factor(step):"]
+    if kind == "ExponentialDecay":
+        exponent = f"(step // {cfg['decay_steps']})" if cfg["staircase"] else f"(step / {cfg['decay_steps']})"
+        body = [f"    return {_num(cfg['decay_rate'])} ** {exponent}"]
+        return _num(cfg["initial_learning_rate"]), header + body, None
+    if kind == "InverseTimeDecay":
+        ratio = f"(step // {cfg['decay_steps']})" if cfg["staircase"] else f"(step / {cfg['decay_steps']})"
+        body = [f"    return 1 / (1 + {_num(cfg['decay_rate'])} * {ratio})"]
+        return _num(cfg["initial_learning_rate"]), header + body, None
+    if kind == "PolynomialDecay" and not cfg["cycle"]:
+        initial, end = cfg["initial_learning_rate"], cfg["end_learning_rate"]
+        body = [
+            f"    progress = min(step, {cfg['decay_steps']}) / {cfg['decay_steps']}",
+            f"    decayed = ({_num(initial)} - {_num(end)}) * (1 - progress) ** {_num(cfg['power'])}",
+            f"    lr = decayed + {_num(end)}",
+            f"    return lr / {_num(initial)}",
+        ]
+        return _num(initial), header + body, None
+    if kind == "PiecewiseConstantDecay":
+        values = [_num(v) for v in cfg["values"]]
+        body = [
+            f"    # Keras: values[i] while step <= boundaries[i] (boundaries {cfg['boundaries']}).",
+            f"    values = [{', '.join(values)}]",
+            f"    return values[bisect.bisect_left({list(cfg['boundaries'])}, step)] / values[0]",
+        ]
+        return values[0], header + body, "bisect"
+    if kind == "CosineDecay":
+        initial, steps = cfg["initial_learning_rate"], cfg["decay_steps"]
+        alpha, warmup_steps = _num(cfg["alpha"]), cfg.get("warmup_steps") or 0
+        target = cfg.get("warmup_target")
+        body = []
+        start = f"{_num(target)} / {_num(initial)}" if target is not None else "1.0"
+        if target is not None and warmup_steps:
+            body += [
+                f"    if step < {warmup_steps}:  # linear warmup to warmup_target",
+                f"        return 1 + ({start} - 1) * step / {warmup_steps}",
+                f"    step -= {warmup_steps}",
+            ]
+        body += [
+            f"    cosine = 0.5 * (1 + math.cos(math.pi * min(step, {steps}) / {steps}))",
+            f"    return {start} * ((1 - {alpha}) * cosine + {alpha})",
+        ]
+        return _num(initial), header + body, "math"
+    return None
+
+
+# -- the loss ---------------------------------------------------------------------------------------
+def _loss_identity(loss) -> tuple[str, dict]:
+    """(canonical function name, options) of a compiled loss: a name, function or Loss object."""
+    import keras
+
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        cfg = loss.get_config()
+        fn = getattr(loss, "fn", None)
+        name = getattr(fn, "__name__", None) or type(loss).__name__
+        return name, cfg
+    return getattr(loss, "__name__", type(loss).__name__), {}
+
+
+def _output_activation(model) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when the model's (single) output ends with one."""
+    layer = model.outputs[0]._keras_history.operation
+    kind = type(layer).__name__
+    if kind == "Softmax":
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
+
+
+def _loss(model, conversion, config: dict, parts: _Parts) -> None:
+    loss = model.loss
+    if isinstance(loss, (list, tuple, dict)) or len(conversion.outputs) != 1:
+        parts.refusals.append("losses of multi-output models are not translated")
+        return
+    name, cfg = _loss_identity(loss)
+    reduction = cfg.get("reduction", "sum_over_batch_size")
+    from_logits = bool(cfg.get("from_logits", False))
+    smoothing = float(cfg.get("label_smoothing", 0.0) or 0.0)
+    activation = _output_activation(model)
+    setup, lines = parts.setup, parts.loss_lines
+    if config.get("loss_weights") not in (None, 1, 1.0, [1.0], [1]):
+        parts.refusals.append(f"loss_weights={config['loss_weights']!r} is not translated")
+    torch_reduction = {"sum": "sum", "none": "none", None: "none"}.get(reduction, "mean")
+    if reduction not in (*KERAS_DEFAULT_REDUCTION, "sum", "none", None):
+        parts.refusals.append(f"the loss reduction {reduction!r} is not translated")
+    if name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        sparse = name.startswith("sparse")
+        args = [] if torch_reduction == "mean" else [f'reduction="{torch_reduction}"']
+        if smoothing:
+            args.append(f"label_smoothing={_num(smoothing)}")
+        if sparse and cfg.get("ignore_class") is not None:
+            args.append(f"ignore_index={cfg['ignore_class']}")
+        targets = (
+            "class ids (int64, shape (N,))" if sparse else "one-hot or soft labels (float, shape (N, C))"
+        )
+        setup.append(f"# Keras {name} -> CrossEntropyLoss; targets: {targets}.")
+        if len(conversion.outputs[0].keras_shape) > 2:
+            setup.append("# torch takes the classes on dim 1 (Keras: the last axis): permute if needed.")
+        setup.append(f"loss_fn = nn.CrossEntropyLoss({', '.join(args)})")
+        if from_logits:
+            lines.append("loss = loss_fn(y_pred, y)")
+        else:
+            lines += [
+                "# CrossEntropyLoss takes logits and applies log_softmax itself. This forward returns",
+                "# probabilities (the Keras model's softmax), and log_softmax(log(p)) == log(p), so",
+                "# log(p) gives the same loss. Better: return the logits from forward (drop its final",
+                "# softmax) and pass them: that is also what Keras computes on a softmax output.",
+                "loss = loss_fn(torch.log(y_pred), y)",
+            ]
+            if activation != "softmax":
+                parts.setup.append(
+                    "# (The model's output is not a softmax layer: the outputs are taken as probabilities.)"
+                )
+        return
+    elementwise = {
+        "binary_crossentropy": "nn.BCEWithLogitsLoss" if from_logits else "nn.BCELoss",
+        "mean_squared_error": "nn.MSELoss",
+        "mean_absolute_error": "nn.L1Loss",
+        "huber": "nn.HuberLoss",
+    }
+    if name not in elementwise:
+        parts.refusals.append(f"the Keras loss {name!r} is not translated")
+        return
+    args = [f"delta={_num(cfg.get('delta', 1.0))}"] if name == "huber" else []
+    if torch_reduction != "mean":
+        args.append('reduction="none"')
+    if name == "binary_crossentropy" and not from_logits:
+        setup.append(
+            "# Keras clips probabilities to [1e-7, 1 - 1e-7], BCELoss clamps log(p) at -100: equal unless "
+            "saturated. With a sigmoid output, returning logits and BCEWithLogitsLoss is stabler."
+        )
+    setup.append(f"loss_fn = {elementwise[name]}({', '.join(args)})")
+    if smoothing:
+        lines.append(f"y = y * (1 - {_num(smoothing)}) + 0.5 * {_num(smoothing)}  # Keras's label_smoothing")
+    if torch_reduction == "mean":
+        lines.append("loss = loss_fn(y_pred, y)")
+        return
+    # Keras averages over the last axis first (one loss per sample), then sums or keeps them.
+    reduce = ".sum()" if torch_reduction == "sum" else ""
+    lines.append(
+        f"loss = loss_fn(y_pred, y).mean(dim=-1){reduce}  # Keras: per-sample mean, then {reduction}"
+    )
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+def _metrics(model, config: dict, parts: _Parts) -> None:
+    metrics = config.get("metrics") or []
+    if isinstance(metrics, dict) or any(
+        isinstance(m, (list, dict)) and "class_name" not in m for m in metrics
+    ):
+        parts.refusals.append("per-output metrics are not translated")
+        return
+    loss_name = _loss_identity(model.loss)[0] if not isinstance(model.loss, (list, dict)) else ""
+    for metric in metrics:
+        name = metric if isinstance(metric, str) else metric.get("config", {}).get("name", "")
+        key = name.lower()
+        if key in ("accuracy", "acc"):
+            last = model.outputs[0].shape[-1]
+            if last == 1:
+                key = "binary_accuracy"
+            elif loss_name == "sparse_categorical_crossentropy":
+                key = "sparse_categorical_accuracy"
+            else:
+                key = "categorical_accuracy"
+        expr = _METRICS.get(key)
+        if expr is None:
+            parts.metrics.append((name, None, f"metric {name!r} is not translated"))
+        else:
+            parts.metrics.append((name, expr, None))
+
+
+_METRICS = {
+    "binary_accuracy": "((y_pred > 0.5).float() == y).float().mean()",
+    "categorical_accuracy": "(y_pred.argmax(dim=1) == y.argmax(dim=1)).float().mean()",
+    "sparse_categorical_accuracy": "(y_pred.argmax(dim=1) == y.flatten()).float().mean()",
+    "mae": "(y_pred - y).abs().mean()",
+    "mean_absolute_error": "(y_pred - y).abs().mean()",
+    "mse": "(y_pred - y).square().mean()",
+    "mean_squared_error": "(y_pred - y).square().mean()",
+}
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def _body(model, parts: _Parts) -> list[str]:
+    """The two functions, ``ruff format``-ed, comments wrapped to 88 columns."""
+    from .codegen import format_source
+
+    return format_source("\n".join(_wrap_comments(_functions(model, parts)))).rstrip("\n").split("\n")
+
+
+def _wrap_comments(lines: list[str]) -> list[str]:
+    """Consecutive ``#`` lines of one indent reflowed as one paragraph, 88 columns wide."""
+    wrapped: list[str] = []
+    paragraph: list[str] = []
+    indent = ""
+
+    def flush() -> None:
+        if paragraph:
+            width = 88 - len(indent) - 2
+            wrapped.extend(f"{indent}# {part}" for part in textwrap.wrap(" ".join(paragraph), width))
+            paragraph.clear()
+
+    for line in lines:
+        text = line.lstrip()
+        here = line[: len(line) - len(text)]
+        if not text.startswith("# "):
+            flush()
+            wrapped.append(line)
+            continue
+        if here != indent:
+            flush()
+            indent = here
+        paragraph.append(text[2:])
+    flush()
+    return wrapped
+
+
+def _functions(model, parts: _Parts) -> list[str]:
+    from . import naming
+
+    summary = _summary(model)
+    returns = "optimizer, scheduler, loss_fn" if parts.scheduler else "optimizer, loss_fn"
+    lines = [
+        "# Training setup translated from the Keras model's compile():",
+        f"# {summary}",
+        "",
+        "",
+        "def configure_training(model):",
+        f'    """The optimizer{", schedule" if parts.scheduler else ""} and loss of the Keras compile()."""',
+    ]
+    if parts.refusals:
+        message = "; ".join(parts.refusals)
+        lines.append(f"    raise NotImplementedError({message!r})")
+    else:
+        lines += [f"    {line}" for line in parts.setup]
+        lines += [f"    {line}" for line in parts.schedule]
+        lines.append(f"    return {returns}")
+    lines += [
+        "",
+        "",
+        f"def train_step(model, {returns}, x, y):",
+        '    """One step of Keras\'s fit() on the batch (x, y): the loss and the batch\'s metrics."""',
+        "    model.train()  # dropout and batch-norm statistics on, as in fit()",
+        "    optimizer.zero_grad()",
+        "    y_pred = model(x)",
+        *[f"    {line}" for line in parts.loss_lines],
+        "    loss.backward()",
+        *[f"    {line}" for line in parts.before_update],
+        "    optimizer.step()",
+    ]
+    if parts.scheduler:
+        lines.append("    scheduler.step()")
+    translated = [(name, expr) for name, expr, _ in parts.metrics if expr]
+    for _name, _expr, why in parts.metrics:
+        if why:
+            lines.append(f"    # {naming.comment_text(why, 80)}")
+    if translated:
+        lines += [
+            "    # Keras's progress bar shows running means over the epoch; these are this batch's values.",
+            "    with torch.no_grad():",
+            "        metrics = {",
+            *[f"            {json.dumps(name)}: {expr}.item()," for name, expr in translated],
+            "        }",
+            "    return loss.item(), metrics",
+        ]
+    else:
+        lines.append("    return loss.item(), {}")
+    return lines
+
+
+def _summary(model) -> str:
+    from . import naming
+
+    optimizer = type(model.optimizer).__name__
+    loss = _loss_identity(model.loss)[0] if not isinstance(model.loss, (list, dict)) else "per output"
+    config = _compile_config(model)
+    metrics = [m if isinstance(m, str) else m.get("class_name", "?") for m in (config.get("metrics") or [])]
+    text = f"optimizer={optimizer}, loss={loss}" + (f", metrics={metrics}" if metrics else "")
+    return naming.comment_text(text, 200)
