@@ -3,8 +3,10 @@
 from . import (  # noqa: F401
     activations,
     applications,
+    attention,
     conv,
     core,
+    einsum_dense,
     merging,
     normalization,
     pooling,

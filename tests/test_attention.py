@@ -1,0 +1,199 @@
+"""MultiHeadAttention and GroupedQueryAttention against Keras, option by option.
+
+Configurations are branches of one multi-output model per test (one conversion, one ruff run);
+every output is compared and reported by its label (test_activations.assert_each_output_exact).
+Masks are random with some rows fully masked, where Keras's two attention paths differ.
+"""
+
+import keras
+import numpy as np
+import pytest
+from test_activations import assert_each_output_exact
+
+import kerastorch_magic as k2t
+from kerastorch_magic import registry
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+def _mask(shape, seed, dtype="bool"):
+    """A random keep-mask with its first query row fully masked (a padded query)."""
+    keep = np.random.default_rng(seed).random(shape) < 0.6
+    keep[:, 0, :] = False
+    return keep.astype(dtype)
+
+
+def _inputs(model, seed=1):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for position, tensor in enumerate(model.inputs):
+        shape = (2, *tensor.shape[1:])
+        if tensor.dtype == "bool" or tensor.name.startswith("mask"):
+            arrays.append(_mask(shape, seed + position, tensor.dtype))
+        elif "int" in tensor.dtype:
+            tokens = rng.integers(1, 20, shape)
+            tokens[0, -2:] = 0  # padding at the end of the first sequence
+            arrays.append(tokens.astype(tensor.dtype))
+        else:
+            arrays.append(rng.normal(0.0, 1.0, shape).astype("float32"))
+    return arrays
+
+
+def _check(outputs: dict, inputs, fmt):
+    model = keras.Model(inputs, list(outputs.values()))
+    return assert_each_output_exact(model, fmt, list(outputs), inputs=_inputs(model))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_projections_shapes_and_axes(fmt):
+    """Self- and cross-attention, value_dim != key_dim, output_shape, no bias, several axes."""
+    seq, other = keras.Input((6, 8), name="seq"), keras.Input((7, 5), name="other")
+    key = keras.Input((7, 3), name="key")
+    image = keras.Input((4, 5, 3), name="image")
+    conv = keras.layers.Conv1D(8, 1, name="conv1d")(seq)  # channels-first in that format
+    feature_map = keras.layers.Conv2D(6, 1, name="conv2d")(image)
+    mha = keras.layers.MultiHeadAttention
+    out = {
+        "self": mha(2, 4)(seq, seq),
+        "self after a conv": mha(3, 5)(conv, conv),
+        "cross, value_dim, output_shape=12, no bias": mha(2, 3, value_dim=5, output_shape=12, use_bias=False)(
+            seq, other
+        ),
+        "cross with key": mha(2, 4, value_dim=2)(seq, other, key),
+        "output_shape=(3, 4)": mha(2, 4, output_shape=(3, 4))(seq, other),
+        "2D attention (default axes)": mha(2, 3)(feature_map, feature_map),
+        "attention_axes=(2,)": mha(2, 3, attention_axes=(2,))(feature_map, feature_map),
+        "attention_axes=(1,)": mha(2, 3, attention_axes=1)(feature_map, feature_map),
+        "use_gate": mha(2, 4, use_gate=True)(seq, other),
+    }
+    code = _check(out, [seq, other, key, image], fmt)[0].code
+    assert "F.scaled_dot_product_attention(" in code
+    assert ".unflatten(-1, (2, 4)).transpose(1, 2)" in code  # heads split from nn.Linear
+    assert "nn.Linear(8, 6, bias=False)" in code  # query of the no-bias layer: 2 heads x 3
+    assert ".flatten(1, 2)" in code  # 2D attention over the flattened positions
+    assert "nn.MultiheadAttention" not in code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masks_causal_and_scores(fmt):
+    """attention_mask (bool and 0/1), causal, both, sliding window, returned scores."""
+    seq, other = keras.Input((6, 8), name="seq"), keras.Input((5, 8), name="other")
+    mask = keras.Input((6, 5), dtype="bool", name="mask_bool")
+    self_mask = keras.Input((6, 6), dtype="int32", name="mask_int")
+    image = keras.Input((3, 4, 4), name="image")
+    mha = keras.layers.MultiHeadAttention
+    out = {
+        "bool mask": mha(2, 4)(seq, other, attention_mask=mask),
+        "0/1 mask": mha(2, 4)(seq, seq, attention_mask=self_mask),
+        "causal": mha(2, 4)(seq, seq, use_causal_mask=True),
+        "causal + mask": mha(2, 4)(seq, seq, attention_mask=self_mask, use_causal_mask=True),
+        "causal, cross (T > S)": mha(2, 4)(seq, other, use_causal_mask=True),
+        "sliding window": mha(2, 4, sliding_window=2)(seq, seq),
+        "dropout + mask (eval)": mha(2, 4, dropout=0.3)(seq, other, attention_mask=mask),
+        "dropout, no mask (eval)": mha(2, 4, dropout=0.3)(seq, other),
+    }
+    for label, kwargs in {
+        "scores": {},
+        "scores, mask": {"attention_mask": mask},
+        "scores, mask, causal": {"attention_mask": mask, "use_causal_mask": True},
+    }.items():
+        output, scores = mha(2, 4)(seq, other, return_attention_scores=True, **kwargs)
+        out[f"{label}: output"], out[f"{label}: weights"] = output, scores
+    out["2D attention, dropout (eval)"] = mha(2, 3, dropout=0.2)(image, image)
+    code = _check(out, [seq, other, mask, self_mask, image], fmt)[0].code
+    assert "is_causal=True" in code
+    assert "torch.finfo(" in code and "large finite negative" in code
+    assert "masked_fill(" in code and "-1e9" in code
+    assert "dropout_p=0.3 if self.training else 0.0" in code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_grouped_query_attention(fmt):
+    seq, other = keras.Input((6, 8), name="seq"), keras.Input((5, 8), name="other")
+    mask = keras.Input((6, 5), dtype="bool", name="mask_bool")
+    gqa = keras.layers.GroupQueryAttention
+    out = {
+        "4 query heads, 2 kv heads": gqa(3, 4, 2)(seq, other),
+        "causal": gqa(3, 4, 2)(seq, seq, use_causal_mask=True),
+        "mask": gqa(3, 4, 1)(seq, other, attention_mask=mask),
+        "as many kv heads": gqa(3, 2, 2, use_bias=False)(seq, other),
+    }
+    output, scores = gqa(3, 4, 2)(seq, other, attention_mask=mask, return_attention_scores=True)
+    out["scores: output"], out["scores: weights"] = output, scores
+    code = _check(out, [seq, other, mask], fmt)[0].code
+    assert "enable_gqa=True" in code
+    assert ".repeat_interleave(2, dim=1)" in code
+
+
+@pytest.mark.skipif(
+    registry.find("NotEqual", operation=True) is None,
+    reason="Embedding(mask_zero=True) masks are keras.ops NotEqual nodes: waiting for the ops table",
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masks_from_embedding(fmt):
+    """Keras masks of query, value and key (Embedding(mask_zero=True)) AND-ed into the attention mask.
+
+    Each attention layer reads its own embeddings: Keras's MultiHeadAttention deletes the Keras mask
+    of the tensors it is called on, so a second layer reading the same tensor would see no mask.
+    """
+    tokens, other = keras.Input((6,), dtype="int32", name="tokens"), keras.Input((5,), dtype="int32")
+    mask = keras.Input((6, 6), dtype="bool", name="mask_bool")
+
+    def embed(x):
+        return keras.layers.Embedding(20, 8, mask_zero=True)(x)
+
+    mha, gqa = keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention
+    query = embed(tokens)
+    out = {
+        "self: query and value masks": mha(2, 4)(query, query),
+        "cross": mha(2, 4)(embed(tokens), embed(other)),
+        "cross with key": mha(2, 4)(embed(tokens), embed(other), embed(other)),
+        "with attention_mask and causal": mha(2, 4)(
+            embed(tokens), embed(tokens), attention_mask=mask, use_causal_mask=True
+        ),
+        "scores": mha(2, 4)(embed(tokens), embed(other), return_attention_scores=True)[1],
+        "GQA": gqa(3, 4, 1)(embed(tokens), embed(other)),
+    }
+    code = _check(out, [tokens, other, mask], fmt)[0].code
+    assert "[:, :, None]" in code and "[:, None, :]" in code
+
+
+def test_constant_attention_mask_is_refused():
+    seq = keras.Input((4, 8))
+    out = keras.layers.MultiHeadAttention(2, 4, name="mha")(
+        seq, seq, attention_mask=np.tril(np.ones((4, 4), bool))
+    )
+    with pytest.raises(k2t.ConversionError, match="attention_mask is a constant") as info:
+        k2t.convert(keras.Model(seq, out))
+    assert info.value.layers == [("mha", "MultiHeadAttention")]
+
+
+EINSUM_CASES = [  # (equation, output_shape, bias_axes, activation, input shape)
+    ("ab,bc->ac", 6, "c", None, (5,)),
+    ("abc,cd->abd", (4, 6), "d", "relu", (4, 5)),
+    ("...b,bc->...c", 6, None, "gelu", (3, 4, 5)),
+    ("abc,cde->abde", (4, 2, 3), "de", None, (4, 5)),
+    ("abc,cde->abde", (4, 2, 3), "d", "softmax", (4, 5)),
+    ("abc,cd->abd", (4, 6), "bd", None, (4, 5)),  # a bias per position: not an nn.Linear bias
+    ("abc,bd->adc", (6, 5), "d", "tanh", (4, 5)),  # contracts a middle axis: torch.einsum
+    ("abc,cd->abd", (4, 6), None, None, (4, 5)),
+    ("ab...,bc->ac...", 6, "c", None, (5, 3)),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_einsum_dense(fmt):
+    out, inputs = {}, []
+    for equation, output_shape, bias_axes, activation, shape in EINSUM_CASES:
+        x = keras.Input(shape)
+        inputs.append(x)
+        layer = keras.layers.EinsumDense(equation, output_shape, activation=activation, bias_axes=bias_axes)
+        out[f"{equation} bias={bias_axes} {activation}"] = layer(x)
+    image = keras.Input((4, 4, 3))  # after a convolution: channels-first in that format
+    inputs.append(image)
+    conv = keras.layers.Conv2D(5, 1)(image)
+    out["after a conv"] = keras.layers.EinsumDense("abcd,de->abce", (4, 4, 6), bias_axes="e")(conv)
+    code = _check(out, inputs, fmt)[0].code
+    assert "nn.Linear(5, 6)" in code
+    assert ".flatten(" not in code or "unflatten(-1, (2, 3))" in code
+    assert 'torch.einsum("abc,bd->adc"' in code
