@@ -1,4 +1,4 @@
-"""The converter API and its one registry.
+"""The converter API and its registry.
 
 A converter is a pure function ``(LayerCall) -> Converted``: it reads a Keras layer's config, its
 weights (numpy) and the layouts of its inputs, and returns the torch submodules to declare (with
@@ -9,7 +9,10 @@ touches notebooks. Register one with::
     @converter("Conv1D", "Conv2D", "Conv3D")
     def convert_conv(call: LayerCall) -> Converted: ...
 
-Custom layers register the same way (``kerastorch_magic.converter("MyLayer")``).
+Custom layers register the same way (``kerastorch_magic.converter("MyLayer")``); converters of
+keras.ops calls (``Add``, ``GetItem``, ``Einsum``...) with ``converter("Einsum", operation=True)``.
+Each registration is a :class:`ConverterSpec` in one of two tables (layers, operations); a name
+registered twice raises unless ``override=True``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,49 @@ import numpy as np
 from . import layout
 from .ir import Node, TensorSpec
 
-_REGISTRY: dict[str, Callable[[LayerCall], Converted]] = {}
+LAYER, OPERATION = "layer", "operation"
+
+
+@dataclass(frozen=True)
+class ConverterSpec:
+    """One registry entry: a converter function and what the builder needs to know about it.
+
+    ``key`` is a Keras layer class name (``kind`` "layer") or a keras.ops Operation class name
+    (``kind`` "operation": ``Add``, ``Einsum``, ``GetItem``...). The two kinds live in separate
+    tables: the ``Softmax`` layer and the ``keras.ops.softmax`` call are different things.
+    ``channels_first``: the converter computes channels-first in torch (convolutions, pooling...),
+    so a model input feeding it is taken channels-first. ``passthrough``: it is indifferent to
+    layout (element-wise), so that decision looks through it. ``origin``: the module defining the
+    Keras class when the name alone is ambiguous (the custom layers of ``keras.applications``).
+    Calling the spec calls the converter.
+    """
+
+    key: str
+    function: Callable[[LayerCall], Converted]
+    kind: str = LAYER
+    channels_first: bool = False
+    passthrough: bool = False
+    origin: str | None = None
+
+    def __call__(self, call: LayerCall) -> Converted:
+        return self.function(call)
+
+    @property
+    def name(self) -> str:
+        """Where the converter lives, for error messages and comparison rows.
+
+        ``converters.conv.convert_conv`` for the built-in ones (relative to the package),
+        ``module.function`` for a user's.
+        """
+        module = getattr(self.function, "__module__", None) or "__main__"
+        package = __name__.rsplit(".", 1)[0] + "."
+        if module.startswith(package):
+            module = module[len(package) :]
+        return f"{module}.{getattr(self.function, '__qualname__', repr(self.function))}"
+
+
+_TABLES: dict[str, dict[str, ConverterSpec]] = {LAYER: {}, OPERATION: {}}
+_REGISTRY = _TABLES[LAYER]  # the layer table (older tests patch it directly)
 
 
 class ConversionError(Exception):
@@ -34,42 +79,84 @@ class ConversionError(Exception):
         self.layers = layers or []  # (layer name, class name)
 
 
-def converter(
-    *class_names: str, channels_first: bool = False, passthrough: bool = False, operations: bool = False
-):
-    """Register the decorated function as the converter of the given Keras layer classes.
+def register(spec: ConverterSpec, override: bool = False) -> ConverterSpec:
+    """Add ``spec`` to its table; a key registered already raises ``ValueError`` unless ``override``.
 
-    ``channels_first``: the layer computes channels-first in torch (convolutions, pooling...), so a
-    model input feeding it is taken channels-first. ``passthrough``: the layer is indifferent to
-    layout (element-wise), so that decision looks through it. ``operations``: the converter also
-    handles the ``keras.ops`` calls of the same class name that a functional model records as nodes
-    (``x + 3.0`` is an ``Add`` operation); other converters never see those.
+    Re-running the same definition (a notebook cell run twice, a module reloaded: same module and
+    function name) replaces the entry silently: that is an edit, not a conflict.
     """
+    table = _TABLES[spec.kind]
+    existing = table.get(spec.key)
+    if existing is not None and not override and existing.name != spec.name:
+        raise ValueError(
+            f"a converter for the Keras {spec.kind} {spec.key!r} is registered already "
+            f"({existing.name}); pass override=True to replace it with {spec.name}"
+        )
+    table[spec.key] = spec
+    return spec
 
-    def register(function: Callable[[LayerCall], Converted]):
-        function.channels_first = channels_first
-        function.passthrough = passthrough
-        function.operations = operations
-        for class_name in class_names:
-            _REGISTRY[class_name] = function
+
+def converter(
+    *class_names: str,
+    channels_first: bool = False,
+    passthrough: bool = False,
+    operation: bool = False,
+    override: bool = False,
+    origin: str | None = None,
+    operations: bool = False,
+):
+    """Register the decorated function as the converter of the given Keras classes.
+
+    By default the names are Keras layer classes; with ``operation=True`` they are keras.ops
+    Operation classes, the nodes a functional model records for ``keras.ops`` calls and operators
+    between layers (``x + 1.0`` is an ``Add``, ``x[:, 2:]`` a ``GetItem``). ``channels_first``,
+    ``passthrough`` and ``origin``: see :class:`ConverterSpec`. A name registered already raises
+    ``ValueError`` unless ``override=True`` (to replace a built-in converter by your own).
+    ``operations=True`` (older API) registers a layer converter for the operation of the same class
+    name as well; new code registers a separate operation converter instead.
+
+    Example::
+
+        @kerastorch_magic.converter("L2Normalize", passthrough=True)
+        def convert_l2_normalize(call):
+            dim = call.inputs[0].torch_dim(call.layer.axis)
+            return Converted([Step(f"F.normalize({{x}}, dim={dim})")], [call.inputs[0]])
+    """
+    kinds = [OPERATION] if operation else [LAYER, OPERATION] if operations else [LAYER]
+
+    def register_function(function: Callable[[LayerCall], Converted]):
+        for kind in kinds:
+            for class_name in class_names:
+                register(
+                    ConverterSpec(class_name, function, kind, channels_first, passthrough, origin), override
+                )
         return function
 
-    return register
+    return register_function
 
 
-def find(class_name: str, operation: bool = False) -> Callable[[LayerCall], Converted] | None:
-    """The converter for a layer class, or for a keras.ops call (``operation``) if it takes those."""
-    function = _REGISTRY.get(class_name)
-    if operation and function is not None and not getattr(function, "operations", False):
-        return None
-    return function
+def find(class_name: str, operation: bool = False) -> ConverterSpec | None:
+    """The converter registered for a Keras layer class, or for a keras.ops Operation class."""
+    return _TABLES[OPERATION if operation else LAYER].get(class_name)
+
+
+def spec_of(node: Node) -> ConverterSpec | None:
+    """The converter that converts ``node`` (``spec_of(node).name`` names it in a report)."""
+    return find(node.class_name, node.is_operation)
 
 
 def supported_layers() -> list[str]:
-    """Every Keras class name with a converter, sorted (the README's list is generated from it)."""
+    """Every Keras layer class name with a converter, sorted (the README's list comes from it)."""
     from . import converters  # noqa: F401  (importing registers the built-in converters)
 
-    return sorted(_REGISTRY)
+    return sorted(_TABLES[LAYER])
+
+
+def supported_operations() -> list[str]:
+    """Every keras.ops Operation class name with a converter, sorted (the README lists them)."""
+    from . import converters  # noqa: F401  (importing registers the built-in converters)
+
+    return sorted(_TABLES[OPERATION])
 
 
 @dataclass
@@ -147,6 +234,9 @@ class LayerCall:
     is_model_output: bool
     readers: dict[int, list[Node]] = field(default_factory=dict, repr=False)  # id(Value) -> readers
     model_outputs: set[int] = field(default_factory=set, repr=False)  # id() of the model's outputs
+    # Source of a tensor holding a keras.Variable or a concrete array that a keras.ops call takes
+    # as an argument, supplied by the builder (see :meth:`operand`).
+    constant_source: Callable[[Any], str] | None = field(default=None, repr=False)
     _config: dict | None = None
 
     def argument_inputs(self, name: str) -> list[int]:
@@ -159,6 +249,50 @@ class LayerCall:
         (given by keyword or positionally). [] when the argument was not passed or holds no tensor.
         """
         return argument_inputs(self.node, name)
+
+    def operand(self, value: Any) -> str:
+        """Source text of a non-tensor argument of a keras.ops call, usable inside a ``Step``.
+
+        Python numbers, bools, None, strings, tuples and lists become literals (floats losslessly,
+        ``repr``; infinities and NaN as ``math.inf``/``math.nan``); a dtype goes through
+        ``ops_common.torch_dtype`` instead. A ``keras.Variable`` (a custom layer's weight) or a concrete
+        array (numpy, or a backend tensor: ``ops.convert_to_tensor(...)`` constants) goes to the
+        builder's ``constant_source`` callback, which declares what holds it and returns its
+        expression: a Variable becomes an ``nn.Parameter`` (a buffer when not trainable) named
+        after it, in Keras's layout; an array becomes a registered buffer with the array's values
+        as given (converters re-lay an array in numpy before passing it, e.g. to broadcast it
+        against a channels-first tensor). Braces are escaped for ``Step`` templates.
+        """
+        import keras
+
+        if value is None or isinstance(value, (bool, np.bool_)):
+            return repr(None if value is None else bool(value))
+        if isinstance(value, (int, np.integer)):
+            return repr(int(value))
+        if isinstance(value, (float, np.floating)):
+            number = float(value)
+            if np.isnan(number):
+                return "math.nan"
+            if np.isinf(number):
+                return "math.inf" if number > 0 else "-math.inf"
+            return repr(number)
+        if isinstance(value, str):
+            return repr(value).replace("{", "{{").replace("}", "}}")
+        if isinstance(value, (tuple, list)):
+            items = [self.operand(item) for item in value]
+            if isinstance(value, tuple):
+                return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+            return f"[{', '.join(items)}]"
+        if isinstance(value, keras.KerasTensor):
+            raise self.unsupported("a symbolic tensor where a constant was expected (converter bug)")
+        if isinstance(value, keras.Variable) or hasattr(value, "shape"):
+            if self.constant_source is None:
+                raise self.unsupported(
+                    f"a keras.ops call with a constant {type(value).__name__} of shape "
+                    f"{tuple(value.shape)}: this conversion cannot hold constants"
+                )
+            return self.constant_source(value).replace("{", "{{").replace("}", "}}")
+        raise self.unsupported(f"a keras.ops call with an argument of type {type(value).__name__}")
 
     def readers_of(self, value) -> list[Node]:
         """The nodes reading ``value`` anywhere in the graph (to look past a layer's readers)."""

@@ -1,7 +1,6 @@
 """Merging layers against Keras, with inputs arriving in different torch layouts."""
 
 import keras
-import numpy as np
 import pytest
 from exactness import unwrap
 from test_activations import assert_each_output_exact
@@ -161,20 +160,3 @@ def test_keras_ops_calls_with_layer_names(fmt):
     assert "3.0 - image" in code
     assert "torch.clamp(image, min=0.0)" in code
     assert "torch.clamp(image, max=2.0)" in code
-
-
-@pytest.mark.parametrize(
-    "build, match",
-    [
-        (lambda x: keras.ops.average(x, axis=1), "NumPy's average"),
-        (lambda x: keras.ops.dot(x, x), "NumPy's dot"),
-        (lambda x: keras.ops.add(x, np.ones(3, "float32")), "constant ndarray"),
-    ],
-    ids=["average", "dot", "array constant"],
-)
-def test_keras_ops_calls_without_layer_semantics_are_refused(build, match):
-    inputs = keras.Input((3, 3))
-    model = keras.Model(inputs, build(inputs))
-    with pytest.raises(k2t.ConversionError, match=match) as info:
-        k2t.convert(model)
-    assert len(info.value.layers) == 1

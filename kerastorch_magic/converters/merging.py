@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
-
 from .. import layout
+from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step, converter
 from .activations import has_keras_mask
 
 
-def _common_perm(call: LayerCall) -> tuple[int, ...]:
-    """The layout most of the highest-rank inputs already have (the first of them on a tie)."""
-    rank = max(spec.rank for spec in call.inputs)
-    perms = [spec.perm for spec in call.inputs if spec.rank == rank]
+def common_perm(specs: list[TensorSpec]) -> tuple[int, ...]:
+    """The layout most of the highest-rank inputs already have (the first of them on a tie).
+
+    Re-laying the others to it costs the fewest permutes; the keras.ops element-wise converters
+    (ops_math) choose their output layout the same way.
+    """
+    rank = max(spec.rank for spec in specs)
+    perms = [spec.perm for spec in specs if spec.rank == rank]
     counts = Counter(perms)
     best = max(counts.values())
     return next(perm for perm in perms if counts[perm] == best)
@@ -46,71 +49,13 @@ def _operand(call: LayerCall, index: int, perm: tuple[int, ...]) -> str:
 
 
 def _operands(call: LayerCall) -> tuple[list[str], tuple[int, ...]]:
-    perm = _common_perm(call)
-    if is_operation(call):
-        return _operation_operands(call, perm), perm
+    perm = common_perm(call.inputs)
     return [_operand(call, i, perm) for i in range(len(call.inputs))], perm
-
-
-# -- keras.ops calls ------------------------------------------------------------------------------
-# A functional model may record keras.ops calls as graph nodes, and their classes share these
-# layers' names: ``x + 3.0`` is an ``Add``, ``ops.multiply(x, y)`` a ``Multiply``. Their arguments
-# may be constants, they broadcast like NumPy (aligned on the last axes), and ``ops.average`` /
-# ``ops.dot`` mean NumPy's average and dot, not these layers.
-def is_operation(call: LayerCall) -> bool:
-    """Whether the node is a keras.ops call rather than a Keras layer."""
-    import keras
-
-    return not isinstance(call.layer, keras.layers.Layer)
-
-
-def _constant(call: LayerCall, value) -> str:
-    if isinstance(value, (bool, np.bool_)) or not (
-        isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
-    ):
-        raise call.unsupported(
-            f"a keras.ops call with a constant {type(value).__name__} operand; "
-            "only numbers are converted (wrap the computation in a layer)"
-        )
-    number = np.asarray(value).item()
-    if not np.isfinite(number):
-        raise call.unsupported(f"a keras.ops call with the constant {number}")
-    return repr(number)
-
-
-def _operation_operands(call: LayerCall, perm: tuple[int, ...]) -> list[str]:
-    """A keras.ops call's operands in call order: its tensors laid out as ``perm``, and numbers."""
-    import keras
-
-    node = call.node.keras_node
-    args = list(node.arguments.args)
-    if len(args) == 1 and isinstance(args[0], (list, tuple)):  # ops.concatenate([x, y])
-        args = list(args[0])
-    if node.arguments.kwargs:
-        raise call.unsupported(f"keras.ops call with keyword arguments {sorted(node.arguments.kwargs)}")
-    index = {id(tensor): i for i, tensor in reversed(list(enumerate(node.input_tensors)))}
-    if any(spec.rank != len(perm) for spec in call.inputs):
-        raise call.unsupported("a keras.ops call on tensors of different ranks (NumPy broadcasting)")
-    terms = []
-    for arg in args:
-        if isinstance(arg, keras.KerasTensor):
-            terms.append(call.input_as(index[id(arg)], perm))
-        else:
-            terms.append(_constant(call, arg))
-    return terms
-
-
-def _refuse_operation(call: LayerCall, numpy_name: str) -> None:
-    if is_operation(call):
-        raise call.unsupported(
-            f"keras.ops.{numpy_name} (NumPy's {numpy_name}, not the {call.class_name} layer) "
-            "has no converter; wrap it in a layer and register one"
-        )
 
 
 def _refuse_masks(call: LayerCall) -> None:
     """Multiply, Maximum and Minimum treat masked positions specially in Keras."""
-    if not is_operation(call) and any(has_keras_mask(call, i) for i in range(len(call.inputs))):
+    if any(has_keras_mask(call, i) for i in range(len(call.inputs))):
         raise call.unsupported("its inputs carry a Keras mask, which changes this merge's values")
 
 
@@ -118,13 +63,13 @@ def _merged(call: LayerCall, expr: str, perm: tuple[int, ...], comment: str | No
     return Converted([Step(expr, comment)], [call.output_spec(perm)])
 
 
-@converter("Add", passthrough=True, operations=True)
+@converter("Add", passthrough=True)
 def convert_add(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     return _merged(call, " + ".join(terms), perm)
 
 
-@converter("Subtract", passthrough=True, operations=True)
+@converter("Subtract", passthrough=True)
 def convert_subtract(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     if len(terms) != 2:
@@ -132,51 +77,33 @@ def convert_subtract(call: LayerCall) -> Converted:
     return _merged(call, f"{terms[0]} - {terms[1]}", perm)
 
 
-@converter("Multiply", passthrough=True, operations=True)
+@converter("Multiply", passthrough=True)
 def convert_multiply(call: LayerCall) -> Converted:
     _refuse_masks(call)
     terms, perm = _operands(call)
     return _merged(call, " * ".join(terms), perm)
 
 
-@converter("Average", passthrough=True, operations=True)
+@converter("Average", passthrough=True)
 def convert_average(call: LayerCall) -> Converted:
-    _refuse_operation(call, "average")
     terms, perm = _operands(call)
     if len(terms) == 1:
         return _merged(call, terms[0], perm)
     return _merged(call, f"({' + '.join(terms)}) / {len(terms)}", perm)
 
 
-@converter("Maximum", "Minimum", passthrough=True, operations=True)
+@converter("Maximum", "Minimum", passthrough=True)
 def convert_maximum(call: LayerCall) -> Converted:
     _refuse_masks(call)
     terms, perm = _operands(call)
-    maximum = call.class_name == "Maximum"
-    tensors = [t for t in terms if not _is_number(t)]
-    if len(tensors) == 1 and len(terms) == 2:  # keras.ops.maximum(x, 0.0): a clamp
-        bound = "min" if maximum else "max"
-        return _merged(
-            call, f"torch.clamp({tensors[0]}, {bound}={next(t for t in terms if _is_number(t))})", perm
-        )
-    if len(tensors) != len(terms):
-        raise call.unsupported("a keras.ops call with more than one constant")
-    function = "torch.maximum" if maximum else "torch.minimum"
+    function = "torch.maximum" if call.class_name == "Maximum" else "torch.minimum"
     expr = terms[0]
-    for term in terms[1:]:  # pairwise, in Keras's order (broadcasting like Keras)
+    for term in terms[1:]:  # pairwise, in Keras's order
         expr = f"{function}({expr}, {term})"
     return _merged(call, expr, perm)
 
 
-def _is_number(term: str) -> bool:
-    try:
-        float(term)
-    except ValueError:
-        return False
-    return True
-
-
-@converter("Concatenate", passthrough=True, operations=True)
+@converter("Concatenate", passthrough=True)
 def convert_concatenate(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
     if any(spec.rank != len(perm) for spec in call.inputs):
@@ -194,10 +121,9 @@ def convert_concatenate(call: LayerCall) -> Converted:
 _LETTERS = "abcdefghijlmopqrstuvwxyz"  # einsum subscripts: n = batch, k = the summed axis
 
 
-@converter("Dot", operations=True)
+@converter("Dot")
 def convert_dot(call: LayerCall) -> Converted:
     """Batch dot product: one ``torch.einsum`` reading each input in its own torch layout."""
-    _refuse_operation(call, "dot")
     if len(call.inputs) != 2:
         raise call.unsupported(f"Dot of {len(call.inputs)} inputs")
     first, second = call.inputs

@@ -1,0 +1,189 @@
+"""keras.ops neural-network and linear-algebra operations: activations, log_softmax, one_hot,
+matmul, einsum, dot, tensordot, normalize, image.resize.
+
+The activations without options reuse the activation table of :mod:`activations` (one torch
+expression per Keras activation); the ones with options pass them explicitly where Keras's
+defaults differ from torch's (``keras.ops.gelu`` defaults to the tanh approximation, ``F.gelu``
+to the exact form). ``einsum`` reads each operand in its own torch layout: the subscripts are
+permuted instead of the tensors.
+"""
+
+from __future__ import annotations
+
+from .. import layout
+from ..registry import Converted, LayerCall, Step, converter
+from .activations import _ACTIVATIONS
+from .ops_common import (
+    arguments,
+    keras_layout,
+    result,
+    same_layout,
+    tensor_index,
+    torch_dtype,
+    value_in_keras_layout,
+)
+
+# keras.ops Operation -> the keras.activations name of the same function (no options).
+_ACTIVATION_OPS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Sigmoid": "sigmoid",
+    "Softplus": "softplus",
+    "Softsign": "softsign",
+    "Silu": "silu",
+    "LogSigmoid": "log_sigmoid",
+    "HardSigmoid": "hard_sigmoid",
+    "HardSilu": "hard_silu",
+    "Selu": "selu",
+    "TanhShrink": "tanh_shrink",
+    "HardTanh": "hard_tanh",
+    "SparsePlus": "sparse_plus",
+    "SparseSigmoid": "sparse_sigmoid",
+}
+
+
+@converter(*_ACTIVATION_OPS, passthrough=True, operation=True)
+def convert_activation_op(call: LayerCall) -> Converted:
+    entry = _ACTIVATIONS[_ACTIVATION_OPS[call.class_name]]
+    return Converted([Step(entry.template.format(x="{x}"), entry.note)], [same_layout(call)])
+
+
+def _number(value) -> str:
+    return repr(float(value))
+
+
+@converter("LeakyRelu", "Elu", "Celu", "Gelu", "SoftShrink", "HardShrink", "Threshold", "Squareplus",
+           passthrough=True, operation=True)  # fmt: skip
+def convert_parametric_activation(call: LayerCall) -> Converted:
+    layer, name = call.layer, call.class_name
+    comment = None
+    if name == "LeakyRelu":
+        expr = f"F.leaky_relu({{x}}, negative_slope={_number(layer.negative_slope)})"
+    elif name in ("Elu", "Celu"):
+        alpha = float(layer.alpha)
+        expr = f"F.{name.lower()}({{x}}" + (f", alpha={_number(alpha)})" if alpha != 1.0 else ")")
+    elif name == "Gelu":
+        if layer.approximate:
+            expr = 'F.gelu({x}, approximate="tanh")'
+            comment = "keras.ops.gelu defaults to the tanh approximation (F.gelu: exact erf form)"
+        else:
+            expr = "F.gelu({x})"
+    elif name in ("SoftShrink", "HardShrink"):
+        threshold = float(layer.threshold)
+        expr = f"F.{name.lower()}({{x}}" + (f", lambd={_number(threshold)})" if threshold != 0.5 else ")")
+    elif name == "Threshold":
+        # Keras: x where x > threshold, else default_value; F.threshold's rule exactly.
+        expr = f"F.threshold({{x}}, {_number(layer.threshold)}, {_number(layer.default_value)})"
+    else:  # Squareplus: no torch twin
+        b = float(layer.b)
+        expr = f"({{x}} + torch.sqrt({{x}} * {{x}} + {_number(b)})) / 2"
+        comment = f"Keras squareplus (no torch twin), b={b:g}"
+    return Converted([Step(expr, comment)], [same_layout(call)])
+
+
+@converter("LogSoftmax", "Glu", passthrough=True, operation=True)
+def convert_axis_activation(call: LayerCall) -> Converted:
+    spec = call.inputs[0]
+    if not isinstance(call.layer.axis, int):
+        raise call.unsupported(f"{call.class_name} over axis={call.layer.axis!r}")
+    function = "F.glu" if call.class_name == "Glu" else "F.log_softmax"
+    return Converted([Step(f"{function}({{x}}, dim={spec.torch_dim(call.layer.axis)})")], [same_layout(call)])
+
+
+@converter("OneHot", operation=True)
+def convert_one_hot(call: LayerCall) -> Converted:
+    layer = call.layer
+    if layer.sparse:
+        raise call.unsupported("one_hot(sparse=True)")
+    rank = len(call.output_shapes[0])
+    axis = int(layer.axis) % rank
+    dtype = torch_dtype(call, call.node.outputs[0].dtype)
+    expr = f"F.one_hot({keras_layout(call, 0)}.long(), {int(layer.num_classes)}).to({dtype})"
+    if axis != rank - 1:
+        expr += f".movedim(-1, {axis})"
+    return result(call, expr, comment="F.one_hot wants int64 classes in [0, num_classes)")
+
+
+@converter("Matmul", operation=True)
+def convert_matmul(call: LayerCall) -> Converted:
+    args = arguments(call)
+    left, right = (value_in_keras_layout(call, args[name]) for name in ("x1", "x2"))
+    return result(call, f"{left} @ {right}")
+
+
+@converter("Dot", operation=True)
+def convert_dot(call: LayerCall) -> Converted:
+    """NumPy's ``dot`` (not the Dot layer): matmul when the second operand has rank <= 2."""
+    args = arguments(call)
+    ranks = [len(args[name].shape) for name in ("x1", "x2")]
+    left, right = (value_in_keras_layout(call, args[name]) for name in ("x1", "x2"))
+    if 0 in ranks:
+        return result(call, f"{left} * {right}")
+    if ranks[1] > 2:
+        raise call.unsupported("keras.ops.dot of a second operand of rank > 2 (backends differ)")
+    return result(call, f"{left} @ {right}")
+
+
+@converter("Tensordot", operation=True)
+def convert_tensordot(call: LayerCall) -> Converted:
+    args = arguments(call)
+    left, right = (value_in_keras_layout(call, args[name]) for name in ("x1", "x2"))
+    axes = call.layer.axes
+    dims = (
+        int(axes)
+        if isinstance(axes, int)
+        else tuple(tuple(a) if isinstance(a, (list, tuple)) else a for a in axes)
+    )
+    return result(call, f"torch.tensordot({left}, {right}, dims={call.operand(dims)})")
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@converter("Einsum", operation=True)
+def convert_einsum(call: LayerCall) -> Converted:
+    """The same equation, each operand read in its own torch layout (subscripts permuted)."""
+    subscripts = call.layer.subscripts.replace(" ", "")
+    operands = list(arguments(call)["operands"])
+    inputs, arrow, output = subscripts.partition("->")
+    terms, letters = [], inputs.split(",")
+    if len(letters) != len(operands):
+        raise call.unsupported(f"einsum {subscripts!r} with {len(operands)} operands")
+    for position, (value, sub) in enumerate(zip(operands, letters)):
+        index = tensor_index(call, value)
+        if index is None or "." in subscripts:  # constants and ellipses: Keras's layout
+            terms.append(value_in_keras_layout(call, value))
+            continue
+        spec = call.inputs[index]
+        letters[position] = "".join(sub[axis] for axis in spec.perm)
+        terms.append(call.input_as(index, spec.perm))
+    equation = ",".join(letters) + arrow + output
+    return result(call, f'torch.einsum("{equation}", {", ".join(terms)})')
+
+
+# -- image ----------------------------------------------------------------------------------------
+_RESIZE_MODES = {"bilinear": "bilinear", "nearest": "nearest-exact"}
+
+
+@converter("Resize", channels_first=True, operation=True)
+def convert_resize(call: LayerCall) -> Converted:
+    """``keras.ops.image.resize``: ``F.interpolate`` on the channels-first tensor.
+
+    TensorFlow samples at pixel centres (half-pixel), like torch's ``align_corners=False`` and
+    ``nearest-exact``; other methods and antialiasing differ between the two and are refused.
+    """
+    layer = call.layer
+    spec = call.inputs[0]
+    if spec.rank != 4:
+        raise call.unsupported("image.resize of an unbatched image")
+    if layer.interpolation not in _RESIZE_MODES:
+        raise call.unsupported(f"image.resize interpolation={layer.interpolation!r}")
+    if layer.antialias or layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio:
+        raise call.unsupported("image.resize with antialias, crop_to_aspect_ratio or pad_to_aspect_ratio")
+    data_format = layer.data_format or "channels_last"
+    perm = layout.channels_first(4) if data_format == "channels_last" else layout.identity(4)
+    size = tuple(int(d) for d in layer.size)
+    mode = _RESIZE_MODES[layer.interpolation]
+    options = ", align_corners=False" if mode == "bilinear" else ""
+    expr = f'F.interpolate({call.input_as(0, perm)}, size={size}, mode="{mode}"{options})'
+    return result(call, expr, perm)

@@ -1,0 +1,162 @@
+"""keras.ops reductions and orderings: sum, mean, max, min, prod, any, all, std, var, logsumexp,
+argmax/argmin, count_nonzero, average, cumsum/cumprod, sort/argsort, top_k, norm.
+
+Reductions run in their input's layout, the Keras axes mapped to torch dims; the result keeps
+the order of the remaining axes. ``axis=None`` reduces every axis, batch included (NumPy's
+rule). Where Keras keeps a dtype that torch would widen (the sum of int32 is int32 in Keras,
+int64 in torch; indices are int32 in Keras), the generated code says so with ``dtype=``/``.int()``.
+"""
+
+from __future__ import annotations
+
+from .. import layout
+from ..registry import Converted, LayerCall, Step, converter
+from .ops_common import (
+    arguments,
+    axes_of,
+    dims_source,
+    is_float,
+    keep_dims,
+    keras_layout,
+    result,
+    torch_dtype,
+)
+
+# Operation -> (torch method, whether it takes dtype=).
+_REDUCTIONS = {
+    "Sum": ("sum", True),
+    "Mean": ("mean", True),
+    "Prod": ("prod", True),
+    "Max": ("amax", False),
+    "Amax": ("amax", False),
+    "Min": ("amin", False),
+    "Amin": ("amin", False),
+    "Any": ("any", False),
+    "All": ("all", False),
+    "Std": ("std", False),
+    "Var": ("var", False),
+    "Logsumexp": ("logsumexp", False),
+}
+
+
+def _reduced(call: LayerCall, axis, keepdims: bool, whole: bool = True) -> tuple[str, tuple[int, ...]]:
+    """``dim=..., keepdim=True`` arguments and the output layout of a reduction over ``axis``.
+
+    Over every axis without keepdims the arguments are empty (``x.sum()``) when ``whole`` says
+    the torch function allows that.
+    """
+    spec = call.inputs[0]
+    axes = axes_of(call, axis, spec.rank)
+    axes = list(range(spec.rank)) if axes is None else axes
+    if whole and len(axes) == spec.rank and not keepdims:
+        return "", ()
+    dims = sorted(spec.torch_dim(a) for a in axes)
+    perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
+    return f"dim={dims_source(dims)}" + (", keepdim=True" if keepdims else ""), perm
+
+
+def _joined(*options: str) -> str:
+    return ", ".join(o for o in options if o)
+
+
+@converter(*_REDUCTIONS, operation=True)
+def convert_reduction(call: LayerCall) -> Converted:
+    layer = call.layer
+    if getattr(layer, "initial", None) is not None:
+        raise call.unsupported(f"{call.class_name.lower()} with initial={layer.initial!r}")
+    method, takes_dtype = _REDUCTIONS[call.class_name]
+    options, perm = _reduced(call, layer.axis, bool(layer.keepdims), whole=method != "logsumexp")
+    out, source = call.node.outputs[0].dtype, "{x}"
+    if method in ("std", "var"):
+        options = _joined(options, "correction=0")  # NumPy's ddof=0
+    if takes_dtype and (out != call.inputs[0].dtype or not is_float(out)):  # torch widens ints
+        options = _joined(options, f"dtype={torch_dtype(call, out)}")
+    elif is_float(out) and not is_float(call.inputs[0].dtype):
+        source = f"{{x}}.to({torch_dtype(call, out)})"  # Keras computes integers in floats
+    if method == "logsumexp":
+        return result(call, f"torch.logsumexp({_joined(source, options)})", perm)
+    return result(call, f"{source}.{method}({options})", perm)
+
+
+@converter("Argmax", "Argmin", operation=True)
+def convert_argmax(call: LayerCall) -> Converted:
+    method = call.class_name.lower()
+    keepdims = bool(call.layer.keepdims)
+    if call.layer.axis is None:  # the index into the flattened array, in Keras's order
+        expr = f"{keras_layout(call, 0)}.{method}({'keepdim=True' if keepdims else ''})"
+        rank = len(call.output_shapes[0])
+        return result(call, f"{expr}.int()", layout.identity(rank), "Keras returns int32 indices")
+    spec = call.inputs[0]
+    axis = int(call.layer.axis) % spec.rank
+    perm = spec.perm if keepdims else keep_dims(spec.perm, {axis})
+    options = f"dim={spec.torch_dim(axis)}" + (", keepdim=True" if keepdims else "")
+    return result(call, f"{{x}}.{method}({options}).int()", perm, "Keras returns int32 indices")
+
+
+@converter("CountNonzero", operation=True)
+def convert_count_nonzero(call: LayerCall) -> Converted:
+    options, perm = _reduced(call, call.layer.axis, False)
+    return result(
+        call, f"torch.count_nonzero({_joined('{x}', options)}).int()", perm, "Keras counts in int32"
+    )
+
+
+@converter("Average", operation=True)
+def convert_average(call: LayerCall) -> Converted:
+    """NumPy's ``average`` (a mean over ``axis``), not the Average layer."""
+    if arguments(call).get("weights") is not None:
+        raise call.unsupported("keras.ops.average with weights")
+    options, perm = _reduced(call, call.layer.axis, False)
+    return result(call, f"{{x}}.mean({options})", perm)
+
+
+@converter("Cumsum", "Cumprod", operation=True)
+def convert_cumulative(call: LayerCall) -> Converted:
+    method = call.class_name.lower()
+    out = call.node.outputs[0].dtype
+    dtype = f", dtype={torch_dtype(call, out)}" if out != call.inputs[0].dtype or not is_float(out) else ""
+    if call.layer.axis is None:  # NumPy flattens first (in Keras's order)
+        return result(call, f"{keras_layout(call, 0)}.flatten().{method}(0{dtype})")
+    spec = call.inputs[0]
+    return result(call, f"{{x}}.{method}(dim={spec.torch_dim(int(call.layer.axis))}{dtype})", spec.perm)
+
+
+@converter("Sort", "Argsort", operation=True)
+def convert_sort(call: LayerCall) -> Converted:
+    spec = call.inputs[0]
+    if call.layer.axis is None:
+        raise call.unsupported(f"{call.class_name.lower()} with axis=None")
+    dim = spec.torch_dim(int(call.layer.axis))
+    if call.class_name == "Sort":
+        return result(call, f"torch.sort({{x}}, dim={dim}).values", spec.perm)
+    return result(call, f"torch.argsort({{x}}, dim={dim}).int()", spec.perm, "Keras returns int32 indices")
+
+
+@converter("TopK", operation=True)
+def convert_top_k(call: LayerCall) -> Converted:
+    spec = call.inputs[0]
+    k = int(call.layer.k)
+    comment = "torch's indices are int64 (Keras: int32)"
+    if not call.layer.sorted:
+        comment += "; sorted, which Keras's unsorted order does not promise"
+    step = Step(f"torch.topk({{x}}, {k}, dim={spec.torch_dim(-1)})", comment)
+    return Converted([step], [call.output_spec(spec.perm, 0), call.output_spec(spec.perm, 1)])
+
+
+@converter("Norm", operation=True)
+def convert_norm(call: LayerCall) -> Converted:
+    layer = call.layer
+    spec = call.inputs[0]
+    axes = axes_of(call, layer.axis, spec.rank)
+    order = layer.ord
+    if axes is not None and len(axes) == 2 and order not in (None, "fro"):
+        raise call.unsupported(f"matrix norm ord={order!r}")
+    if order == "fro" or order is None:
+        order = 2
+    if isinstance(order, str):
+        raise call.unsupported(f"norm ord={order!r}")
+    if axes is None:  # NumPy: the 2-norm of the flattened array
+        axes = list(range(spec.rank))
+    options, perm = _reduced(call, axes, bool(layer.keepdims))
+    order_text = "" if order == 2 else f"ord={call.operand(float(order))}, "
+    return result(call, f"torch.linalg.vector_norm({{x}}, {order_text}{options})", perm)

@@ -1,0 +1,88 @@
+"""The converter registry: entries as data, two tables, explicit overrides."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+import kerastorch_magic as k2t
+from kerastorch_magic import registry
+from kerastorch_magic.registry import Converted, Step, converter
+
+
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """Registrations made here are removed afterwards (the registry is process-wide)."""
+    import kerastorch_magic.converters  # noqa: F401  (the built-in entries exist before saving)
+
+    saved = {kind: dict(table) for kind, table in registry._TABLES.items()}
+    yield
+    for kind, table in registry._TABLES.items():
+        table.clear()
+        table.update(saved[kind])
+
+
+def _identity(call):
+    return Converted([], [call.inputs[0]])
+
+
+def _double(call):
+    return Converted([Step("{x} * 2")], [call.inputs[0]])
+
+
+def test_entries_are_frozen_specs_naming_their_converter():
+    spec = registry.find("Conv2D")
+    assert isinstance(spec, registry.ConverterSpec)
+    assert (spec.kind, spec.key, spec.channels_first) == ("layer", "Conv2D", True)
+    assert spec.name == "converters.conv.convert_conv"
+    with pytest.raises(AttributeError):
+        spec.channels_first = False  # frozen: flags are data, not function attributes
+
+
+def test_layers_and_operations_live_in_separate_tables():
+    layer, operation = registry.find("Softmax"), registry.find("Softmax", operation=True)
+    assert layer.kind == "layer" and operation.kind == "operation"
+    assert registry.find("GetItem") is None  # an operation only
+    assert registry.find("GetItem", operation=True).name == "converters.ops_shape.convert_get_item"
+    assert registry.find("Add").name == "converters.merging.convert_add"
+    assert registry.find("Add", operation=True).name == "converters.ops_math.convert_operator"
+    assert "GetItem" in registry.supported_operations() and "GetItem" not in registry.supported_layers()
+
+
+def test_spec_of_a_node():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs) + 1.0)
+    from kerastorch_magic.graph import read_model
+
+    names = [registry.spec_of(node).name for node in read_model(model).nodes]
+    assert names == ["converters.core.convert_dense", "converters.ops_math.convert_operator"]
+
+
+def test_registering_a_name_twice_raises_unless_override():
+    converter("MyLayerForRegistryTest")(_identity)
+    with pytest.raises(ValueError, match="MyLayerForRegistryTest.*override=True"):
+        converter("MyLayerForRegistryTest")(_double)
+    assert registry.find("MyLayerForRegistryTest").function is _identity
+    converter("MyLayerForRegistryTest", override=True)(_double)
+    assert registry.find("MyLayerForRegistryTest").function is _double
+
+
+def test_a_builtin_converter_is_replaced_only_explicitly():
+    with pytest.raises(ValueError, match="Conv2D.*converters.conv.convert_conv"):
+        converter("Conv2D")(_identity)
+    with pytest.raises(ValueError, match="operation 'Add'"):
+        converter("Add", operation=True)(_identity)
+    converter("Add", operation=True, passthrough=True, override=True)(_double)
+    inputs = keras.Input((3,))
+    code = k2t.convert(keras.Model(inputs, inputs + 1.0)).code
+    assert "x * 2" in code  # the override converts the op; the Add layer keeps its converter
+    assert registry.find("Add").name == "converters.merging.convert_add"
+
+
+def test_rerunning_the_same_definition_replaces_silently():
+    """A notebook cell defining a converter may run twice: that is an edit, not a conflict."""
+    source = "@converter('ReRunLayer')\ndef convert_it(call):\n    return None\n"
+    first, second = ({"converter": converter, "__name__": "notebook_cell"} for _ in range(2))
+    exec(source, first)  # noqa: S102
+    exec(source, second)  # noqa: S102
+    assert registry.find("ReRunLayer").function is second["convert_it"]
