@@ -158,9 +158,9 @@ def worker(model_name: str, mode: str, size: int, batch: int, device: str, repea
         comparison = last["comparison"]
         result["summary"] = comparison.summary()
         result["devices"] = (
-            f"torch {comparison.info['torch_device']}, keras {comparison.info['keras_device']}"
+            f"torch {comparison.info.torch_device}, keras {comparison.info.keras_device}"
         )
-        result["split_s"] = {k: round(v, 3) for k, v in comparison.info["seconds"].items()}
+        result["split_s"] = {k: round(v, 3) for k, v in comparison.info.seconds.items()}
     return result
 
 
@@ -216,13 +216,13 @@ def once(args) -> None:
             started = time.perf_counter()
             comparison = k2t.compare(model, conversion, inputs=x, device=args.device, isolate=isolate)
             took = time.perf_counter() - started
-            split = {k: round(v, 2) for k, v in comparison.info["seconds"].items()}
+            split = {k: round(v, 2) for k, v in comparison.info.seconds.items()}
             gpu = ""
             if cuda:
                 gpu = f"; GPU peak above start {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB"
             print(f"  {'isolated  ' if isolate else 'end to end'} {took:6.2f} s {split}{gpu}")
             print(f"    {comparison.summary()}")
-        print(f"  devices: torch {comparison.info['torch_device']}; Keras {comparison.info['keras_device']}")
+        print(f"  devices: torch {comparison.info.torch_device}; Keras {comparison.info.keras_device}")
         widget = comparison.widget()
         print(f"  widget: {len(widget.rows)} rows, {len(widget.detail)} preview bytes shipped")
         del model, conversion, comparison, widget

@@ -139,7 +139,7 @@ def test_mimebundle_has_widget_view_and_static_table(comparison):
     bundle = comparison._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == comparison.widget().model_id
-    assert "<table class=\"k2t-s-table\">" in bundle["text/html"]
+    assert '<table class="k2t-s-table">' in bundle["text/html"]
     assert "differ beyond" in bundle["text/plain"]
     assert comparison.widget() is comparison.widget()  # one widget per comparison
 
@@ -176,3 +176,112 @@ def test_png_encoder():
     raw = zlib.decompress(data[idat + 4 : idat + 4 + length])
     assert len(raw) == 3 * (1 + 4 * 3)
     assert tuple(rgb[0, 0]) != tuple(rgb[-1, -1])
+
+
+# -- the exported static table in a real browser ------------------------------------------------
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "export"
+CHROMIUM = Path("/usr/bin/chromium")
+
+# Per table cell: its text must lie inside the cell, unless an ellipsis box (.k2t-s-clip) inside
+# the cell clips it, and then that box lies inside the cell and carries the full text as a tooltip.
+OVERFLOWS = """() => {
+  const problems = [];
+  const inside = (inner, outer) =>
+    inner.left >= outer.left - 0.5 && inner.right <= outer.right + 0.5 &&
+    inner.top >= outer.top - 0.5 && inner.bottom <= outer.bottom + 0.5;
+  const cells = document.querySelectorAll('table.k2t-s-table th, table.k2t-s-table td');
+  for (const cell of cells) {
+    const box = cell.getBoundingClientRect();
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.textContent.trim()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      const text = range.getBoundingClientRect();
+      if (!text.width && !text.height) continue;  // not rendered (an SVG <title>)
+      const clip = node.parentElement.closest('.k2t-s-clip');
+      if (clip && cell.contains(clip)) {
+        const clipBox = clip.getBoundingClientRect();
+        if (!inside(clipBox, box)) problems.push(`clip box out of its cell: ${clip.title}`);
+        if (text.right > clipBox.right + 0.5 && !clip.title.includes(node.textContent.trim()))
+          problems.push(`clipped without its full text in the tooltip: ${node.textContent}`);
+        if (getComputedStyle(clip).textOverflow !== 'ellipsis') problems.push('clip without ellipsis');
+      } else if (!inside(text, box)) {
+        problems.push(`"${node.textContent}" overflows its ${cell.tagName} (${text.left.toFixed(1)}-` +
+          `${text.right.toFixed(1)} in ${box.left.toFixed(1)}-${box.right.toFixed(1)})`);
+      }
+    }
+  }
+  const clipped = [...document.querySelectorAll('.k2t-s-clip')].filter((e) => e.scrollWidth > e.clientWidth);
+  return { problems, cells: cells.length, clipped: clipped.map((e) => e.title) };
+}"""
+
+
+def _exported_notebook_html(comparison) -> str:
+    """The comparison as ``jupyter nbconvert --to html`` exports it (JupyterLab's stylesheet included)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    bundle = comparison._repr_mimebundle_()
+    output = nbformat.v4.new_output(
+        "display_data", data={key: bundle[key] for key in ("text/plain", "text/html")}
+    )
+    cell = nbformat.v4.new_code_cell("k2t.compare(model, conversion)", outputs=[output], execution_count=1)
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    return body
+
+
+def _long_names_comparison():
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, name="stem_convolution_with_a_very_long_descriptive_name")(inputs)
+    x = keras.layers.BatchNormalization(name="block6a_expand_batch_normalization_of_the_stem")(x)
+    x = keras.layers.MaxPooling2D(name="max_pooling2d")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    model = keras.Model(inputs, outputs, name="long_names")
+    randomise_weights(model)
+    conversion = k2t.convert(model)
+    conversion.state_dict[next(k for k in conversion.state_dict if "running_var" in k)] *= 1.05
+    return k2t.compare(model, conversion, device="cpu", progress=False)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the system Chromium")
+def test_exported_static_table_has_no_overlapping_cells(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    comparison = _long_names_comparison()
+    page_file = tmp_path / "export.html"
+    page_file.write_text(_exported_notebook_html(comparison), encoding="utf-8")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.route("http*://**", lambda route: route.abort())  # the export's CDN scripts: offline
+            for width in (1300, 800):
+                page.set_viewport_size({"width": width, "height": 700})
+                page.goto(page_file.as_uri(), wait_until="domcontentloaded")
+                table = page.locator("table.k2t-s-table")
+                table.wait_for()
+                found = page.evaluate(OVERFLOWS)
+                page.locator(".k2t-static").screenshot(path=str(ARTIFACTS / f"static-table-{width}.png"))
+                assert found["cells"] == 12 * (1 + len(comparison.layers))
+                assert found["problems"] == [], (width, found["problems"])
+                # JupyterLab's ``table-layout: fixed`` is overridden: columns fit their content.
+                assert (
+                    page.evaluate("getComputedStyle(document.querySelector('table.k2t-s-table')).tableLayout")
+                    == "auto"
+                )
+                headers = page.locator("table.k2t-s-table th")
+                for i in range(headers.count()):  # no header cut ("PyTorch modu")
+                    assert headers.nth(i).evaluate("(e) => e.scrollWidth <= e.clientWidth"), headers.nth(
+                        i
+                    ).inner_text()
+                # The long names are ellipsised, their full text in the tooltip.
+                clipped = " ".join(found["clipped"])
+                assert "stem_convolution_with_a_very_long_descriptive_name" in clipped
+                assert "converter: converters.conv.convert_conv" in clipped
+        finally:
+            browser.close()
