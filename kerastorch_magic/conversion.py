@@ -40,6 +40,9 @@ class LayerTrace:
     spec: TensorSpec
     variable: str
     modules: tuple[str, ...]  # attribute names of the submodules this call used
+    # Random at inference (a traced layer drawing keras.random, e.g. a VAE's Sampling): Keras and
+    # torch draw different values, so a comparison feeds the next layers Keras's own output.
+    random: bool = False
 
     @property
     def keras_name(self) -> str:
@@ -166,7 +169,12 @@ def _unsupported_nodes(graph: Graph, missing: dict[int, tuple[Node, Graph]]) -> 
 
 def _is_pseudo(node: Node) -> bool:
     """A trace's own entry point: a weight read or an eagerly computed constant."""
-    return tracing.is_variable_read(node.layer) or tracing.is_constant(node.layer)
+    operation = node.layer
+    return (
+        tracing.is_variable_read(operation)
+        or tracing.is_constant(operation)
+        or tracing.is_random_draw(operation)
+    )
 
 
 def _keras_mask_reader(graph: Graph, node: Node) -> Node | None:
@@ -300,7 +308,8 @@ class _Builder:
         single = len(self.graph.inputs) == 1
         forward_args, inputs = [], []
         for position, value in enumerate(self.graph.inputs):
-            var = self.variables.claim("x" if single and self.input_specs is None else value.name, "input")
+            # Functional inputs are x (or their names); a traced call() keeps its parameters' names.
+            var = self.variables.claim("x" if single and not self.graph.input_names else value.name, "input")
             if self.input_specs is not None:
                 spec = self.input_specs[position]
             else:
@@ -313,13 +322,15 @@ class _Builder:
             try:
                 self._convert_node(node)
             except ConversionError as error:
-                errors.append(error)
+                errors.extend(getattr(error, "parts", None) or [error])  # a traced layer's, flattened
         if errors:
             layers = [layer for e in errors for layer in e.layers]
-            raise ConversionError(
+            combined = ConversionError(
                 f"cannot convert Keras model {self.graph.name!r}:\n" + "\n".join(f"  - {e}" for e in errors),
                 layers,
             )
+            combined.parts = errors
+            raise combined
         outputs, returns = self._outputs()
         inner = self.input_specs is not None
         source = codegen.ClassSource(
@@ -350,7 +361,7 @@ class _Builder:
             constant_source=self._constant_source,
         )
         call._config = _safe_config(node.layer)
-        if tracing.is_variable_read(node.layer) or tracing.is_constant(node.layer):
+        if _is_pseudo(node):
             self._entry_point(node)
             return
         if node.subgraph is not None:
@@ -384,7 +395,9 @@ class _Builder:
             out_vars = [in_vars[0]] * len(node.outputs)
         for index, (value, spec, var) in enumerate(zip(node.outputs, result.outputs, out_vars)):
             self.specs[id(value)], self.vars[id(value)] = spec, var
-            trace = LayerTrace(len(self.traces), node, index, spec, var, tuple(modules.values()))
+            trace = LayerTrace(
+                len(self.traces), node, index, spec, var, tuple(modules.values()), is_random(node)
+            )
             self.traces.append(trace)
             self.statements.append((trace.index, var))
 
@@ -437,6 +450,11 @@ class _Builder:
         spec = TensorSpec(tuple(value.shape), layout.identity(rank), value.dtype)
         if tracing.is_variable_read(operation):
             expr = self._constant_source(operation.variable)
+        elif tracing.is_random_draw(operation):
+            expr = self.variables.claim("noise")
+            self.statements.append(
+                codegen.Statement(expr, self._random_expression(operation), _RANDOM_COMMENT)
+            )
         else:
             expr = self._constant_source(operation.value)
             if not expr.startswith("self."):  # torch.arange(...): a named local reads better
@@ -488,6 +506,27 @@ class _Builder:
         self.state[attr] = array
         return f"self.{attr}"
 
+    def _random_expression(self, draw) -> str:
+        reference = self._device_reference()
+        if any(d is None for d in draw.shape[1:]):
+            raise tracing.refuse(
+                self.model,
+                self.graph.name,
+                f"keras.random.{draw.kind} of shape {draw.shape}: only the batch size may be unknown",
+            )
+        dims = ", ".join(f"{reference}.shape[0]" if d is None else str(d) for d in draw.shape) or "()"
+        options = f", device={reference}.device"
+        if draw.dtype != "float32":
+            options += f", dtype=torch.{draw.dtype}"
+        if draw.kind == "normal":
+            expr = f"torch.randn({dims}{options})"
+            scaled = expr if draw.high == 1.0 else f"{expr} * {draw.high!r}"
+            return scaled if draw.low == 0.0 else f"{scaled} + {draw.low!r}"
+        expr = f"torch.rand({dims}{options})"
+        width = draw.high - draw.low
+        scaled = expr if width == 1.0 else f"{expr} * {width!r}"
+        return scaled if draw.low == 0.0 else f"{scaled} + {draw.low!r}"
+
     def _device_reference(self) -> str:
         """An input tensor whose device constants made in ``forward`` are created on."""
         return self.vars[id(self.graph.inputs[0])] if self.graph.inputs else "None"
@@ -507,8 +546,8 @@ class _Builder:
         if known is not None:  # a shared layer: its submodules exist already
             return known
         # The user's attribute name inside a traced call() (self.attention), else the layer's name.
-        base = self.graph.attributes.get(id(node.layer)) or node.local_name(len(self.graph.scope))
-        base = naming.identifier(base)
+        base = self.graph.attributes.get(id(node.layer)) or _lambda_name(node)
+        base = naming.identifier(base or node.local_name(len(self.graph.scope)))
         modules: dict[str, str] = {}
         notes = list(result.notes)  # written once, above the layer's first declaration
         for key, submodule in result.modules.items():
@@ -697,3 +736,24 @@ def _safe_config(layer) -> dict | None:
         finally:
             for name, value in saved.items():
                 object.__setattr__(layer, name, value)
+
+
+_RANDOM_COMMENT = (
+    "Random at inference too, as in Keras (keras.random): every call draws new values, from "
+    "torch's generator, so outputs match Keras only in distribution"
+)
+
+
+def is_random(node: Node) -> bool:
+    """Whether a node's output is random at inference (a traced layer drawing keras.random)."""
+    if node.subgraph is None:
+        return False
+    return any(tracing.is_random_draw(n.layer) or is_random(n) for n in node.subgraph.nodes)
+
+
+def _lambda_name(node: Node) -> str | None:
+    """A Lambda layer Keras named itself is named after its function (``swish``, ``lambda_layer``)."""
+    if node.class_name != "Lambda" or naming.stable(node.layer.name, "Lambda") != "lambda":
+        return None
+    name = getattr(getattr(node.layer, "function", None), "__name__", "")
+    return naming.snake_case(name) if name.isidentifier() else "lambda_layer"

@@ -86,6 +86,25 @@ def constant(value):
     return operation.symbolic_call()
 
 
+def random_draw(kind: str, shape, low: float, high: float, dtype):
+    """A symbolic tensor standing for ``keras.random.normal``/``uniform`` drawn at inference.
+
+    ``low``/``high`` are the mean and standard deviation (normal) or the bounds (uniform); an
+    unknown dimension (None) is the batch size of the call's input.
+    """
+    import keras
+
+    operation = _pseudo_class("RandomDraw")(name=f"random_{kind}")
+    operation.kind, operation.low, operation.high = kind, float(low), float(high)
+    operation.shape = tuple(None if d is None else int(d) for d in shape)
+    operation.dtype = str(dtype or keras.config.floatx())
+    return operation.symbolic_call()
+
+
+def is_random_draw(operation) -> bool:
+    return type(operation).__name__ == "RandomDraw" and isinstance(operation, _PseudoOperation)
+
+
 def is_variable_read(operation) -> bool:
     return type(operation).__name__ == "VariableRead" and isinstance(operation, _PseudoOperation)
 
@@ -195,6 +214,44 @@ def _layer_calls_patched():
         Layer.__call__ = original
 
 
+def _patched_random(kind: str, original):
+    def draw(shape, a=None, b=None, dtype=None, seed=None, **kwargs):
+        if not _tracing():
+            return original(shape, *(v for v in (a, b) if v is not None), dtype=dtype, seed=seed, **kwargs)
+        names = ("mean", "stddev") if kind == "normal" else ("minval", "maxval")
+        defaults = (0.0, 1.0)
+        low = kwargs.get(names[0], a if a is not None else defaults[0])
+        high = kwargs.get(names[1], b if b is not None else defaults[1])
+        return random_draw(kind, shape, low, high, dtype)
+
+    draw._kerastorch_patch = True
+    return draw
+
+
+@contextlib.contextmanager
+def _random_patched():
+    """keras.random.normal/uniform called by the traced code are recorded, not drawn once.
+
+    (A draw made while tracing would otherwise be baked into the port as a constant.)
+    """
+    import keras
+    from keras.src.random import random as keras_random
+
+    saved = []
+    for module in (keras.random, keras_random):
+        for kind in ("normal", "uniform"):
+            original = getattr(module, kind)
+            if getattr(original, "_kerastorch_patch", False):
+                continue
+            saved.append((module, kind, original))
+            setattr(module, kind, _patched_random(kind, original))
+    try:
+        yield
+    finally:
+        for module, kind, original in saved:
+            setattr(module, kind, original)
+
+
 @contextlib.contextmanager
 def _weights_symbolic(layer, attributes: dict[int, str]):
     """Attributes holding the layer's Variables hold VariableRead tensors while tracing."""
@@ -279,10 +336,11 @@ def _user_frame(error: BaseException, layer) -> str | None:
 
 def _reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if "KerasTensor cannot be used as input to a TensorFlow function" in text:
+        return "a raw TensorFlow call on a symbolic tensor; use keras.ops (or register a converter)"
     if isinstance(error, TypeError) and "cannot be used as a boolean" in text:
         return "Python control flow on a tensor value (`if`/`while` on a symbolic tensor); use ops.where"
-    if "KerasTensor" in text and ("tf." in text or "TensorFlow" in text or "convert" in text.lower()):
-        return f"a raw TensorFlow call on a symbolic tensor ({text}); use keras.ops"
     return f"{type(error).__name__}: {text}"
 
 
@@ -321,11 +379,16 @@ def trace_model(model, qualified_name: str) -> Trace:
 
     shapes = getattr(model, "_build_shapes_dict", None)
     if not model.built or not shapes:
+        why = (
+            "Keras recorded no input shape when it was built"
+            if model.built
+            else "a subclassed model that was never built or called has no input shape"
+        )
         raise refuse(
             model,
             qualified_name,
-            "a subclassed model that was never built or called has no input shape to trace it with; "
-            "build it first, e.g. model.build((None, 28, 28, 1)), or call it once on data",
+            f"{why} to trace it with; build it with its input shape first, "
+            "e.g. model.build((None, 28, 28, 1)), or call it once on data",
         )
 
     def is_shape(value) -> bool:
@@ -351,7 +414,7 @@ def _run(layer, args, kwargs, inputs, qualified_name: str) -> Trace:
     attributes = attribute_names(layer)
     recover_initializers(layer)
     try:
-        with _layer_calls_patched(), _weights_symbolic(layer, attributes), _active(True):
+        with _layer_calls_patched(), _random_patched(), _weights_symbolic(layer, attributes), _active(True):
             outputs = layer.call(*args, **kwargs)
     except ConversionError:
         raise

@@ -3,7 +3,6 @@
 import ast
 
 import keras
-import numpy as np
 import pytest
 from exactness import assert_exact, check_source
 

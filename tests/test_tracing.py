@@ -193,3 +193,85 @@ def test_one_comparison_row_per_custom_layer_call():
     module = conversion.build_traced(lambda index, tensor: seen.append(index))
     module(torch.zeros(2, 6))
     assert seen == [0, 1]
+
+
+def swish(t):
+    return t * ops.sigmoid(t)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_lambda_layers_are_traced(fmt):
+    inputs = keras.Input((4, 4, 3))
+    x = layers.Conv2D(3, 1)(inputs)
+    x = layers.Lambda(swish)(x)
+    x = layers.Lambda(lambda t: t * 2.0 + 1.0)(x)
+    model = keras.Model(inputs, layers.Conv2D(2, 1)(x))
+    conversion, _ = assert_exact(model, fmt)
+    code = conversion.code
+    assert "class Swish(nn.Module):" in code and "self.swish = Swish()" in code
+    assert "self.lambda_layer = Lambda()" in code
+
+
+class Sampling(layers.Layer):
+    """The keras-io VAE's sampling layer: random at inference too."""
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(shape=ops.shape(z_mean))
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+
+def test_random_at_inference_becomes_a_torch_draw_marked_random():
+    z_mean, z_log_var = keras.Input((3,), name="z_mean"), keras.Input((3,), name="z_log_var")
+    model = keras.Model([z_mean, z_log_var], Sampling(name="sampling")([z_mean, z_log_var]))
+    conversion = k2t.convert(model)
+    assert "noise = torch.randn(inputs_0.shape[0], 3, device=inputs_0.device)" in conversion.code
+    assert [trace.random for trace in conversion.traces] == [True]
+    # Same distribution: with a zero log-variance the output minus the mean is N(0, 1).
+    mean = torch.full((4000, 3), 2.0)
+    sample = conversion.build()(mean, torch.zeros(4000, 3)) - mean
+    assert abs(float(sample.mean())) < 0.1 and abs(float(sample.std()) - 1.0) < 0.1
+
+
+def test_raw_tensorflow_call_is_refused_with_the_line():
+    import tensorflow as tf
+
+    class DepthToSpace(layers.Layer):
+        def call(self, x):
+            return tf.nn.depth_to_space(x, 2)
+
+    inputs = keras.Input((4, 4, 8))
+    model = keras.Model(inputs, DepthToSpace(name="d2s")(inputs))
+    with pytest.raises(k2t.ConversionError) as error:
+        k2t.convert(model)
+    message = str(error.value)
+    assert message.startswith("layer 'd2s' (DepthToSpace): cannot trace its call(): a raw TensorFlow call")
+    assert "test_tracing.py:" in message and "tf.nn.depth_to_space(x, 2)" in message
+    assert error.value.layers == [("d2s", "DepthToSpace")]
+
+
+def test_builtin_layer_without_converter_is_not_traced_into_keras_internals():
+    from kerastorch_magic import registry
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, layers.Dense(2, name="dense")(inputs))
+    saved = registry._TABLES[registry.LAYER].pop("Dense")
+    try:
+        with pytest.raises(k2t.ConversionError, match="built-in Keras layer with no converter") as error:
+            k2t.convert(model)
+    finally:
+        registry._TABLES[registry.LAYER]["Dense"] = saved
+    assert "'dense' (Dense)" in str(error.value).splitlines()[0]
+
+
+class NoConfigRegularizer(keras.regularizers.Regularizer):
+    """keras-io PointNet's OrthogonalRegularizer: no get_config(), irrelevant to the forward pass."""
+
+    def __call__(self, x):
+        return ops.sum(ops.square(x)) * 1e-3
+
+
+def test_custom_regularizer_without_get_config_does_not_stop_conversion():
+    inputs = keras.Input((5,))
+    outputs = layers.Dense(3, kernel_regularizer=NoConfigRegularizer())(inputs)
+    assert_exact(keras.Model(inputs, outputs))

@@ -1,0 +1,107 @@
+"""Subclassed models, traced once built: the main class keeps the user's attribute names."""
+
+import keras
+import numpy as np
+import pytest
+from exactness import assert_exact
+from keras import layers
+from test_tracing import Residual, SqueezeExcite, assert_trainable_like_keras
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+class SmallCNN(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 3, activation="relu")
+        self.excite = SqueezeExcite(4)
+        self.pool = layers.GlobalAveragePooling2D()
+        self.dropout = layers.Dropout(0.2)
+        self.classifier = layers.Dense(3, activation="softmax")
+
+    def call(self, images, training=False):
+        x = self.excite(self.conv(images))
+        return self.classifier(self.dropout(self.pool(x), training=training))
+
+
+class TwoTowers(keras.Model):
+    """Several inputs (a list), a nested custom layer used twice, two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.left = layers.Dense(5)
+        self.right = layers.Dense(5)
+        self.blocks = [Residual(5), Residual(5)]
+
+    def call(self, inputs):
+        first, second = inputs
+        merged = self.left(first) * self.right(second)
+        return self.blocks[1](self.blocks[0](merged)), merged
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subclassed_cnn_built_with_build(fmt):
+    model = SmallCNN()
+    model.build((None, 8, 8, 2))
+    conversion, _ = assert_exact(
+        model, fmt, inputs=[np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype("float32")]
+    )
+    code = conversion.code
+    assert "class Net(nn.Module):" in code and "class SqueezeExcite(nn.Module):" in code
+    assert "self.conv = nn.Conv2d(2, 4, kernel_size=3)" in code
+    assert "self.excite = SqueezeExcite()" in code
+    assert "self.classifier = nn.Linear(4, 3)" in code
+    assert "def forward(self, images):" in code
+    assert_trainable_like_keras_subclassed(model, conversion, [(2, 8, 8, 2)])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subclassed_model_with_several_inputs_and_outputs(fmt):
+    model = TwoTowers()
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(2, 4)).astype("float32"), rng.normal(size=(2, 3)).astype("float32")]
+    model(inputs)  # built by a call on data
+    conversion, _ = assert_exact(model, fmt, inputs=inputs)
+    code = conversion.code
+    assert "self.blocks_0 = Residual()" in code and "self.blocks_1 = Residual()" in code
+    assert code.count("class Residual(nn.Module):") == 1
+    assert len(conversion.outputs) == 2
+    assert_trainable_like_keras_subclassed(model, conversion, [(2, 4), (2, 3)])
+
+
+def assert_trainable_like_keras_subclassed(model, conversion, shapes):
+    # random_inputs reads model.inputs, which a subclassed model lacks: give it the shapes.
+    model.inputs = [keras.KerasTensor((None, *shape[1:])) for shape in shapes]
+    try:
+        assert_trainable_like_keras(model, conversion)
+    finally:
+        del model.inputs
+
+
+def test_unbuilt_subclassed_model_says_how_to_build_it():
+    with pytest.raises(k2t.ConversionError, match=r"model\.build\(\(None, 28, 28, 1\)\)") as error:
+        k2t.convert(SmallCNN(name="cnn"))
+    assert error.value.layers == [("cnn", "SmallCNN")]
+
+
+def test_python_control_flow_on_tensors_is_refused_with_the_line():
+    class Branchy(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = layers.Dense(3)
+
+        def call(self, x):
+            if keras.ops.sum(x) > 0:  # fine eagerly, impossible to trace
+                return self.dense(x)
+            return -x
+
+    model = Branchy(name="branchy")
+    model.build((None, 3))
+    with pytest.raises(k2t.ConversionError) as error:
+        k2t.convert(model)
+    message = str(error.value)
+    assert "'branchy' (Branchy)" in message
+    assert "Python control flow on a tensor value" in message
+    assert "test_subclassed.py:" in message and "if keras.ops.sum(x) > 0:" in message
