@@ -85,8 +85,15 @@ class _Reader:
             raise ConversionError(f"model {where!r} expects {len(model_inputs)} inputs, got {len(inputs)}")
         return self.walk(model_inputs, inputs, _model_io(model, "outputs"), scope, nodes, classes)
 
-    def walk(self, input_tensors, inputs, output_tensors, scope, nodes, classes) -> list[Value]:
-        """Append the nodes between ``input_tensors`` (read as ``inputs``) and ``output_tensors``."""
+    def walk(
+        self, input_tensors, inputs, output_tensors, scope, nodes, classes, attributes=None
+    ) -> list[Value]:
+        """Append the nodes between ``input_tensors`` (read as ``inputs``) and ``output_tensors``.
+
+        ``attributes`` (a traced call()'s): a nested model the user holds as ``self.ffn`` scopes
+        its layers as ``ffn``, not under Keras's automatic ``sequential_3``.
+        """
+        attributes = attributes or {}
         from . import registry, tracing
 
         values: dict[int, Value] = {id(t): v for t, v in zip(input_tensors, inputs)}
@@ -115,7 +122,7 @@ class _Reader:
                 node_outputs = self.expand(
                     operation,
                     node_inputs,
-                    (*scope, operation.name),
+                    (*scope, attributes.get(id(operation), operation.name)),
                     nodes,
                     (*classes, type(operation).__name__),
                 )
@@ -141,7 +148,7 @@ class _Reader:
             Value(tuple(t.shape), str(t.dtype), name=name) for t, name in zip(trace.inputs, trace.input_names)
         ]
         nodes: list[Node] = []
-        outputs = self.walk(trace.inputs, inputs, trace.outputs, scope, nodes, classes)
+        outputs = self.walk(trace.inputs, inputs, trace.outputs, scope, nodes, classes, trace.attributes)
         return Graph(
             layer.name,
             inputs,

@@ -275,3 +275,58 @@ def test_custom_regularizer_without_get_config_does_not_stop_conversion():
     inputs = keras.Input((5,))
     outputs = layers.Dense(3, kernel_regularizer=NoConfigRegularizer())(inputs)
     assert_exact(keras.Model(inputs, outputs))
+
+
+class TransformerBlock(layers.Layer):
+    """keras-io's text-classification Transformer block: MultiHeadAttention, a nested Sequential."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu"), layers.Dense(embed_dim)])
+        self.layernorm1 = layers.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = layers.LayerNormalization(epsilon=1e-6)
+        self.dropout1 = layers.Dropout(rate)
+        self.dropout2 = layers.Dropout(rate)
+
+    def call(self, inputs, training=False):
+        attn_output = self.dropout1(self.att(inputs, inputs), training=training)
+        out1 = self.layernorm1(inputs + attn_output)
+        ffn_output = self.dropout2(self.ffn(out1), training=training)
+        return self.layernorm2(out1 + ffn_output)
+
+
+class EinsumAttention(layers.Layer):
+    """Self-attention written with keras.ops: reshape, slicing, einsum, softmax."""
+
+    def __init__(self, dim, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads = dim, heads
+        self.qkv = layers.Dense(3 * dim)
+        self.proj = layers.Dense(dim)
+
+    def call(self, x):
+        length = ops.shape(x)[1]
+        qkv = ops.reshape(self.qkv(x), (-1, length, 3, self.heads, self.dim // self.heads))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / (self.dim // self.heads) ** 0.5
+        out = ops.einsum("bhqk,bkhd->bqhd", ops.softmax(scores, axis=-1), v)
+        return self.proj(ops.reshape(out, (-1, length, self.dim)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_transformer_blocks(fmt):
+    inputs = keras.Input((6,), dtype="int32")
+    x = PositionalEmbedding(6, 20, 8)(inputs)
+    x = TransformerBlock(8, 2, 16)(x)
+    x = TransformerBlock(8, 2, 16)(x)
+    x = EinsumAttention(8, 2)(x)
+    x = x * ops.sigmoid(x)  # a keras.ops call between layers of the Functional model
+    model = keras.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling1D()(x)))
+    conversion, _ = assert_exact(model, fmt)
+    code = conversion.code
+    assert code.count("class TransformerBlock(nn.Module):") == 1
+    assert "self.att_query = nn.Linear(8, 16)" in code  # the attention layer under its attribute
+    assert "self.ffn_dense = nn.Linear(8, 16)" in code  # the nested Sequential under its attribute
+    assert 'torch.einsum("bqhd,bkhd->bhqk"' in code
+    assert_trainable_like_keras(model, conversion)
