@@ -108,8 +108,8 @@ def convert_masking(call: LayerCall) -> Converted:
         f"Keras Masking: zero the steps whose features all equal {value!r}",
     )
     note = (
-        "Keras also hands the mask to mask-aware layers downstream (RNNs, attention, pooling); "
-        "here only the masked steps are zeroed."
+        "Keras also hands the mask to mask-aware layers downstream (RNNs, attention, pooling): "
+        "the port computes it where they read it and passes it to them."
     )
     return Converted([step], [_same_layout(call, spec)], notes=[note])
 
