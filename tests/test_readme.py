@@ -1,6 +1,7 @@
 """The README cannot drift from the code: its generated sections, examples and options are checked.
 
-* the supported-layers section equals what scripts/supported_layers.py generates from the registry;
+* the supported-layers and supported-ops sections equal what scripts/supported_layers.py generates
+  from the registry;
 * the Python API example and the custom-converter example (the code blocks after the
   ``<!-- readme-test: NAME -->`` markers) run as written, and the custom layers convert exactly;
 * the sample of generated code is what ``convert`` produces today;
@@ -39,13 +40,14 @@ def code_block(name: str) -> str:
 @pytest.fixture
 def restore_registry():
     """Converters the README registers are removed afterwards (the registry is process-wide)."""
-    saved = dict(registry._REGISTRY)
+    saved = {kind: dict(table) for kind, table in registry._TABLES.items()}
     yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved)
+    for kind, table in registry._TABLES.items():
+        table.clear()
+        table.update(saved[kind])
 
 
-def test_supported_layers_section_is_generated_from_the_registry():
+def test_supported_layers_and_ops_sections_are_generated_from_the_registry():
     # A fresh interpreter: converters that other tests register must not count.
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "supported_layers.py"), "--check"],
@@ -123,3 +125,10 @@ def test_widget_screenshot_is_committed_and_small():
     image = ROOT / "docs" / "widget.png"
     assert "](docs/widget.png)" in readme()
     assert image.is_file() and image.stat().st_size < 300_000
+
+
+def test_supported_ops_section_follows_the_layers_section():
+    text = readme()
+    headings = ("## Supported layers", "## Supported keras.ops", "## Pitfalls")
+    assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+    assert "override=True" in text and "operation=True" in text  # the registry's two options
