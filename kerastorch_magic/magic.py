@@ -18,11 +18,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import frontend, startup, weights
+from . import devices, frontend, startup, weights
 from .frontend import INSERT_MODES, FrontendLink
+from .layout import INPUT_FORMATS
 
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-INPUT_FORMATS = ("channels_first", "channels_last")
 # Names the generated cell binds or uses at top level: the class and instance must not shadow them.
 _CELL_NAMES = {"torch", "nn", "F", "math", "load_file", "globals"}
 
@@ -304,34 +303,10 @@ class Keras2TorchMagics(Magics):
 
     @staticmethod
     def _check_device(device: str) -> str:
-        if not DEVICE_RE.match(device or ""):
-            raise UsageError(f"--device {device!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
-        import torch
-
-        if device == "auto":
-            if torch.cuda.is_available():
-                return "cuda"
-            mps = getattr(torch.backends, "mps", None)
-            return "mps" if mps is not None and mps.is_available() else "cpu"
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise UsageError(
-                    f"--device {device}: torch sees no CUDA device here (torch.cuda.is_available() is "
-                    "False); use --device cpu or auto"
-                )
-            index = int(device.split(":")[1]) if ":" in device else 0
-            if index >= torch.cuda.device_count():
-                raise UsageError(
-                    f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible"
-                )
-        if device == "mps":
-            mps = getattr(torch.backends, "mps", None)
-            if mps is None or not mps.is_available():
-                raise UsageError(
-                    "--device mps: torch sees no Apple MPS device here (torch.backends.mps."
-                    "is_available() is False); use --device cpu or auto"
-                )
-        return device
+        try:
+            return devices.check(device)
+        except ValueError as error:
+            raise UsageError(f"--device {error}") from None
 
     # -- running the cell ---------------------------------------------------------------------------
     def _run_user_cell(self, cell: str, line: str, cell_id: str | None) -> bool:
@@ -443,15 +418,12 @@ class Keras2TorchMagics(Magics):
             conversion = convert(picked.model, class_name=options.class_name, input_format=args.input_format)
         except ConversionError as error:
             raise _clean_error(error) from None
-        comparison = None
-        if not args.no_compare:
-            from .compare import compare
+        if sample is not None and not args.no_compare:
+            from .compare.inputs import check
 
-            try:
-                comparison = compare(picked.model, conversion, inputs=sample, device=options.device)
+            try:  # before anything is written: a bad --input is a usage error
+                check(picked.model, sample)
             except ValueError as error:
-                if sample is None:
-                    raise
                 raise UsageError(f"--input {args.input}: {error}") from None
         elif sample is not None:
             print("keras2torch: --input is only used by the comparison, which --no-compare skips.")
@@ -480,8 +452,10 @@ class Keras2TorchMagics(Magics):
             "weights loaded, eval mode) are defined; running the generated cell defines them again, "
             "with your edits."
         )
-        if comparison is not None:
-            _show_comparison(comparison)
+        if not args.no_compare:  # after the code's summary: a large model compares for a while
+            from .compare import compare
+
+            _show_comparison(compare(picked.model, conversion, inputs=sample, device=options.device))
 
     def _generated_cell(self, conversion, options: Options, cell_id) -> str:
         extra_import, load = weights.loading_lines(

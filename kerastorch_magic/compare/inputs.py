@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..graph import read_model
 from ..ir import Graph
 
 
@@ -34,6 +35,11 @@ def prepare(graph: Graph, inputs, batch_size: int, seed: int) -> tuple[list[np.n
         what = "your input"
     shapes = "; ".join(f"{value.name} {tuple(a.shape)} {a.dtype}" for value, a in zip(graph.inputs, arrays))
     return arrays, f"{what}: {shapes}"
+
+
+def check(model, inputs) -> None:
+    """ValueError when ``inputs`` do not fit ``model`` (what :func:`prepare` would raise)."""
+    _user_arrays(read_model(model), inputs)
 
 
 def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
