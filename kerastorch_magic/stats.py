@@ -11,6 +11,9 @@ control moves, with the same rule):
 * ``ok``: ``rel_diff <= tolerance / 10`` (float round-off),
 * ``warn``: ``tolerance / 10 < rel_diff <= tolerance`` (within tolerance, but close to it),
 * ``fail``: ``rel_diff > tolerance``, or NaN/inf on either side, or shapes that do not match.
+
+A comparison turns ``fail`` into ``drift`` where its drift check found the layer and everything
+upstream exact on Keras's own inputs (:mod:`kerastorch_magic.compare.results`).
 """
 
 from __future__ import annotations
