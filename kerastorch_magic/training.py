@@ -32,13 +32,14 @@ KERAS_DEFAULT_REDUCTION = ("sum_over_batch_size", "mean")
 class _Parts:
     """The snippet being assembled: lines of ``configure_training`` and of ``train_step``."""
 
-    imports: list[str] = field(default_factory=lambda: ["import torch", "from torch import nn"])
+    imports: list[str] = field(default_factory=list)  # besides torch and nn (added when used)
     setup: list[str] = field(default_factory=list)
     loss_lines: list[str] = field(default_factory=list)  # in train_step, computing `loss`
     before_update: list[str] = field(default_factory=list)  # clipping, weight decay
     metrics: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, expr, comment
     refusals: list[str] = field(default_factory=list)
     schedule: list[str] = field(default_factory=list)  # in configure_training, after the optimizer
+    classes: list[str] = field(default_factory=list)  # top-level definitions before the functions
 
     @property
     def scheduler(self) -> bool:
@@ -60,7 +61,8 @@ def training_snippet(model, conversion) -> str | None:
     parts = _translate(model, conversion)
     if parts is None:
         return None
-    return "\n".join([*sorted(set(parts.imports), key=_import_key), "", "", *_body(model, parts)]) + "\n"
+    body = _body(model, parts)
+    return merge_imports("\n".join([*body, ""]), _imports(body, parts))
 
 
 def add_to(code: str, model, conversion) -> str:
@@ -68,8 +70,20 @@ def add_to(code: str, model, conversion) -> str:
     parts = _translate(model, conversion)
     if parts is None:
         return code
-    code = code.rstrip("\n") + "\n\n\n" + "\n".join(_body(model, parts)) + "\n"
-    return merge_imports(code, parts.imports)
+    body = _body(model, parts)
+    code = code.rstrip("\n") + "\n\n\n" + "\n".join(body) + "\n"
+    return merge_imports(code, _imports(body, parts))
+
+
+def _imports(body: list[str], parts: _Parts) -> list[str]:
+    """The imports ``body`` needs: torch and nn when it uses them, plus the schedule's module."""
+    import ast
+
+    names = {node.id for node in ast.walk(ast.parse("\n".join(body))) if isinstance(node, ast.Name)}
+    used = [
+        line for line, name in (("import torch", "torch"), ("from torch import nn", "nn")) if name in names
+    ]
+    return used + parts.imports
 
 
 def merge_imports(code: str, imports: list[str]) -> str:
@@ -95,10 +109,6 @@ def _sorted_imports(code: str) -> str:
         text=True,
     )
     return result.stdout if result.stdout.strip() else code
-
-
-def _import_key(line: str):
-    return (line.startswith("from "), line.split()[1].lower(), line)
 
 
 def _compile_config(model) -> dict:
@@ -157,17 +167,11 @@ def _optimizer(optimizer, parts: _Parts) -> None:
             args += f", weight_decay={_num(cfg['weight_decay'])}"
         setup.append(f"optimizer = torch.optim.{kind}(model.parameters(), {args})")
     elif kind == "RMSprop":
-        setup.append(
-            f"# alpha is Keras's rho ({_num(cfg['rho'])}; torch's default is 0.99). Keras adds epsilon "
-            "inside the square root, sqrt(v + eps), torch outside, sqrt(v) + eps: equal updates unless "
-            "the gradients' RMS is near sqrt(eps)."
-        )
-        args = f"lr={lr}, alpha={_num(cfg['rho'])}, eps={_num(cfg['epsilon'])}"
+        parts.classes = _keras_rmsprop(bool(cfg.get("momentum")), bool(cfg.get("centered")))
+        args = f"lr={lr}, rho={_num(cfg['rho'])}, epsilon={_num(cfg['epsilon'])}"
         if cfg.get("momentum"):
             args += f", momentum={_num(cfg['momentum'])}"
-        if cfg.get("centered"):
-            args += ", centered=True"
-        setup.append(f"optimizer = torch.optim.RMSprop(model.parameters(), {args})")
+        setup.append(f"optimizer = KerasRMSprop(model.parameters(), {args})")
     elif kind == "Adagrad":
         setup.append(
             "# Keras divides by sqrt(accumulator + eps), torch by sqrt(accumulator) + eps; Keras starts the "
@@ -213,6 +217,67 @@ def _optimizer(optimizer, parts: _Parts) -> None:
             "    for parameter in model.parameters():",
             f'        parameter.mul_(1 - optimizer.param_groups[0]["lr"] * {_num(cfg["weight_decay"])})',
         ]
+
+
+def _keras_rmsprop(momentum: bool, centered: bool) -> list[str]:
+    """Keras's RMSprop as a torch optimizer (only the branches this configuration uses).
+
+    torch.optim.RMSprop is not exact: it adds eps outside the square root, and then a parameter
+    whose gradients are small (RMS near sqrt(eps) = 3e-4) takes steps up to 3x larger than in
+    Keras; its ``alpha`` is Keras's ``rho`` (torch default 0.99, Keras 0.9).
+    """
+    signature = "lr=0.001, rho=0.9, epsilon=1e-07" + (", momentum=0.0" if momentum else "")
+    defaults = '"lr": lr, "rho": rho, "epsilon": epsilon' + (', "momentum": momentum' if momentum else "")
+    kind = "centered " if centered else ""
+    lines = [
+        "class KerasRMSprop(torch.optim.Optimizer):",
+        f'    """Keras\'s {kind}RMSprop: w -= lr * g / sqrt(v + epsilon), v the running mean of g ** 2.',
+        "",
+        "    torch.optim.RMSprop adds eps outside the square root (sqrt(v) + eps): parameters whose",
+        "    gradients are small (RMS near sqrt(eps) = 3e-4) would take steps up to 3x larger than in",
+        "    Keras. Its alpha is Keras's rho (torch's default is 0.99, Keras's 0.9).",
+        '    """',
+        "",
+        f"    def __init__(self, params, {signature}):",
+        f"        super().__init__(params, {{{defaults}}})",
+        "",
+        "    @torch.no_grad()",
+        "    def step(self):",
+        "        for group in self.param_groups:",
+        '            rho = group["rho"]',
+        '            for p in group["params"]:',
+        "                if p.grad is None:",
+        "                    continue",
+        "                state = self.state[p]",
+        "                if not state:",
+        '                    state["velocity"] = torch.zeros_like(p)',
+    ]
+    if centered:
+        lines.append('                    state["average_grad"] = torch.zeros_like(p)')
+    if momentum:
+        lines.append('                    state["momentum"] = torch.zeros_like(p)')
+    lines += [
+        '                velocity = state["velocity"]',
+        "                velocity.mul_(rho).add_((1 - rho) * p.grad.square())",
+    ]
+    if centered:
+        lines += [
+            '                average_grad = state["average_grad"]',
+            "                average_grad.mul_(rho).add_((1 - rho) * p.grad)",
+            '                denominator = velocity - average_grad.square() + group["epsilon"]',
+        ]
+    else:
+        lines.append('                denominator = velocity + group["epsilon"]')
+    lines.append('                increment = group["lr"] * p.grad / denominator.sqrt()')
+    if momentum:
+        lines += [
+            '                buffer = state["momentum"]',
+            '                buffer.mul_(group["momentum"]).add_(increment)',
+            "                p.sub_(buffer)",
+        ]
+    else:
+        lines.append("                p.sub_(increment)")
+    return lines
 
 
 def _clipping(cfg: dict, parts: _Parts) -> None:
@@ -318,7 +383,8 @@ def _loss_identity(loss) -> tuple[str, dict]:
     if isinstance(loss, str):
         loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
-        cfg = loss.get_config()
+        # A wrapper's own options (Huber's delta...) are kept apart from get_config()'s.
+        cfg = {**loss.get_config(), **getattr(loss, "_fn_kwargs", {})}
         fn = getattr(loss, "fn", None)
         name = getattr(fn, "__name__", None) or type(loss).__name__
         return name, cfg
@@ -494,16 +560,19 @@ def _functions(model, parts: _Parts) -> list[str]:
         f"# {summary}",
         "",
         "",
+        *([*parts.classes, "", ""] if parts.classes and not parts.refusals else []),
         "def configure_training(model):",
         f'    """The optimizer{", schedule" if parts.scheduler else ""} and loss of the Keras compile()."""',
     ]
-    if parts.refusals:
-        message = "; ".join(parts.refusals)
-        lines.append(f"    raise NotImplementedError({message!r})")
-    else:
-        lines += [f"    {line}" for line in parts.setup]
-        lines += [f"    {line}" for line in parts.schedule]
-        lines.append(f"    return {returns}")
+    if parts.refusals:  # no train_step either: it would use what cannot be set up
+        pieces = [
+            json.dumps(f"{text}; " if i < len(parts.refusals) - 1 else text)
+            for i, text in enumerate(parts.refusals)
+        ]
+        return [*lines, "    raise NotImplementedError(", *[f"        {piece}" for piece in pieces], "    )"]
+    lines += [f"    {line}" for line in parts.setup]
+    lines += [f"    {line}" for line in parts.schedule]
+    lines.append(f"    return {returns}")
     lines += [
         "",
         "",
