@@ -125,12 +125,17 @@ SKIP_HELPER = re.compile(r"^(run_experiment|train|fit|evaluate|plot|show|display
 # Functions called after the run when nothing called them and they need no argument.
 BUILDER = re.compile(r"^(create_|build_)|^(get|make)_\w*model")
 # A failed assignment to a size the data would have given: name pattern -> generic value.
+# Only names that say they are a size, or assignments that compute an int (len(), .shape[i]...).
+SIZE_NAME = re.compile(
+    r"^(num|n|max|total)_|_(size|dim|len|length|count)$|^(maxlen|seq_len|vocab_size)$", re.I
+)
+SIZE_CALLS = {"len", "int", "max", "min", "round", "vocabulary_size", "count", "sum"}
 GENERIC_SIZES = [
-    (re.compile(r"vocab|tokens|num_words|max_features|chars", re.I), 1000),
+    (re.compile(r"vocab|tokens|words|max_features|chars", re.I), 1000),
     (re.compile(r"class|label|categor", re.I), 10),
     (re.compile(r"len|steps|seq|time|window|horizon", re.I), 32),
-    (re.compile(r"dim|size|units|features|channels|^num_|^n_", re.I), 16),
 ]
+GENERIC_SIZE = 16  # any other size (dims, units, features)
 # Names an example gives its input shape by (for subclassed models nothing built).
 SHAPE_NAMES = re.compile(
     r"^(input_shape|inputs_shape|img_shape|image_shape|input_dim|image_size|img_size)$", re.I
@@ -259,6 +264,8 @@ STATIC_WRAPPERS = {"range", "enumerate", "zip", "reversed", "sorted", "list", "t
 
 def skip_reason(statement: ast.stmt, namespace: dict) -> str | None:
     """Why a top-level statement must not run (None: run it)."""
+    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return None  # a definition runs nothing (a train_step that calls fit stays uncalled)
     for node in ast.walk(statement):
         if isinstance(node, ast.Call):
             name = _called_name(node)
@@ -301,12 +308,19 @@ def generic_size(statement: ast.stmt) -> tuple[str, int] | None:
         target = statement.target
     else:
         return None
-    if not isinstance(target, ast.Name) or "shape" in target.id.lower():
+    if not isinstance(target, ast.Name) or "shape" in target.id.lower() or statement.value is None:
         return None
-    for pattern, value in GENERIC_SIZES:
-        if pattern.search(target.id):
-            return target.id, value
-    return None
+    value = statement.value
+    computes_int = (isinstance(value, ast.Call) and _called_name(value) in SIZE_CALLS) or (
+        isinstance(value, ast.Subscript)
+        and isinstance(value.value, ast.Attribute)
+        and value.value.attr == "shape"
+    )
+    if not (computes_int or SIZE_NAME.search(target.id)):
+        return None
+    return target.id, next(
+        (size for pattern, size in GENERIC_SIZES if pattern.search(target.id)), GENERIC_SIZE
+    )
 
 
 # -- running an example ----------------------------------------------------------------------------
@@ -395,6 +409,15 @@ class Extraction:
             self.seen.add(id(value))
             self.found.append(Found(value, name, line))
 
+    def collect_submodels(self) -> None:
+        """Models a subclassed model holds (a GAN's generator, a VAE's encoder): what one would port."""
+        for found in list(self.found):
+            if isinstance(found.model, self.keras.Sequential) or type(found.model).__name__ == "Functional":
+                continue
+            for name, value in list(vars(found.model).items()):
+                if not name.startswith("_"):
+                    self.keep(value, f"{found.variable}.{name}", found.line)
+
     def call_builders(self, timeout: float = STATEMENT_TIMEOUT) -> None:
         """Call ``create_*``/``build_*``/``get_*model*`` functions nothing called that need no argument."""
         for name, value in list(self.namespace.items()):
@@ -449,12 +472,19 @@ class Extraction:
         return "no keras.Model built by the statements that ran"
 
 
+MODEL_WORDS = re.compile(
+    r"model|net|encoder|decoder|generator|discriminator|classifier|gan|vae|transformer", re.I
+)
+
+
 def _builds_model(statement: ast.stmt) -> bool:
+    """Whether a statement looks like it builds a model (to tell its error from data errors)."""
     names = {n.id for n in ast.walk(statement) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(statement) if isinstance(n, ast.Attribute)}
-    return bool(names & {"Model", "Sequential", "Input", "models"}) or any(
-        BUILDER.match(_called_name(n)) for n in ast.walk(statement) if isinstance(n, ast.Call)
-    )
+    if names & {"Model", "Sequential", "Input", "models"}:
+        return True
+    calls = [_called_name(n) for n in ast.walk(statement) if isinstance(n, ast.Call)]
+    return any(BUILDER.match(c) or (c[:1].isupper() and MODEL_WORDS.search(c)) for c in calls)
 
 
 def _required_arguments(function) -> bool:
@@ -596,6 +626,7 @@ def run_example(path: Path, args) -> list[dict]:
     extraction = Extraction(path)
     extraction.run()
     extraction.call_builders()
+    extraction.collect_submodels()
     extraction.build_unbuilt()
     records = []
     for found in extraction.found[:MAX_MODELS]:
@@ -917,9 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="only examples whose id contains this")
     parser.add_argument("--limit", type=int, default=0, help="at most this many examples")
     parser.add_argument(
-        "--timeout", type=float, default=150, help="seconds per example (default: %(default)s)"
+        "--timeout", type=float, default=180, help="seconds per example (default: %(default)s)"
     )
-    parser.add_argument("--model-timeout", type=float, default=60, help="seconds per model's convert+compare")
+    parser.add_argument("--model-timeout", type=float, default=90, help="seconds per model's convert+compare")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="compare()'s relative tolerance")
     parser.add_argument("--max-rss-gb", type=float, default=6.0, help="kill an example past this memory")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the run (default: %(default)s)")
