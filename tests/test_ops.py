@@ -372,6 +372,41 @@ def test_keras_variable_operand_is_a_parameter():
     assert [name for name, _ in module.named_parameters()] == ["projection"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_more_ops(fmt):
+    image, conv, dense = branches()
+    first, second = ops.unstack(conv[:, :, :2], axis=2)  # every output used: no unused unpacking
+    mean, variance = ops.moments(conv, axes=(1, 2))
+    outputs = {
+        "divide": ops.divide(conv, ops.abs(dense) + 1.0),
+        "hypot": ops.hypot(conv, dense),
+        "logaddexp": ops.logaddexp(conv, dense),
+        "exp2": ops.exp2(conv),
+        "signbit": ops.signbit(conv),
+        "amin": ops.amin(conv, axis=(1, 2)),
+        "zeros_like": ops.zeros_like(conv),
+        "ones_like int": ops.ones_like(conv, dtype="int32"),
+        "full_like": ops.full_like(conv, 0.25),
+        "copy": ops.copy(conv),
+        "slice": ops.slice(conv, (0, 1, 2, 0), (2, 3, 3, 4)),
+        "unstack 0": first,
+        "unstack 1": second,
+        "tril": ops.tril(conv),
+        "triu k=1": ops.triu(conv, k=1),
+        "patches": ops.image.extract_patches(conv, 2),
+        "patches overlapping": ops.image.extract_patches(dense, (3, 2), strides=(1, 2)),
+        "patches same": ops.image.extract_patches(conv, 3, strides=2, padding="same"),
+        "depth_to_space": ops.depth_to_space(conv, 2),
+        "space_to_depth": ops.space_to_depth(ops.image.resize(conv, (4, 6)), 2),
+        "normalize": ops.normalize(conv, axis=-1),
+        "normalize order 1": ops.normalize(conv, axis=1, order=1),
+        "moments mean": mean,
+        "moments variance": variance,
+    }
+    model, names = build(outputs, image)
+    assert_outputs_exact(model, names, fmt)
+
+
 # -- refusals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make, match",

@@ -15,6 +15,7 @@ from ..registry import Converted, LayerCall, Step, converter
 from .activations import _ACTIVATIONS
 from .ops_common import (
     arguments,
+    keep_dims,
     keras_layout,
     result,
     same_layout,
@@ -187,3 +188,116 @@ def convert_resize(call: LayerCall) -> Converted:
     options = ", align_corners=False" if mode == "bilinear" else ""
     expr = f'F.interpolate({call.input_as(0, perm)}, size={size}, mode="{mode}"{options})'
     return result(call, expr, perm)
+
+
+def _image_perm(call: LayerCall, rank: int = 4) -> tuple[int, ...]:
+    """The channels-first torch layout of an image op's input (for its ``data_format``)."""
+    data_format = getattr(call.layer, "data_format", None) or "channels_last"
+    return layout.channels_first(rank) if data_format == "channels_last" else layout.identity(rank)
+
+
+@converter("ExtractPatches", channels_first=True, operation=True)
+def convert_extract_patches(call: LayerCall) -> Converted:
+    """``keras.ops.image.extract_patches``: ``F.unfold``, each patch re-ordered as Keras's.
+
+    Keras (like TensorFlow's ``extract_patches``) orders a patch's values (row, column, channel);
+    ``F.unfold`` gives (channel, row, column).
+    """
+    layer = call.layer
+    spec = call.inputs[0]
+    size = (layer.size, layer.size) if isinstance(layer.size, int) else tuple(layer.size)
+    if spec.rank != 4 or len(size) != 2:
+        raise call.unsupported("extract_patches of anything but a batch of 2D images")
+    strides = layer.strides or size
+    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    dilation = layer.dilation_rate
+    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    perm = _image_perm(call)
+    keras_channels = 3 if perm == layout.channels_first(4) else 1
+    channels = spec.keras_shape[keras_channels]
+    out_shape = call.output_shapes[0]
+    rows, cols = (out_shape[a] for a in ((1, 2) if keras_channels == 3 else (2, 3)))
+    source = call.input_as(0, perm)
+    if layer.padding.lower() == "same":
+        source = _same_padding(call, source, size, strides, dilation, perm)
+    options = f"kernel_size={size}, stride={strides}" + (
+        f", dilation={dilation}" if dilation != (1, 1) else ""
+    )
+    area = size[0] * size[1]
+    expr = (
+        f"F.unfold({source}, {options})"
+        f".unflatten(1, ({channels}, {area})).transpose(1, 2).reshape(-1, {area * channels}, {rows}, {cols})"
+    )
+    comment = "each patch ordered (row, column, channel) as in Keras; F.unfold orders (channel, row, column)"
+    return result(call, expr, perm, comment)
+
+
+def _same_padding(call: LayerCall, source: str, size, strides, dilation, perm) -> str:
+    """TensorFlow's "same" padding (the odd pixel after) as an explicit ``F.pad``."""
+    pads = []
+    for index, axis in enumerate(perm[2:]):
+        length = call.inputs[0].keras_shape[axis]
+        if length is None:
+            raise call.unsupported("extract_patches padding='same' on images of unknown size")
+        span = (size[index] - 1) * dilation[index] + 1
+        total = max((-(-length // strides[index]) - 1) * strides[index] + span - length, 0)
+        pads.append((total // 2, total - total // 2))
+    flat = (*pads[1], *pads[0])
+    return f"F.pad({source}, {flat})" if any(flat) else source
+
+
+@converter("DepthToSpace", "SpaceToDepth", operation=True)
+def convert_depth_to_space(call: LayerCall) -> Converted:
+    """Keras's (TensorFlow's) depth/space rearrangement, channels ordered (row, column, channel).
+
+    ``F.pixel_shuffle`` orders the channels (channel, row, column) instead, so the generated code
+    spells the rearrangement out on Keras's layout.
+    """
+    block = int(call.layer.block_size)
+    if (call.layer.data_format or "channels_last") != "channels_last":
+        raise call.unsupported(f"{call.class_name} with data_format='channels_first'")
+    _, height, width, channels = call.inputs[0].keras_shape
+    if None in (height, width, channels):
+        raise call.unsupported(f"{call.class_name} of images of unknown size")
+    source = keras_layout(call, 0)
+    if call.class_name == "DepthToSpace":
+        depth = channels // (block * block)
+        expr = (
+            f"{source}.reshape(-1, {height}, {width}, {block}, {block}, {depth})"
+            f".permute(0, 1, 3, 2, 4, 5).reshape(-1, {height * block}, {width * block}, {depth})"
+        )
+    else:
+        expr = (
+            f"{source}.reshape(-1, {height // block}, {block}, {width // block}, {block}, {channels})"
+            f".permute(0, 1, 3, 2, 4, 5).reshape(-1, {height // block}, {width // block}, "
+            f"{channels * block * block})"
+        )
+    return result(call, expr, comment="channels ordered (row, column, channel) as in Keras")
+
+
+@converter("Normalize", passthrough=True, operation=True)
+def convert_normalize(call: LayerCall) -> Converted:
+    """``x / max(||x||_p, epsilon)`` along the axis: ``F.normalize``."""
+    layer = call.layer
+    if not isinstance(layer.axis, int):
+        raise call.unsupported(f"normalize over axis={layer.axis!r}")
+    import keras
+
+    epsilon = keras.config.epsilon() if layer.epsilon is None else float(layer.epsilon)
+    dim = call.inputs[0].torch_dim(layer.axis)
+    order = "" if int(layer.order) == 2 else f"p={int(layer.order)}, "
+    step = Step(f"F.normalize({{x}}, {order}dim={dim}, eps={epsilon!r})", "Keras's epsilon")
+    return Converted([step], [same_layout(call)])
+
+
+@converter("Moments", operation=True)
+def convert_moments(call: LayerCall) -> Converted:
+    """``keras.ops.moments``: the mean and the (biased) variance over the axes."""
+    spec = call.inputs[0]
+    axes = sorted(int(a) % spec.rank for a in call.layer.axes)
+    keepdims = bool(call.layer.keepdims)
+    dims = "(" + ", ".join(str(spec.torch_dim(a)) for a in axes) + ("," if len(axes) == 1 else "") + ")"
+    options = f"dim={dims}" + (", keepdim=True" if keepdims else "")
+    perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
+    expr = f"{{x}}.mean({options}), {{x}}.var({options}, correction=0)"
+    return Converted([Step(expr)], [call.output_spec(perm, 0), call.output_spec(perm, 1)])

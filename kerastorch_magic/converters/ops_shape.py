@@ -23,6 +23,7 @@ from .ops_common import (
     keras_layout,
     result,
     tensor_index,
+    torch_dtype,
     value_in_keras_layout,
 )
 
@@ -353,3 +354,69 @@ def convert_pad(call: LayerCall) -> Converted:
         if value is not None and float(value) != 0.0:
             options = f", value={call.operand(value)}"
     return result(call, f"F.pad({{x}}, {tuple(flat)}{options})", spec.perm)
+
+
+# -- new tensors shaped like an input, slices, triangles --------------------------------------------
+@converter("ZerosLike", "OnesLike", "FullLike", "Copy", "ConvertToTensor", passthrough=True, operation=True)
+def convert_like(call: LayerCall) -> Converted:
+    """``zeros_like``/``ones_like``/``full_like`` (in the input's layout), ``copy``, ``convert_to_tensor``."""
+    spec = call.inputs[0]
+    out = call.node.outputs[0].dtype
+    dtype = f", dtype={torch_dtype(call, out)}" if out != spec.dtype else ""
+    if out != spec.dtype and call.class_name in ("Copy", "ConvertToTensor"):
+        return result(call, f"{{x}}.to({torch_dtype(call, out)})", spec.perm)
+    if call.class_name == "ConvertToTensor":  # already a tensor
+        return Converted([], [call.output_spec(spec.perm)])
+    if call.class_name == "Copy":
+        return result(call, "{x}.clone()", spec.perm)
+    if call.class_name == "FullLike":
+        fill = arguments(call)["fill_value"]
+        if tensor_index(call, fill) is not None or hasattr(fill, "shape"):
+            raise call.unsupported("full_like with a tensor fill value")
+        return result(call, f"torch.full_like({{x}}, {call.operand(fill)}{dtype})", spec.perm)
+    function = "torch.zeros_like" if call.class_name == "ZerosLike" else "torch.ones_like"
+    return result(call, f"{function}({{x}}{dtype})", spec.perm)
+
+
+@converter("Slice", operation=True)
+def convert_slice(call: LayerCall) -> Converted:
+    """``keras.ops.slice(x, start_indices, shape)`` with constant starts: plain slicing."""
+    spec = call.inputs[0]
+    starts = arguments(call)["start_indices"]
+    if tensor_index(call, starts) is not None:
+        raise call.unsupported("keras.ops.slice with start indices computed in the model")
+    starts = [int(s) for s in np.asarray(keras_numpy(starts)).reshape(-1)]
+    shape = list(call.layer.shape)
+    parts = []
+    for axis in spec.perm:
+        start, size = starts[axis], shape[axis]
+        stop = "" if size is None or size == -1 else start + int(size)
+        parts.append(f"{start or ''}:{stop}")
+    while parts and parts[-1] == ":":
+        parts.pop()
+    if not parts:
+        return Converted([], [call.output_spec(spec.perm)])
+    return result(call, f"{{x}}[{', '.join(parts)}]", spec.perm)
+
+
+def keras_numpy(value):
+    import keras
+
+    return keras.ops.convert_to_numpy(value) if hasattr(value, "shape") else value
+
+
+@converter("Unstack", operation=True)
+def convert_unstack(call: LayerCall) -> Converted:
+    spec = call.inputs[0]
+    axis = int(call.layer.axis) % spec.rank
+    perm = keep_dims(spec.perm, {axis})
+    outputs = [call.output_spec(perm, i) for i in range(len(call.node.outputs))]
+    return Converted([Step(f"torch.unbind({{x}}, dim={spec.torch_dim(axis)})")], outputs)
+
+
+@converter("Tril", "Triu", operation=True)
+def convert_triangle(call: LayerCall) -> Converted:
+    """Lower/upper triangle of the last two Keras axes (read in Keras's layout)."""
+    k = int(call.layer.k)
+    function = f"torch.{call.class_name.lower()}"
+    return result(call, f"{function}({keras_layout(call, 0)}{f', diagonal={k}' if k else ''})")
