@@ -285,3 +285,79 @@ def test_exported_static_table_has_no_overlapping_cells(tmp_path):
                 assert "converter: converters.conv.convert_conv" in clipped
         finally:
             browser.close()
+
+
+FAKE_MODEL = """async ([source, css, state, detail]) => {
+  const style = document.createElement('style');
+  style.textContent = css;
+  document.head.appendChild(style);
+  const bytes = Uint8Array.from(atob(detail), (c) => c.charCodeAt(0));
+  const values = { ...state, detail: new DataView(bytes.buffer) };
+  const model = {
+    get: (name) => values[name],
+    set: (name, value) => { values[name] = value; },
+    on: () => {}, off: () => {}, save_changes: () => {},
+  };
+  const url = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
+  const widget = (await import(url)).default;
+  const el = document.createElement('div');
+  document.body.appendChild(el);
+  widget.render({ model, el });
+}"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the system Chromium")
+def test_live_widget_shows_drift_and_the_converter():
+    """The widget's own script in Chromium (a stand-in model object instead of a kernel)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_drift import chaotic_chain
+
+    model = chaotic_chain()
+    comparison = k2t.compare(model, k2t.convert(model), device="cpu", progress=False)
+    statuses = comparison.statuses()
+    assert "drift" in statuses
+    widget = ComparisonWidget(comparison)
+    state = {
+        name: getattr(widget, name)
+        for name in ("header", "rows", "tolerance", "warn_fraction", "selected", "detail_meta", "code")
+    }
+    detail = base64.b64encode(widget.detail).decode("ascii")
+    source, css = (STATIC / "widget.js").read_text(), (STATIC / "widget.css").read_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1200})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.evaluate(FAKE_MODEL, [source, css, state, detail])
+            rows = page.locator("tr.k2t-row")
+            rows.first.wait_for()
+            assert errors == []
+            for i in range(rows.count()):  # the browser's statuses are Python's, drift included
+                row = rows.nth(i)
+                assert row.get_attribute("data-status") == statuses[int(row.get_attribute("data-index"))]
+            verdict = page.locator(".k2t-verdict")
+            assert "k2t-verdict-drift" in verdict.get_attribute("class")
+            assert "float32 round-off" in verdict.inner_text()
+            colour = "(e) => getComputedStyle(e).backgroundColor"
+            drift_badge = page.locator("tr.k2t-row[data-status=drift] .k2t-badge").first.evaluate(colour)
+            ok_badge = page.locator("tr.k2t-row[data-status=ok] .k2t-badge").first.evaluate(colour)
+            assert drift_badge not in (ok_badge, "rgba(0, 0, 0, 0)")
+            assert (
+                page.locator(".k2t-counts .k2t-badge-drift").inner_text()
+                == f"{statuses.count('drift')} drift"
+            )
+            layer_cell = rows.first.locator("td.k2t-c-layer")
+            assert layer_cell.get_attribute("title").endswith("converter: converters.core.convert_dense")
+            page.locator(".k2t-widget").screenshot(path=str(ARTIFACTS / "widget-drift.png"))
+            # Tightening the tolerance in the browser: more layers drift, none fails.
+            tolerance = page.locator("input.k2t-tol-text")
+            tolerance.fill("1e-5")
+            tolerance.press("Enter")
+            shown = [rows.nth(i).get_attribute("data-status") for i in range(rows.count())]
+            assert "fail" not in shown and shown.count("drift") >= statuses.count("drift")
+        finally:
+            browser.close()
