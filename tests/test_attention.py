@@ -197,3 +197,47 @@ def test_einsum_dense(fmt):
     assert "nn.Linear(5, 6)" in code
     assert ".flatten(" not in code or "unflatten(-1, (2, 3))" in code
     assert 'torch.einsum("abc,bd->adc"' in code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dot_and_additive_attention(fmt):
+    query, value, key = (keras.Input((n, 4), name=name) for n, name in ((5, "q"), (6, "v"), (6, "k")))
+    conv = keras.layers.Conv1D(4, 1)(value)  # channels-first in that format
+    dot, additive = keras.layers.Attention, keras.layers.AdditiveAttention
+    out = {
+        "dot": dot()([query, value]),
+        "dot, use_scale, key": dot(use_scale=True)([query, value, key]),
+        "dot after a conv": dot()([query, conv]),
+        "concat": dot(score_mode="concat")([query, value]),
+        "concat, use_scale, key": dot(score_mode="concat", use_scale=True)([query, value, key]),
+        "causal": dot()([query, value], use_causal_mask=True),
+        "dropout (eval)": dot(dropout=0.3)([query, value]),
+        "additive": additive()([query, value]),
+        "additive, no scale, causal": additive(use_scale=False)([query, value, key], use_causal_mask=True),
+    }
+    output, scores = dot(use_scale=True)([query, value], return_attention_scores=True)
+    out["scores: output"], out["scores: weights"] = output, scores
+    code = _check(out, [query, value, key], fmt)[0].code
+    assert "(q @ k.transpose(-2, -1)) * self.attention" in code
+    assert "- 1e9" in code
+
+
+@pytest.mark.skipif(
+    registry.find("NotEqual", operation=True) is None,
+    reason="Embedding(mask_zero=True) masks are keras.ops NotEqual nodes: waiting for the ops table",
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dot_attention_masks_from_embedding(fmt):
+    """Keras's mask=[query_mask, value_mask]: masked keys subtract 1e9, masked queries give zeros."""
+    tokens, other = keras.Input((6,), dtype="int32", name="tokens"), keras.Input((5,), dtype="int32")
+
+    def embed(x):
+        return keras.layers.Embedding(20, 4, mask_zero=True)(x)
+
+    out = {
+        "dot": keras.layers.Attention()([embed(tokens), embed(other)]),
+        "causal": keras.layers.Attention()([embed(tokens), embed(tokens)], use_causal_mask=True),
+        "additive": keras.layers.AdditiveAttention()([embed(tokens), embed(other), embed(other)]),
+    }
+    code = _check(out, [tokens, other], fmt)[0].code
+    assert "0.0)" in code and "- 1e9" in code

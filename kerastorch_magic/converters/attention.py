@@ -25,6 +25,7 @@ flattened positions, so those axes are flattened into one sequence for the same 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -163,6 +164,23 @@ def _mask_terms(call: LayerCall, geometry: _Geometry, query: int, value: int, ke
     return terms
 
 
+def _atom(expr: str) -> str:
+    """``expr`` parenthesised unless it already binds tighter than any operator (a call, a name...)."""
+    import ast
+
+    try:
+        tree = ast.parse(re.sub(r"\{(\w+)\}", r"\1", expr), mode="eval").body
+    except SyntaxError:
+        return f"({expr})"
+    return expr if isinstance(tree, (ast.Call, ast.Attribute, ast.Subscript, ast.Name)) else f"({expr})"
+
+
+def _conjunction(terms: list[str]) -> str:
+    """Boolean masks AND-ed (an atom for method calls on it)."""
+    joined = " & ".join(_atom(t) for t in terms)
+    return _atom(joined)
+
+
 def _size(call: LayerCall, index: int, size) -> str:
     """A static length, or the tensor's own (sequence lengths may be open)."""
     return str(size) if size is not None else f"{{x{index}}}.shape[1]"
@@ -214,9 +232,7 @@ def convert_attention(call: LayerCall) -> Converted:
             f"GroupedQueryAttention: each of the {kv_heads} key/value heads serves {groups} "
             "consecutive query heads, as Keras repeats them."
         )
-    mask = " & ".join(f"({t})" if " " in t else t for t in terms)
-    if " " in mask:
-        mask = f"({mask})"
+    mask = _conjunction(terms) if terms else ""
     explicit = scores_out or (dropout > 0 and terms and not causal_only)
     if explicit:
         if groups > 1:
@@ -287,3 +303,93 @@ def _projections(call: LayerCall, grouped: bool) -> dict[str, Submodule]:
             call, kernel, bias, 1, "Keras use_gate: a sigmoid gate on each head's output"
         )
     return modules
+
+
+# -- Attention (Luong), AdditiveAttention (Bahdanau) --------------------------------------------
+def _mask_list_inputs(call: LayerCall) -> list[int | None]:
+    """Positions of the ``mask=[query_mask, value_mask]`` tensors (None where absent)."""
+    arguments = getattr(call.node.keras_node, "arguments", None)
+    masks = arguments.kwargs.get("mask") if arguments is not None else None
+    if masks is None:  # not passed: Keras hands the layer its inputs' Keras masks
+        return [_implicit_mask(call, "mask[0]"), _implicit_mask(call, "mask[1]")]
+    position = {id(t): i for i, t in enumerate(arguments.keras_tensors)}
+    found = [None if m is None else position.get(id(m)) for m in list(masks)[:2]]
+    if any(m is not None and f is None for m, f in zip(masks, found)):
+        raise call.unsupported("a mask that is a constant, not a tensor of the model")
+    return [*found, None][:2]
+
+
+def _scalar_parameters(call: LayerCall, names: dict[str, str]) -> Submodule | None:
+    """An ``nn.ParameterDict`` of the layer's small weights (``scale``, ``concat_score_weight``)."""
+    weights = {w.name: np.asarray(w.numpy()) for w in call.layer.weights}
+    present = {name: weights[name] for name in names if name in weights}
+    if not present:
+        return None
+    entries, init = [], []
+    for name, value in present.items():
+        shape = ", ".join(str(d) for d in value.shape) or "()"
+        entries.append(f'"{name}": nn.Parameter(torch.ones({shape}))')
+        # Keras's fans of a vector are (dim, dim): passing a (1, dim) torch shape keeps the bound explicit.
+        torch_shape = (1, *value.shape) if value.ndim == 1 else value.shape
+        init += initializers.init_lines(names[name], value.shape, torch_shape, name)
+    return Submodule("nn.ParameterDict({" + ", ".join(entries) + "})", present, init)
+
+
+@converter("Attention", "AdditiveAttention")
+def convert_dot_attention(call: LayerCall) -> Converted:
+    config = call.config
+    positions = call.argument_inputs("inputs")
+    if len(positions) < 2:
+        raise call.unsupported("query and value must be tensors of the model")
+    query, value = positions[0], positions[1]
+    key = positions[2] if len(positions) > 2 else value
+    rank = call.inputs[query].rank
+    q, v, k = (call.input_as(i, layout.identity(call.inputs[i].rank)) for i in (query, value, key))
+    additive = call.class_name == "AdditiveAttention"
+    use_scale = bool(config.get("use_scale", not additive))
+    pairs = f"{q}.unsqueeze(-2) + {k}.unsqueeze(-3)"  # (..., Tq, Tv, dim)
+    if additive:
+        params = _scalar_parameters(call, {"scale": "glorot_uniform"})
+        scale = "{m}.scale * " if use_scale else ""
+        scores = f"{_atom(f'{scale}torch.tanh({pairs})')}.sum(-1)"
+        comment = "Bahdanau scores: sum over features of scale * tanh(query + key)"
+    elif config.get("score_mode", "dot") == "concat":
+        params = _scalar_parameters(call, {"scale": "ones", "concat_score_weight": "ones"})
+        inner = f"{{m}}.scale * ({pairs})" if use_scale else pairs
+        scores = f"{{m}}.concat_score_weight * torch.tanh({inner}).sum(-1)"
+        comment = "Keras score_mode='concat': weight * sum over features of tanh(scale * (query + key))"
+    else:
+        params = _scalar_parameters(call, {"scale": "ones"})
+        scores = f"{q} @ {k}.transpose(-2, -1)"
+        if use_scale:
+            scores = f"({scores}) * {{m}}.scale"
+        comment = "Luong (dot-product) scores" + (", times Keras's learned scale" if use_scale else "")
+    query_mask, value_mask = _mask_list_inputs(call)
+    keep = []
+    if value_mask is not None:
+        keep.append(f"{{x{value_mask}}}[..., None, :]")
+    if _call_option(call, "use_causal_mask"):
+        t, s = call.inputs[query].keras_shape[-2], call.inputs[value].keras_shape[-2]
+        keep.append(
+            f"torch.ones({_size(call, query, t)}, {_size(call, value, s)}, dtype=torch.bool, "
+            f"device={{x{query}}}.device).tril()"
+        )
+    notes, steps = [], [Step(scores, comment)]
+    weights = "F.softmax({x}, dim=-1)"
+    if keep:
+        weights = f"F.softmax(torch.where({_conjunction(keep)}, {{x}}, {{x}} - 1e9), dim=-1)"
+        notes.append("Keras masks scores by subtracting 1e9 (not by filling -inf).")
+    dropout = float(config.get("dropout") or 0.0)
+    if dropout:
+        weights = f"F.dropout({weights}, p={dropout!r}, training=self.training)"
+    steps.append(Step(weights))
+    output = f"{{x}} @ {v}"
+    if query_mask is not None:
+        output = f"torch.where({{x{query_mask}}}[..., None], {output}, 0.0)"
+        notes.append("Keras zeroes the outputs of masked query steps.")
+    outputs = [call.output_spec(layout.identity(rank))]
+    if _call_option(call, "return_attention_scores"):
+        output = f"{output}, {{x}}"
+        outputs.append(call.output_spec(layout.identity(len(call.output_shapes[1])), 1))
+    steps.append(Step(output))
+    return Converted(steps, outputs, {"": params} if params else {}, notes)
