@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import devices, frontend, startup, weights
+from . import devices, frontend, startup, training, weights
 from .frontend import INSERT_MODES, FrontendLink
 from .layout import INPUT_FORMATS
 
@@ -427,7 +427,7 @@ class Keras2TorchMagics(Magics):
                 raise UsageError(f"--input {args.input}: {error}") from None
         elif sample is not None:
             print("keras2torch: --input is only used by the comparison, which --no-compare skips.")
-        code = self._generated_cell(conversion, options, cell_id)
+        code = self._generated_cell(conversion, options, cell_id, picked.model)
         self._store_weights(conversion, options, cell_id)
         self._define(code, conversion.class_name, options)
         mode = options.insert
@@ -457,7 +457,7 @@ class Keras2TorchMagics(Magics):
 
             _show_comparison(compare(picked.model, conversion, inputs=sample, device=options.device))
 
-    def _generated_cell(self, conversion, options: Options, cell_id) -> str:
+    def _generated_cell(self, conversion, options: Options, cell_id, model) -> str:
         extra_import, load = weights.loading_lines(
             options.instance, conversion.class_name, options.weights_path, options.weights_raw
         )
@@ -468,6 +468,7 @@ class Keras2TorchMagics(Magics):
         body = "\n".join(
             [code, "", "", f"{instance} = {conversion.class_name}()", *load, f"{instance}.eval()", ""]
         )
+        body = training.add_to(body, model, conversion)  # a compiled model's training setup
         return frontend.with_marker(body, cell_id)
 
     def _define(self, code: str, class_name: str, options: Options) -> None:

@@ -170,3 +170,30 @@ def test_added_to_generated_code_keeps_it_clean():
     code = training.add_to(conversion.code, model, conversion)
     check_source(code)
     assert code.index("import bisect") < code.index("import torch") < code.index("class Net")
+
+
+def test_magic_cell_carries_the_training_setup(monkeypatch):
+    """%%keras2torch on a cell that compiles its model: the generated cell ends with the setup,
+    inside the marker's body hash (the extension tells user edits from regenerated code by it)."""
+    import hashlib
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from kerastorch_magic import frontend
+
+    shown: list[str] = []
+    monkeypatch.setattr(frontend, "display_code", lambda code, summary: shown.append(code))
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "kerastorch_magic")
+    result = shell.run_cell(
+        "%%keras2torch --no-compare --insert none --name TrainNet\n"
+        "import keras\n"
+        "trained = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation='softmax')])\n"
+        "trained.compile(optimizer=keras.optimizers.RMSprop(0.01), loss='categorical_crossentropy')\n"
+    )
+    assert result.success
+    marker, body = shown[0].split("\n", 1)
+    assert hashlib.sha256(body.encode()).hexdigest()[:16] in marker
+    assert body.index("train_net.eval()") < body.index("def configure_training(model):")
+    assert "class KerasRMSprop(torch.optim.Optimizer):" in body
+    check_source(body.replace('globals()["_keras2torch_weights"]["TrainNet"]', "TrainNet().state_dict()"))
