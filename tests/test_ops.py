@@ -344,6 +344,10 @@ def test_nn_ops(fmt):
             "tensordot": ops.tensordot(conv, np.ones((4, 3), "float32"), axes=1),
             "resize bilinear": ops.image.resize(conv, (8, 9)),
             "resize nearest": ops.image.resize(conv, (10, 3), interpolation="nearest"),
+            "resize antialiased": ops.image.resize(conv, (3, 4), antialias=True),
+            "resize bicubic antialiased": ops.image.resize(
+                conv, (3, 9), interpolation="bicubic", antialias=True
+            ),
         }
     )
     model, names = build(outputs, image)
@@ -411,12 +415,13 @@ def test_more_ops(fmt):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda x: ops.image.resize(x, (4, 4), interpolation="bicubic"), "interpolation='bicubic'"),
+        (lambda x: ops.image.resize(x, (4, 4), interpolation="bicubic"), "bicubic without antialias"),
+        (lambda x: ops.image.resize(x, (4, 4), interpolation="area"), "interpolation='area'"),
         (lambda x: ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric"), "symmetric"),
         (lambda x: x[:, 4:1:-2], None),
         (lambda x: ops.dot(x, np.ones((2, 3, 2), "float32")), "rank > 2"),
     ],
-    ids=["bicubic", "symmetric pad", "negative step ok", "dot of ranks 4 and 4"],
+    ids=["bicubic", "area", "symmetric pad", "negative step ok", "dot of ranks 4 and 4"],
 )
 def test_unsupported_options_are_refused_by_name(make, match):
     inputs = keras.Input((5, 6, 3))

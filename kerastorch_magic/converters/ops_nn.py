@@ -163,7 +163,7 @@ def convert_einsum(call: LayerCall) -> Converted:
 
 
 # -- image ----------------------------------------------------------------------------------------
-_RESIZE_MODES = {"bilinear": "bilinear", "nearest": "nearest-exact"}
+_RESIZE_MODES = {"bilinear": "bilinear", "nearest": "nearest-exact", "bicubic": "bicubic"}
 
 
 @converter("Resize", channels_first=True, operation=True)
@@ -171,7 +171,9 @@ def convert_resize(call: LayerCall) -> Converted:
     """``keras.ops.image.resize``: ``F.interpolate`` on the channels-first tensor.
 
     TensorFlow samples at pixel centres (half-pixel), like torch's ``align_corners=False`` and
-    ``nearest-exact``; other methods and antialiasing differ between the two and are refused.
+    ``nearest-exact``; its antialiased bilinear and bicubic filters are torch's ``antialias=True``
+    ones (measured equal to float32 round-off). Plain bicubic is refused: Keys' a=-0.5 in
+    TensorFlow, -0.75 in torch.
     """
     layer = call.layer
     spec = call.inputs[0]
@@ -179,13 +181,22 @@ def convert_resize(call: LayerCall) -> Converted:
         raise call.unsupported("image.resize of an unbatched image")
     if layer.interpolation not in _RESIZE_MODES:
         raise call.unsupported(f"image.resize interpolation={layer.interpolation!r}")
-    if layer.antialias or layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio:
-        raise call.unsupported("image.resize with antialias, crop_to_aspect_ratio or pad_to_aspect_ratio")
-    data_format = layer.data_format or "channels_last"
-    perm = layout.channels_first(4) if data_format == "channels_last" else layout.identity(4)
+    if layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio:
+        raise call.unsupported("image.resize with crop_to_aspect_ratio or pad_to_aspect_ratio")
+    perm = _image_perm(call)
     size = tuple(int(d) for d in layer.size)
+    before = [spec.keras_shape[axis] for axis in perm[2:]]
+    shrinks = any(old is None or new < old for old, new in zip(before, size))
     mode = _RESIZE_MODES[layer.interpolation]
-    options = ", align_corners=False" if mode == "bilinear" else ""
+    options = ""
+    if mode == "nearest-exact" and layer.antialias:
+        raise call.unsupported("image.resize interpolation='nearest' with antialias=True")
+    if mode == "bicubic" and not layer.antialias:
+        raise call.unsupported("image.resize bicubic without antialias (Keys a=-0.5, torch's -0.75)")
+    if mode != "nearest-exact":
+        # Enlarging, bilinear is the same with or without antialias; bicubic is not (its a).
+        antialias = layer.antialias and (shrinks or mode == "bicubic")
+        options = ", align_corners=False" + (", antialias=True" if antialias else "")
     expr = f'F.interpolate({call.input_as(0, perm)}, size={size}, mode="{mode}"{options})'
     return result(call, expr, perm)
 
