@@ -303,3 +303,36 @@ def test_compare_shows_recurrent_layers():
     conversion = k2t.convert(model)
     comparison = k2t.compare(model, conversion, inputs=[PADDED_IDS])
     assert comparison.ok
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_conv_lstm(fmt):
+    video = keras.Input((3, 7, 7, 2), name="video")
+    steps = keras.Input((4, 8, 3), name="steps")
+    volume = keras.Input((2, 4, 4, 4, 1), name="volume")
+    first = keras.Input((3, 2, 6, 5), name="channels_first_video")
+    state = L.ConvLSTM2D(2, 3, padding="same", dilation_rate=2, return_state=True, go_backwards=True)(video)
+    branches = {
+        "2D same sequences": L.ConvLSTM2D(3, 3, padding="same", return_sequences=True)(video),
+        "2D valid strides": L.ConvLSTM2D(3, 2, strides=2)(video),
+        "2D same strides": L.ConvLSTM2D(2, 3, strides=2, padding="same")(video),
+        "2D state output": state[0],
+        "2D state h": state[1],
+        "2D state c": state[2],
+        "1D same even kernel": L.ConvLSTM1D(2, 2, padding="same", return_sequences=True)(steps),
+        "1D relu no bias": L.ConvLSTM1D(2, 3, activation="relu", use_bias=False)(steps),
+        "3D valid": L.ConvLSTM3D(2, 2)(volume),
+        "2D data_format channels_first": L.ConvLSTM2D(2, 3, data_format="channels_first")(first),
+    }
+    model = keras.Model([video, steps, volume, first], list(branches.values()))
+    conversion, _ = assert_each_output_exact(model, fmt, list(branches))
+    code = unwrap(conversion.code)
+    assert 'nn.Conv2d(2, 8, kernel_size=3, padding="same", bias=False)' in code  # recurrent conv
+    assert "class ConvLSTMCell(nn.Module):" in code
+
+
+def test_conv_lstm_uneven_same_padding_is_refused():
+    video = keras.Input((3, 6, 6, 2))
+    model = keras.Model(video, L.ConvLSTM2D(2, 3, strides=2, padding="same", name="uneven")(video))
+    with pytest.raises(k2t.ConversionError, match=r"'uneven' \(ConvLSTM2D\): padding='same' at strides"):
+        k2t.convert(model)

@@ -1,7 +1,4 @@
-"""Built-in converters: one module per Keras layer family, ``ops_*`` for keras.ops calls.
-
-Importing them registers them.
-"""
+"""Built-in converters, one module per Keras layer family; importing them registers them."""
 
 from . import (  # noqa: F401
     activations,
@@ -10,11 +7,9 @@ from . import (  # noqa: F401
     core,
     merging,
     normalization,
-    ops_math,
-    ops_nn,
-    ops_reduce,
-    ops_shape,
     pooling,
     preprocessing,
+    recurrent,
     reshaping,
+    time_distributed,
 )

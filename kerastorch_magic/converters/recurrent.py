@@ -84,7 +84,7 @@ def keras_rnn_loop(cell, x, state=None, mask=None, zero_masked_outputs=False):
     for t in range(x.shape[1]):
         output, new_state = cell(x[:, t], state)
         if mask is not None:
-            keep = mask[:, t, None]
+            keep = mask[:, t].view(-1, *[1] * (output.dim() - 1))  # (N, 1, ...)
             if zero_masked_outputs or previous is None:
                 previous = torch.zeros_like(output)
             output = torch.where(keep, output, previous)
