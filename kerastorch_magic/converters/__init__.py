@@ -1,15 +1,25 @@
-"""Built-in converters, one module per Keras layer family; importing them registers them."""
+"""Built-in converters: one module per Keras layer family, ``ops_*`` for keras.ops calls.
+
+Importing them registers them.
+"""
 
 from . import (  # noqa: F401
     activations,
     applications,
+    attention,
     conv,
     core,
+    einsum_dense,
     merging,
     normalization,
+    ops_math,
+    ops_nn,
+    ops_reduce,
+    ops_shape,
     pooling,
     preprocessing,
     recurrent,
+    recurrent_conv,
     reshaping,
     time_distributed,
 )
