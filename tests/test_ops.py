@@ -254,6 +254,9 @@ def test_preprocess_input_functions(fmt):
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 6, 7, 3)).astype("float32")
     code = assert_outputs_exact(model, names, fmt, inputs=[pixels]).code
     assert "nn.Buffer" in code  # the mean/std arrays are buffers, laid out like the image
+    if fmt == "channels_first":  # RGB -> BGR stacked at dim 1: no permute anywhere
+        assert "torch.stack([get_item, get_item_1, get_item_2], dim=1)" in code
+        assert "permute" not in code
 
 
 # -- reductions -----------------------------------------------------------------------------------

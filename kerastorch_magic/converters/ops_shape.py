@@ -130,10 +130,19 @@ def convert_concatenate(call: LayerCall) -> Converted:
     return result(call, f"torch.cat([{', '.join(terms)}], dim={dim})", perm, comment)
 
 
-@converter("Stack", operation=True)
+@converter("Stack", passthrough=True, operation=True)
 def convert_stack(call: LayerCall) -> Converted:
     indices = _tensors(call, _sequence(call), "stack")
-    axis = int(call.layer.axis) % len(call.output_shapes[0])
+    rank = len(call.output_shapes[0])
+    axis = int(call.layer.axis) % rank
+    specs = [call.inputs[i] for i in indices]
+    if axis == rank - 1 and rank >= 3 and call.input_format == "channels_first":
+        # Stacking channels (RGB -> BGR in preprocess_input): stack them at torch dim 1, so the
+        # result is channels-first like the convolutions that read it.
+        perm = specs[0].perm if len({spec.perm for spec in specs}) == 1 else layout.identity(rank - 1)
+        terms = [call.input_as(i, perm) for i in indices]
+        out_perm = (perm[0], axis, *perm[1:])
+        return result(call, f"torch.stack([{', '.join(terms)}], dim=1)", out_perm)
     terms = [keras_layout(call, i) for i in indices]
     return result(call, f"torch.stack([{', '.join(terms)}], dim={axis})")
 
@@ -223,7 +232,7 @@ def convert_ravel(call: LayerCall) -> Converted:
 
 
 # -- indexing -------------------------------------------------------------------------------------
-@converter("GetItem", operation=True)
+@converter("GetItem", passthrough=True, operation=True)
 def convert_get_item(call: LayerCall) -> Converted:
     """``x[1:-1, ::-1, None, ...]``: the same indexing, negative steps as flips."""
     args = arguments(call)
