@@ -269,20 +269,7 @@ class _Builder:
 
     def _feeds_channels_first(self, value) -> bool:
         """Whether the value reaches a channels-first layer through layout-agnostic layers only."""
-        queue, seen = deque([value]), set()
-        while queue:
-            current = queue.popleft()
-            for node in self.consumers.get(id(current), []):
-                spec = registry.spec_of(node)
-                if spec is None:
-                    continue
-                if spec.channels_first:
-                    # A Keras layer that is itself channels-first already gets torch's layout.
-                    return getattr(node.layer, "data_format", "channels_last") != "channels_first"
-                if spec.passthrough and id(node) not in seen:
-                    seen.add(id(node))
-                    queue.extend(node.outputs)
-        return False
+        return _feeds_channels_first(value, self.consumers)
 
     # -- main loop ------------------------------------------------------------------------------
     def build(self) -> Conversion:
@@ -749,6 +736,30 @@ def is_random(node: Node) -> bool:
     if node.subgraph is None:
         return False
     return any(tracing.is_random_draw(n.layer) or is_random(n) for n in node.subgraph.nodes)
+
+
+def _feeds_channels_first(value, consumers: dict[int, list[Node]]) -> bool:
+    """See :meth:`_Builder._feeds_channels_first`; looks into traced layers' own graphs."""
+    queue, seen = deque([value]), set()
+    while queue:
+        current = queue.popleft()
+        for node in consumers.get(id(current), []):
+            if node.subgraph is not None:  # a traced layer: where does its call() send this input?
+                inner = node.subgraph
+                positions = [i for i, v in enumerate(node.inputs) if v is current]
+                if any(_feeds_channels_first(inner.inputs[i], inner.consumers()) for i in positions):
+                    return True
+                continue
+            spec = registry.spec_of(node)
+            if spec is None:
+                continue
+            if spec.channels_first:
+                # A Keras layer that is itself channels-first already gets torch's layout.
+                return getattr(node.layer, "data_format", "channels_last") != "channels_first"
+            if spec.passthrough and id(node) not in seen:
+                seen.add(id(node))
+                queue.extend(node.outputs)
+    return False
 
 
 def _lambda_name(node: Node) -> str | None:

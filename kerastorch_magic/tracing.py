@@ -21,6 +21,7 @@ Three things would otherwise escape the graph, and the trace keeps them symbolic
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import linecache
 import os
@@ -513,9 +514,17 @@ def recover_initializers(layer) -> None:
 def source_of(layer) -> str | None:
     """``file:line`` where the layer's class (or a Lambda's function) is defined, for comments."""
     target = getattr(layer, "function", None) if type(layer).__name__ == "Lambda" else type(layer)
+    if target is None:
+        return None
+    return _definition(target)
+
+
+@functools.lru_cache(maxsize=256)
+def _definition(target) -> str | None:
+    code = getattr(target, "__code__", None)
     try:
         filename = inspect.getsourcefile(target)
-        line = inspect.getsourcelines(target)[1]
+        line = code.co_firstlineno if code is not None else inspect.getsourcelines(target)[1]
     except (TypeError, OSError):
         return None
     if not filename or filename.startswith("<"):

@@ -330,3 +330,42 @@ def test_transformer_blocks(fmt):
     assert "self.ffn_dense = nn.Linear(8, 16)" in code  # the nested Sequential under its attribute
     assert 'torch.einsum("bqhd,bkhd->bhqk"' in code
     assert_trainable_like_keras(model, conversion)
+
+
+class Stem(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 3, padding="same")
+
+    def call(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_images_entering_a_custom_layer_that_convolves_are_taken_channels_first(fmt):
+    inputs = keras.Input((8, 8, 3))
+    x = SqueezeExcite(4)(Stem()(inputs))
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
+    conversion, _ = assert_exact(model, fmt)
+    assert conversion.inputs[0].perm == ((0, 3, 1, 2) if fmt == "channels_first" else (0, 1, 2, 3))
+    if fmt == "channels_first":
+        assert ".permute(" not in conversion.code  # no re-layout inside the custom classes either
+
+
+def test_keras_own_mask_nodes_are_not_called_keras_ops_calls_of_the_user():
+    from kerastorch_magic import registry
+
+    inputs = keras.Input((5,), dtype="int32")
+    x = layers.Embedding(10, 4, mask_zero=True)(inputs)
+    model = keras.Model(inputs, layers.GRU(3, name="gru")(x))
+    table = registry._TABLES[registry.OPERATION]
+    saved = table.pop("NotEqual")
+    try:
+        with pytest.raises(k2t.ConversionError) as error:
+            k2t.convert(model)
+    finally:
+        table["NotEqual"] = saved
+    message = str(error.value)
+    assert "(NotEqual)" in message.splitlines()[0]
+    assert "the mask Keras computes itself for the mask= argument of 'gru' (GRU)" in message
+    assert "a keras.ops call inside the model" not in message
