@@ -83,6 +83,22 @@ def assignment_order(source: str) -> dict[str, tuple[int, int]]:
     return order
 
 
+def defined_names(source: str) -> list[str]:
+    """Names that ``source`` binds at top level, in order, except by imports (modules stay the
+    user's business: the generated cell's ``F`` must not replace a user's own ``F``)."""
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            found = [node.name]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        else:
+            continue
+        names += [name for name in found if name not in names]
+    return names
+
+
 def _is_keras_model(value) -> bool:
     keras = sys.modules.get("keras")
     if keras is None:
@@ -429,7 +445,7 @@ class Keras2TorchMagics(Magics):
             print("keras2torch: --input is only used by the comparison, which --no-compare skips.")
         code = self._generated_cell(conversion, options, cell_id, picked.model)
         self._store_weights(conversion, options, cell_id)
-        self._define(code, conversion.class_name, options)
+        defined = self._define(code, conversion.class_name, options)
         mode = options.insert
         delivery = self.link.deliver(code, cell_id, conversion.class_name, mode)
         where = {
@@ -440,6 +456,8 @@ class Keras2TorchMagics(Magics):
         }[delivery.route]
         frontend.display_code(code, f"PyTorch class {conversion.class_name}, {where}")
         model_name = getattr(picked.model, "name", "?")
+        extra = [name for name in defined if name not in (conversion.class_name, options.instance)]
+        also = f", with {', '.join(extra)}" if extra else ""
         source = (
             f"in {weights.STORE_NAME}[{conversion.class_name!r}]"
             if options.weights_path is None
@@ -449,8 +467,8 @@ class Keras2TorchMagics(Magics):
             f"keras2torch: converted {picked.variable} (Keras model {model_name!r}) to class "
             f"{conversion.class_name}; weights {source}; generated cell {delivery.message}.\n"
             f"keras2torch: {conversion.class_name} (class) and {options.instance} (instance, Keras "
-            "weights loaded, eval mode) are defined; running the generated cell defines them again, "
-            "with your edits."
+            f"weights loaded, eval mode) are defined{also}; running the generated cell defines them "
+            "again, with your edits."
         )
         if not args.no_compare:  # after the code's summary: a large model compares for a while
             from .compare import compare
@@ -471,13 +489,14 @@ class Keras2TorchMagics(Magics):
         body = training.add_to(body, model, conversion)  # a compiled model's training setup
         return frontend.with_marker(body, cell_id)
 
-    def _define(self, code: str, class_name: str, options: Options) -> None:
-        """Run the generated cell's code now and bind its class and instance in the user namespace.
+    def _define(self, code: str, class_name: str, options: Options) -> list[str]:
+        """Run the generated cell's code now and bind what it defines in the user namespace.
 
         So a notebook runs top to bottom however it is run: JupyterLab's Run All does not run the
         cells inserted during the run, and nbclient, nbconvert and papermill never insert them.
-        The code runs in a namespace of its own (holding the weight store it loads from), so only
-        the two names reach the user's; running the generated cell later binds them again.
+        The code runs in a namespace of its own (holding the weight store it loads from); its
+        class, instance, functions (a compiled model's training setup) reach the user's, not its
+        imports. Running the generated cell later binds them again. Returns the names bound.
         """
         filename = f"<keras2torch generated {class_name}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
@@ -486,8 +505,10 @@ class Keras2TorchMagics(Magics):
         if options.weights_path is None:
             namespace[weights.STORE_NAME] = weights.get_store(user_ns)
         exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - the code this magic generated
-        user_ns[class_name] = namespace[class_name]
-        user_ns[options.instance] = namespace[options.instance]
+        names = defined_names(code)
+        for name in names:
+            user_ns[name] = namespace[name]
+        return names
 
     def _store_weights(self, conversion, options: Options, cell_id) -> None:
         if options.weights_path is not None:

@@ -19,7 +19,8 @@ import pytest
 from kernel_helpers import KernelSession, Run
 
 from kerastorch_magic.frontend import body_hash, marker_cell_id, with_marker
-from kerastorch_magic.magic import add_import, assignment_order, instance_name
+from kerastorch_magic.magic import add_import, assignment_order, defined_names, instance_name
+from kerastorch_magic.startup import filter_startup_log
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER_RE = re.compile(
@@ -150,6 +151,48 @@ def test_marker_and_hash():
     assert marker_cell_id("x\ny#z") == "x_y_z"  # newlines never reach the comment
 
 
+def test_defined_names_are_the_cells_definitions_not_its_imports():
+    source = (
+        "import torch\nfrom torch import nn\n\n\ndef helper(x):\n    return x\n\n\n"
+        "class Net(nn.Module):\n    def forward(self, x):\n        inner = x\n        return inner\n\n\n"
+        "net = Net()\nnet.eval()\nlimit: int = 3\na, (b, net) = 1, (2, 3)\n"
+    )
+    assert defined_names(source) == ["helper", "Net", "net", "limit", "a", "b"]
+
+
+# TensorFlow 2.21's stderr while it loads (before absl::InitializeLog), as seen in a kernel.
+TF_STARTUP = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1796062826.899039   10528 port.cc:153] oneDNN custom operations are on. You may see "
+    "slightly different numerical results due to floating-point round-off errors.\n"
+    "I0000 00:00:1796062826.900149   10528 cudart_stub.cc:31] Could not find cuda drivers on your "
+    "machine, GPU will not be used.\n"
+    "I0000 00:00:1796062845.231915   11179 cpu_feature_guard.cc:227] This TensorFlow binary is optimized.\n"
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.\n"
+    "W0000 00:00:1796062845.300000   11179 some_op.cc:12] a warning\n"
+    "E0000 00:00:1796062845.400000   11179 other.cc:34] an error\n"
+)
+
+
+@pytest.mark.parametrize(
+    "level, kept",
+    [
+        (0, None),  # unset or 0: TensorFlow's default shows everything
+        (1, ["W0000", "E0000"]),
+        (2, ["E0000"]),
+        (3, []),
+    ],
+)
+def test_tensorflow_startup_log_follows_tf_cpp_min_log_level(level, kept):
+    text = filter_startup_log(TF_STARTUP, level)
+    if kept is None:
+        assert text == TF_STARTUP
+        return
+    assert [line[:5] for line in text.splitlines()] == kept  # continuation lines go with theirs
+    other = "Traceback of something else\n"
+    assert filter_startup_log(other + TF_STARTUP, level).startswith(other)  # not absl's: kept
+
+
 def protocol_marker_regex() -> re.Pattern:
     """``MARKER_RE`` of labextension/src/protocol.ts, the parser the extension uses, as a Python regex."""
     source = (ROOT / "labextension" / "src" / "protocol.ts").read_text()
@@ -230,6 +273,20 @@ def test_class_and_instance_are_defined_without_running_the_generated_cell(kerne
     wrong = kernel.a.execute("bound_net(torch.zeros(1, 5, 8, 8))")
     traceback = re.sub(r"\x1b\[[0-9;]*m", "", "".join(wrong.errors[0]["traceback"]))
     assert wrong.status == "error" and "x = F.relu(self.conv(x))" in traceback, traceback
+
+
+def test_compiled_models_training_setup_is_defined_too(kernel):
+    run = kernel.a.execute(
+        "%%keras2torch --no-compare --insert none --name FitNet\n"
+        "keras_fit = tiny('fit')\nkeras_fit.compile(optimizer='adam', loss='categorical_crossentropy')",
+        cell_id="c-fit",
+    )
+    assert run.status == "ok", run.text
+    assert "are defined, with configure_training, train_step;" in run.stdout, run.stdout
+    check = kernel.a.execute(
+        "optimizer, loss_fn = configure_training(fit_net); print(type(optimizer).__name__)"
+    )
+    assert check.status == "ok" and check.stdout.strip() == "Adam", check.text
 
 
 def test_name_that_would_replace_the_keras_model_is_refused(kernel):
@@ -347,9 +404,9 @@ BAD = {
     "model-var-missing": ("%keras2torch nowhere", "no variable named 'nowhere'"),
     "line-without-var": ("%keras2torch --name X", "needs the variable holding the Keras model"),
     "unsupported-layer": (
-        "%%keras2torch\nlayers = [keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2, name='dbl')]\n"
-        "lam = keras.Sequential(layers)",
-        "'dbl' (Lambda)",
+        "%%keras2torch\nlayers = [keras.Input((4,)), keras.layers.Hashing(num_bins=3, name='hsh')]\n"
+        "hashed = keras.Sequential(layers)",
+        "'hsh' (Hashing)",
     ),
     "device-unknown": ("%%keras2torch --device tpu\nskipped_cell = tiny()", "--device 'tpu': unknown device"),
     "device-unavailable": ("%%keras2torch --device cuda\nskipped_cell = tiny()", "no CUDA device"),

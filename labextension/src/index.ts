@@ -3,6 +3,8 @@
  *
  * - answers the kernel's `keras2torch` comm and writes the generated PyTorch
  *   cell below its source cell (src/kernelcomm.ts, src/upsert.ts);
+ * - merges a cell that the `set_next_input` fallback inserted into the
+ *   generated cells already there (src/fallback.ts);
  * - marks generated cells (src/decorate.ts);
  * - adds the command "Convert Keras model to PyTorch" (palette, cell
  *   toolbar and cell context menu via schema/plugin.json).
@@ -26,13 +28,14 @@ import {
   NotebookPanel
 } from '@jupyterlab/notebook';
 import { keras2torchIcon } from './icon';
+import { IUpsertOutcome } from './protocol';
 import {
-  UpsertListener,
   greetKernel,
   kernelHasHandshake,
   watchNotebookContext
 } from './kernelcomm';
 import { trackGeneratedCells } from './decorate';
+import { mergeFallbackInserts } from './fallback';
 import { withMagic } from './cellsource';
 
 const COMMAND_ID = 'keras2torch:convert';
@@ -126,7 +129,7 @@ async function convertActiveCell(
 }
 
 /** Tell the user what happened when it is not the obvious. */
-const notifyOutcome: UpsertListener = result => {
+const notifyOutcome = (result: IUpsertOutcome): void => {
   if (result.status === 'kept_edited') {
     Notification.info(
       'keras2torch: you edited the generated cell, so it was kept as is; ' +
@@ -176,6 +179,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       trackGeneratedCells(panel);
     };
+    mergeFallbackInserts(notifyOutcome);
     tracker.widgetAdded.connect((_, panel) => setUp(panel));
     tracker.forEach(setUp); // panels restored before activation
 

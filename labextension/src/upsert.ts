@@ -14,6 +14,9 @@
  *   the last of them; with none, a new cell goes right below the source cell.
  * - All of it happens in one shared-model transaction (one undo step, one
  *   sync update for collaborators). The generated cell is never executed.
+ * - A cell the fallback inserts below a source that already has generated
+ *   cells is merged into them the same way (mergeFallbackInsert): re-running
+ *   before the handshake never duplicates them.
  */
 
 import type { KernelMessage } from '@jupyterlab/services';
@@ -192,6 +195,55 @@ export function upsertGeneratedCell(
     outcome.message = outcome.message ? `${outcome.message} (${note})` : note;
   }
   return outcome;
+}
+
+/**
+ * After `sourceCellId` ran in this client: when IPython's `set_next_input`
+ * fallback inserted a generated cell right below it (`isNew(id)`: the cell
+ * was not in the notebook when the run was scheduled; marker line, no
+ * metadata) while the source already had generated cells, treat that text as
+ * an upsert: the inserted cell goes, and the source's existing generated
+ * cells are updated in place or kept (edited), as over the comm. The fallback
+ * is used when the kernel has no acknowledgement from this client yet, e.g.
+ * "Restart Kernel and Run All": the handshake's answer waits behind the
+ * queued cells. Returns null when there was nothing to merge.
+ */
+export function mergeFallbackInsert(
+  model: INotebookModel,
+  sourceCellId: string,
+  isNew: (cellId: string) => boolean
+): IUpsertOutcome | null {
+  const shared = model.sharedModel;
+  const cells = shared.cells;
+  const sourceIndex = cells.findIndex(c => c.id === sourceCellId);
+  const inserted = sourceIndex < 0 ? undefined : cells[sourceIndex + 1];
+  if (!inserted || !isNew(inserted.id)) {
+    return null;
+  }
+  const info = generatedCellInfo(inserted);
+  if (!info || info.hasMetadata || info.sourceCellId !== sourceCellId) {
+    return null;
+  }
+  const earlier = cells.some(
+    (cell, index) =>
+      index !== sourceIndex + 1 &&
+      generatedCellInfo(cell)?.sourceCellId === sourceCellId
+  );
+  if (!earlier) {
+    return null; // the first generated cell of this source: it stays
+  }
+  const code = inserted.getSource();
+  // Two transactions: the notebook's cell list reflects a deletion only once
+  // its transaction has ended.
+  shared.transact(() => shared.deleteCell(sourceIndex + 1));
+  return upsertGeneratedCell(model, {
+    type: 'upsert',
+    request_id: '',
+    source_cell_id: sourceCellId,
+    code,
+    hash: sha256Hex(splitCell(code).body),
+    class_name: ''
+  });
 }
 
 /** The parts of a comm message the handler reads. */

@@ -3,6 +3,7 @@ import { METADATA_KEY, parseMarker, splitCell } from '../protocol';
 import {
   generatedCellInfo,
   handleUpsertMessage,
+  mergeFallbackInsert,
   upsertGeneratedCell
 } from '../upsert';
 import {
@@ -350,5 +351,73 @@ describe('handleUpsertMessage', () => {
       handleUpsertMessage(model, commMsg({ type: 'upsert' }, CLIENT), CLIENT)
     ).toBeNull();
     expect(model.sharedModel.cells).toHaveLength(3);
+  });
+});
+
+describe('mergeFallbackInsert', () => {
+  let model: NotebookModel;
+  beforeEach(() => {
+    model = makeNotebook();
+  });
+  afterEach(() => {
+    model.dispose();
+  });
+
+  /** What JupyterLab does with a set_next_input payload: a new cell below the source. */
+  function fallbackInsert(body: string, id: string): void {
+    model.sharedModel.insertCell(2, {
+      cell_type: 'code',
+      source: generated(body).code,
+      id
+    });
+  }
+  const isNew = (id: string) => id.startsWith('new');
+
+  it('leaves the first fallback cell of a source alone', () => {
+    fallbackInsert(BODY_V1, 'new-1');
+    expect(mergeFallbackInsert(model, SOURCE_ID, isNew)).toBeNull();
+    expect(ids(model)).toEqual(['intro', SOURCE_ID, 'new-1', 'after']);
+  });
+
+  it('merges a second insert of the same code: one cell, adopted', () => {
+    fallbackInsert(BODY_V1, 'old');
+    fallbackInsert(BODY_V1, 'new-2');
+    const outcome = mergeFallbackInsert(model, SOURCE_ID, isNew);
+    expect(outcome).toEqual({ status: 'unchanged', cell_id: 'old' });
+    expect(ids(model)).toEqual(['intro', SOURCE_ID, 'old', 'after']);
+    expect(cellById(model, 'old').getMetadata(METADATA_KEY)).toEqual({
+      source_cell_id: SOURCE_ID,
+      hash: nodeSha256(BODY_V1)
+    });
+  });
+
+  it('updates the earlier generated cell in place with new code', () => {
+    const first = upsertGeneratedCell(model, generated(BODY_V1));
+    fallbackInsert(BODY_V2, 'new-2');
+    const outcome = mergeFallbackInsert(model, SOURCE_ID, isNew);
+    expect(outcome).toEqual({ status: 'updated', cell_id: first.cell_id });
+    expect(ids(model)).toEqual(['intro', SOURCE_ID, first.cell_id, 'after']);
+    expect(cellById(model, first.cell_id!).getSource()).toBe(generated(BODY_V2).code);
+  });
+
+  it('keeps an earlier cell the user edited, with the new code below it', () => {
+    const first = upsertGeneratedCell(model, generated(BODY_V1));
+    const edited = cellById(model, first.cell_id!);
+    edited.setSource(edited.getSource() + '# mine\n');
+    fallbackInsert(BODY_V1, 'new-2');
+    const outcome = mergeFallbackInsert(model, SOURCE_ID, isNew);
+    expect(outcome?.status).toBe('kept_edited');
+    expect(ids(model)).toEqual(['intro', SOURCE_ID, first.cell_id, outcome!.cell_id, 'after']);
+    expect(edited.getSource()).toBe(generated(BODY_V1).code + '# mine\n');
+  });
+
+  it('touches nothing that this run did not insert, nor other cells', () => {
+    fallbackInsert(BODY_V1, 'old');
+    fallbackInsert(BODY_V1, 'older');
+    expect(mergeFallbackInsert(model, SOURCE_ID, isNew)).toBeNull();
+    model.sharedModel.insertCell(2, { cell_type: 'code', source: 'x = 1', id: 'new-plain' });
+    expect(mergeFallbackInsert(model, SOURCE_ID, isNew)).toBeNull();
+    expect(mergeFallbackInsert(model, 'no-such-cell', isNew)).toBeNull();
+    expect(ids(model)).toEqual(['intro', SOURCE_ID, 'new-plain', 'older', 'old', 'after']);
   });
 });
