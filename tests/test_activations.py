@@ -265,3 +265,57 @@ def test_custom_activation_sharing_a_builtin_name_is_refused():
     with pytest.raises(k2t.ConversionError, match="custom function") as info:
         k2t.convert(model)
     assert info.value.layers == [("odd", "Dense")]
+
+
+# -- activation objects: functions and layers passed as activation= --------------------------------
+ACTIVATION_LAYERS = {
+    "LeakyReLU(0.2)": lambda: keras.layers.LeakyReLU(0.2),
+    "LeakyReLU()": lambda: keras.layers.LeakyReLU(),
+    "ReLU(max_value=6)": lambda: keras.layers.ReLU(max_value=6.0),
+    "ReLU(0.1 slope, threshold 0.5)": lambda: keras.layers.ReLU(negative_slope=0.1, threshold=0.5),
+    "ELU(0.5)": lambda: keras.layers.ELU(0.5),
+    "Softmax()": lambda: keras.layers.Softmax(),
+    "Activation('gelu')": lambda: keras.layers.Activation("gelu"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_activation_objects(fmt):
+    """keras.activations functions as objects, and activation layers, on a conv and on Dense."""
+    image, vector, sequence = keras.Input((5, 5, 3)), keras.Input((7,)), keras.Input((4, 6))
+    outputs, labels = [], []
+    for name in USABLE:
+        function = getattr(keras.activations, name)
+        outputs += [
+            keras.layers.Conv2D(4, 1, activation=function)(image),
+            keras.layers.Dense(6, activation=function)(vector),
+        ]
+        labels += [
+            f"Conv2D(activation=keras.activations.{name})",
+            f"Dense(activation=keras.activations.{name})",
+        ]
+    for label, make in ACTIVATION_LAYERS.items():
+        outputs += [
+            keras.layers.Conv2D(4, 1, activation=make())(image),
+            keras.layers.Dense(6, activation=make())(vector),
+            keras.layers.Dense(6, activation=make())(sequence),
+        ]
+        labels += [f"Conv2D(activation={label})", f"Dense(activation={label})", f"rank-3 Dense({label})"]
+    model = keras.Model([image, vector, sequence], outputs)
+    code = assert_each_output_exact(model, fmt, labels, scale=3.0)[0].code
+    assert "F.leaky_relu(self.conv2d" in code and "negative_slope=0.2)" in code
+    assert "negative_slope=0.3)" in code  # the LeakyReLU layer's default, spelled out
+
+
+def test_the_issue_example_and_a_layer_with_weights():
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation=keras.layers.LeakyReLU(0.2))]
+    )
+    code = assert_each_output_exact(model, "channels_first", ["conv"], scale=3.0)[0].code
+    assert "F.leaky_relu(self.conv2d(x), negative_slope=0.2)" in code
+    weighted = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation=keras.layers.PReLU(), name="d")]
+    )
+    with pytest.raises(k2t.ConversionError, match="activation=PReLU layer object") as info:
+        k2t.convert(weighted)
+    assert info.value.layers == [("d", "Dense")]

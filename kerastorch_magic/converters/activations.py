@@ -106,13 +106,15 @@ def supported_activations() -> list[str]:
 
 
 def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
+    # A custom function that happens to share a built-in's name must not pass for it: find the
+    # layer attribute this config entry configures (``activation``, ``recurrent_activation``...).
+    function = _configured_function(call, name)
+    if _is_layer(function):  # activation=keras.layers.LeakyReLU(0.2): the layer's own formula
+        return type(function).__name__, _layer_activation(call, function)
     key = activation_name(name)
     entry = _ACTIVATIONS.get(key)
     if entry is None:
         raise call.unsupported(f"activation {key!r} has no converter")
-    # A custom function that happens to share a built-in's name must not pass for it: find the
-    # layer attribute this config entry configures (``activation``, ``recurrent_activation``...).
-    function = _configured_function(call, name)
     if callable(function) and not _is_builtin(function, key):
         raise call.unsupported(f"activation {key!r} is a custom function, not keras.activations.{key}")
     return key, entry
@@ -127,6 +129,44 @@ def _configured_function(call: LayerCall, name):
                 if function is not None:
                     return function
     return None
+
+
+def _is_layer(function) -> bool:
+    import keras
+
+    return isinstance(function, keras.layers.Layer)
+
+
+def _layer_activation(call: LayerCall, layer) -> _Activation:
+    """An activation layer object passed as ``activation=``, as a template of ``{x}``/``{dim}``."""
+    kind = type(layer).__name__
+    if kind == "ReLU":
+        return _Activation(relu_expression(layer.negative_slope, layer.max_value, layer.threshold))
+    if kind == "LeakyReLU":
+        slope = float(layer.negative_slope)
+        note = f"activation=LeakyReLU: slope {slope:g} (the layer's default is 0.3, torch's 0.01)."
+        return _Activation(f"F.leaky_relu({{x}}, negative_slope={_number(slope)})", note)
+    if kind == "ELU":
+        alpha = float(layer.alpha)
+        return _Activation("F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={_number(alpha)})")
+    if kind == "Softmax":
+        axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if list(axis) != [-1]:
+            raise call.unsupported(f"activation=Softmax(axis={layer.axis}): only the last axis is converted")
+        return _Activation("F.softmax({x}, dim={dim})", _SOFTMAX_NOTE)
+    if kind == "Activation":
+        inner = layer.activation
+        key = getattr(inner, "__name__", "")
+        entry = _ACTIVATIONS.get(key)
+        if entry is None or not _is_builtin(inner, key):
+            raise call.unsupported(
+                f"activation=Activation({key or inner!r}): not a keras.activations function"
+            )
+        return entry
+    raise call.unsupported(
+        f"activation={kind} layer object: only the weightless activation layers (ReLU, LeakyReLU, "
+        "ELU, Softmax, Activation) convert as an activation= argument"
+    )
 
 
 def _is_builtin(function, key: str) -> bool:
