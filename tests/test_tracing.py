@@ -369,3 +369,46 @@ def test_keras_own_mask_nodes_are_not_called_keras_ops_calls_of_the_user():
     assert "(NotEqual)" in message.splitlines()[0]
     assert "the mask Keras computes itself for the mask= argument of 'gru' (GRU)" in message
     assert "a keras.ops call inside the model" not in message
+
+
+class KerasIoTokenAndPositionEmbedding(layers.Layer):
+    """keras-io's text_classification_with_transformer, verbatim: Keras 2 style tf.* calls."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        import tensorflow as tf
+
+        maxlen = tf.shape(x)[-1]
+        positions = tf.range(start=0, limit=maxlen, delta=1)
+        positions = self.pos_emb(positions)
+        x = self.token_emb(x)
+        return x + positions
+
+
+class TensorFlowOps(layers.Layer):
+    """tf.* calls with a keras.ops twin: traced as those."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(6)
+
+    def call(self, x):
+        import tensorflow as tf
+
+        scores = tf.matmul(x, x, transpose_b=True) / 2.0
+        x = tf.matmul(tf.nn.softmax(scores, axis=-1), self.dense(x))
+        return tf.reduce_mean(tf.reshape(x, [-1, 2, 3, 6]), axis=1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tensorflow_calls_with_a_keras_ops_twin_are_traced(fmt):
+    inputs = keras.Input((6,), dtype="int32")
+    x = KerasIoTokenAndPositionEmbedding(6, 20, 6)(inputs)
+    model = keras.Model(inputs, TensorFlowOps()(x))
+    conversion, _ = assert_exact(model, fmt)
+    assert "self.pos_emb = nn.Embedding(6, 6)" in conversion.code
+    assert_trainable_like_keras(model, conversion)

@@ -5,11 +5,15 @@ Importing them registers them.
 
 from . import (  # noqa: F401
     activations,
+    adaptive_pooling,
     applications,
     attention,
     conv,
     core,
     einsum_dense,
+    embedding,
+    encoding,
+    image_preprocessing,
     merging,
     normalization,
     ops_math,
@@ -22,4 +26,5 @@ from . import (  # noqa: F401
     recurrent_conv,
     reshaping,
     time_distributed,
+    wrappers,
 )
