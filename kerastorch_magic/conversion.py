@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import codegen, initializers, layout, naming, registry, tracing
+from .converters import refused
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
 from .layout import INPUT_FORMATS
@@ -202,6 +203,8 @@ def _why_missing(graph: Graph, node: Node) -> str:
                 f"({reader.class_name}); keras.ops.{node.class_name} has no converter"
             )
         return f"keras.ops.{node.class_name} call with no converter (kerastorch_magic.converter can add one)"
+    if refused.refusal_reason(node.class_name) is not None:
+        return refused.refusal_reason(node.class_name)
     if tracing.is_builtin(node.layer):
         return "a built-in Keras layer with no converter yet (kerastorch_magic.converter can add one)"
     return "no converter registered (kerastorch_magic.converter can add one)"
@@ -526,7 +529,16 @@ class _Builder:
                 return [in_vars[0]]
         base = self.graph.attributes.get(id(node.layer)) or naming.stable(node.layer.name, node.class_name)
         base = naming.identifier(base)
-        return [self.variables.claim(base if i == 0 else f"{base}_{i}") for i in range(len(node.outputs))]
+        # An extra output nobody reads (an RNN's unused state) gets a leading underscore: the
+        # unpacking still names it (compare taps it), and linters know it is unused on purpose.
+        names = [self.variables.claim(base if i == 0 else f"{base}_{i}") for i in range(len(node.outputs))]
+        return [
+            f"_{name}" if i and self._unread(value) else name
+            for i, (name, value) in enumerate(zip(names, node.outputs))
+        ]
+
+    def _unread(self, value) -> bool:
+        return not self.consumers.get(id(value)) and id(value) not in self.output_ids
 
     def _declare(self, node: Node, result: Converted) -> dict[str, str]:
         known = self.declared.get(id(node.layer))
@@ -593,12 +605,12 @@ class _Builder:
 
         model = naming.comment_text(self.graph.stable_name, 60).replace('"', "'").replace("\\", "/")
         if self.input_specs is not None:
-            kind = (
-                "Lambda layer"
-                if self.graph.class_name == "Lambda"
-                else f"Keras layer class {self.graph.class_name}"
-            )
-            lines = [f"PyTorch port of the {kind}: its call() as traced at inference.", ""]
+            lambda_layer = self.graph.class_name == "Lambda"
+            kind = "a Keras Lambda layer" if lambda_layer else "a custom Keras layer"
+            lines = [f"PyTorch port of {kind}: its call() as traced at inference.", ""]
+            if not lambda_layer:
+                where = tracing.source_of(self.model)
+                lines.append(f"    Keras class: {self.graph.class_name}" + (f" ({where})" if where else ""))
         else:
             lines = [f'PyTorch port of the Keras model "{model}".', ""]
         for label, specs in (("Input", inputs), ("Output", outputs)):
