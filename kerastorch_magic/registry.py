@@ -377,7 +377,8 @@ class LayerCall:
         return layout.channels_first(rank)
 
     def describe(self) -> str:
-        return f"layer {self.node.qualified_name!r} ({self.class_name})"
+        kind = "keras.ops call" if self.node.is_operation else "layer"
+        return f"{kind} {self.node.qualified_name!r} ({self.class_name})"
 
     def unsupported(self, why: str) -> ConversionError:
         """An error naming this layer and the option it cannot convert."""

@@ -435,3 +435,4 @@ def test_unsupported_options_are_refused_by_name(make, match):
     with pytest.raises(k2t.ConversionError, match=match) as info:
         k2t.convert(model)
     assert len(info.value.layers) == 1
+    assert "keras.ops call" in str(info.value)  # not taken for a layer
