@@ -391,6 +391,10 @@ class Extraction:
         else:
             self.counts["ran"] += 1
             self.called |= {_called_name(n) for n in ast.walk(statement) if isinstance(n, ast.Call)}
+            substitute = generic_size(statement)
+            if substitute and self.namespace.get(substitute[0]) == 0:  # len() of data never loaded
+                self.namespace[substitute[0]] = substitute[1]
+                self.substituted[substitute[0]] = substitute[1]
         self.collect(statement.lineno)
 
     def collect(self, line: int) -> None:
