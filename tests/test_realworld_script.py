@@ -39,6 +39,8 @@ calls = []
 path = keras.utils.get_file("data.zip", "https://example.com/data.zip")
 (x_train, y_train), _ = keras.datasets.mnist.load_data()
 num_classes = len(np.unique(y_train))  # data-dependent: fails, gets a generic 10
+characters = set()  # filled by a loop over the data, skipped
+num_chars = len(characters)  # 0: gets a generic 1000
 input_shape = (8, 8, 1)
 
 conv = layers.Conv2D(4, 3, activation="relu")
@@ -100,7 +102,7 @@ def test_extraction_skips_downloads_training_and_data_loops(realworld, tmp_path)
     extraction.build_unbuilt()
 
     assert extraction.namespace["calls"] == [8, 4, "build_model"]
-    assert extraction.substituted == {"num_classes": 10}
+    assert extraction.substituted == {"num_classes": 10, "num_chars": 1000}
     skipped = " ".join(extraction.skipped)
     for why in ("get_file()", "load_data()", "fit()", "a loop over data", "the example's train_model()"):
         assert why in skipped
