@@ -38,7 +38,7 @@ apt_update() {
 }
 apt_install() {
   apt_update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 have_apt() { command -v apt-get >/dev/null 2>&1; }
 

@@ -163,7 +163,7 @@ def test_chromium_absent_is_installed_as_root_or_with_sudo(tmp_path, uid, via_su
     apt = result.named("apt-get")
     assert [c.args for c in apt] == [
         "update -qq",
-        "install -y -qq --no-install-recommends chromium",
+        "install -y -qq chromium",
     ]
     for call in apt:
         assert call.uid == "0" and call.frontend == "noninteractive", call
@@ -208,7 +208,7 @@ def test_python_without_venv_module_is_installed_first(tmp_path):
     assert_installs_the_project(result)
     assert [c.args for c in result.named("apt-get")] == [
         "update -qq",
-        "install -y -qq --no-install-recommends python3 python3-venv",
+        "install -y -qq python3 python3-venv",
     ]
 
 
