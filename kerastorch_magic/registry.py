@@ -103,7 +103,6 @@ def converter(
     operation: bool = False,
     override: bool = False,
     origin: str | None = None,
-    operations: bool = False,
 ):
     """Register the decorated function as the converter of the given Keras classes.
 
@@ -112,8 +111,6 @@ def converter(
     between layers (``x + 1.0`` is an ``Add``, ``x[:, 2:]`` a ``GetItem``). ``channels_first``,
     ``passthrough`` and ``origin``: see :class:`ConverterSpec`. A name registered already raises
     ``ValueError`` unless ``override=True`` (to replace a built-in converter by your own).
-    ``operations=True`` (older API) registers a layer converter for the operation of the same class
-    name as well; new code registers a separate operation converter instead.
 
     Example::
 
@@ -122,14 +119,11 @@ def converter(
             dim = call.inputs[0].torch_dim(call.layer.axis)
             return Converted([Step(f"F.normalize({{x}}, dim={dim})")], [call.inputs[0]])
     """
-    kinds = [OPERATION] if operation else [LAYER, OPERATION] if operations else [LAYER]
+    kind = OPERATION if operation else LAYER
 
     def register_function(function: Callable[[LayerCall], Converted]):
-        for kind in kinds:
-            for class_name in class_names:
-                register(
-                    ConverterSpec(class_name, function, kind, channels_first, passthrough, origin), override
-                )
+        for class_name in class_names:
+            register(ConverterSpec(class_name, function, kind, channels_first, passthrough, origin), override)
         return function
 
     return register_function

@@ -315,7 +315,7 @@ def relu_expression(negative_slope: float, max_value, threshold: float) -> str:
     return f"{positive} - {_number(slope)} * {negative}"
 
 
-@converter("ReLU", passthrough=True, operations=True)
+@converter("ReLU", passthrough=True)
 def convert_relu(call: LayerCall) -> Converted:
     layer = call.layer
     expr = relu_expression(layer.negative_slope, layer.max_value, layer.threshold)
@@ -343,7 +343,7 @@ def convert_elu(call: LayerCall) -> Converted:
     return Converted([Step(expr)], [same_layout(call)])
 
 
-@converter("Softmax", passthrough=True, operations=True)
+@converter("Softmax", passthrough=True)
 def convert_softmax(call: LayerCall) -> Converted:
     spec = call.inputs[0]
     if has_keras_mask(call):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
-from .activations import _ACTIVATIONS
+from .activations import _ACTIVATIONS, convert_relu, convert_softmax
 from .ops_common import (
     arguments,
     keep_dims,
@@ -47,6 +47,13 @@ _ACTIVATION_OPS = {
 def convert_activation_op(call: LayerCall) -> Converted:
     entry = _ACTIVATIONS[_ACTIVATION_OPS[call.class_name]]
     return Converted([Step(entry.template.format(x="{x}"), entry.note)], [same_layout(call)])
+
+
+# keras.activations.relu(x, max_value=...) and keras.ops.softmax(x, axis) record operations named
+# like the layers, with the same attributes (negative_slope/max_value/threshold, axis): the layer
+# converters read them alike.
+converter("ReLU", passthrough=True, operation=True)(convert_relu)
+converter("Softmax", passthrough=True, operation=True)(convert_softmax)
 
 
 def _number(value) -> str:
