@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -220,12 +221,18 @@ def _check_supported(graph: Graph) -> None:
         f"  - {node.qualified_name!r} ({node.class_name}): {_why_missing(owner, node)}"
         for node, owner in found.values()
     ]
-    named = ", ".join(f"{n.qualified_name!r} ({n.class_name})" for n in nodes[:5])
-    more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
+    layers = [(n.qualified_name, n.class_name) for n in nodes]
     raise ConversionError(
-        f"cannot convert Keras model {graph.name!r}: no converter for {named}{more}:\n" + "\n".join(lines),
-        [(n.qualified_name, n.class_name) for n in nodes],
+        f"cannot convert Keras model {graph.name!r}: no converter for {_named(layers)}:\n" + "\n".join(lines),
+        layers,
     )
+
+
+def _named(layers: list[tuple[str, str]], limit: int = 5) -> str:
+    """``'a' (Lambda), 'b' (Foo) and 3 more``: a refusal's first line names the layers."""
+    unique = list(dict.fromkeys(layers))
+    named = ", ".join(f"{name!r} ({kind})" for name, kind in unique[:limit])
+    return named + (f" and {len(unique) - limit} more" if len(unique) > limit else "")
 
 
 class _Builder:
@@ -245,7 +252,7 @@ class _Builder:
         # A traced custom layer's class takes its inputs in the layouts its caller has them in,
         # and returns its outputs in whatever layout they end up in (the caller knows from specs).
         self.input_specs = input_specs
-        self.classes = classes if classes is not None else _Classes({class_name})
+        self.classes = classes if classes is not None else _Classes({class_name}, model)
         self.traced: dict[int, _TracedUse] = {}  # id(custom layer) -> its class, first use
         self.instantiated: set[str] = set()  # generated classes this class has declared
         self.consumers = graph.consumers()
@@ -316,7 +323,8 @@ class _Builder:
         if errors:
             layers = [layer for e in errors for layer in e.layers]
             combined = ConversionError(
-                f"cannot convert Keras model {self.graph.name!r}:\n" + "\n".join(f"  - {e}" for e in errors),
+                f"cannot convert Keras model {self.graph.name!r}: {_named(layers)}:\n"
+                + "\n".join(f"  - {e}" for e in errors),
                 layers,
             )
             combined.parts = errors
@@ -467,6 +475,7 @@ class _Builder:
         if id(value) in self.constants:  # a variable read by several calls is declared once
             return self.constants[id(value)]
         if isinstance(value, keras.Variable):
+            self._check_own(value)
             expr = self._declare_variable(value)
             self.constants[id(value)] = expr
             return expr
@@ -474,11 +483,36 @@ class _Builder:
         arange = _arange_expression(array, self._device_reference())
         if arange is not None:
             return arange
+        baked = self.classes.trainable_weight_like(array)
+        if baked is not None:
+            raise tracing.refuse(
+                self.model,
+                self.graph.name,
+                f"its call() computes with the trainable weight {baked.path!r} outside of its inputs' "
+                "graph (e.g. ops.transpose(self.embedding.embeddings), run once while tracing): the "
+                "port would freeze it into a constant. Register a converter for this layer",
+            )
         attr = self.attrs.claim("constant")
         ctor = f"nn.Buffer({_empty(array.shape, array.dtype)})"
         self.declarations.append(codegen.Declaration(attr, ctor, "a constant of the Keras graph", []))
         self.state[attr] = array
         return f"self.{attr}"
+
+    def _check_own(self, variable) -> None:
+        """A traced call() may use its own weights; another layer's (weight tying) it may not."""
+        own = getattr(self.model, "_trainable_variables", []) + getattr(
+            self.model, "_non_trainable_variables", []
+        )
+        if any(v is variable for v in own):
+            return
+        owned_elsewhere = any(v is variable for v in getattr(self.classes.root, "weights", []))
+        if owned_elsewhere:
+            raise tracing.refuse(
+                self.model,
+                self.graph.name,
+                f"its call() reads the weight {variable.path!r} of another layer (weight tying), which "
+                "the port cannot share between modules. Register a converter for this layer",
+            )
 
     def _declare_variable(self, variable) -> str:
         attribute = self.graph.attributes.get(id(variable))
@@ -642,8 +676,23 @@ class _Classes:
     """
 
     taken: set[str]
+    root: Any = None  # the Keras model being converted
     sources: list[codegen.ClassSource] = field(default_factory=list)
     by_body: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def trainable_weight_like(self, array: np.ndarray):
+        """The root model's trainable weight ``array`` holds (as is or transposed), if any."""
+        if array.ndim == 0 or array.dtype.kind != "f" or np.all(array == array.flat[0]):
+            return None  # a constant-valued array (zeros...) cannot tell a weight from a constant
+        for variable in getattr(self.root, "trainable_weights", []):
+            if int(np.prod(variable.shape)) != array.size:
+                continue
+            value = keras_value(variable)
+            if (value.shape == array.shape and np.array_equal(value, array)) or (
+                value.ndim == 2 and value.T.shape == array.shape and np.array_equal(value.T, array)
+            ):
+                return variable
+        return None
 
     def add(self, wanted: str, source: codegen.ClassSource) -> str:
         key = (wanted, source.body_key())

@@ -412,3 +412,22 @@ def test_tensorflow_calls_with_a_keras_ops_twin_are_traced(fmt):
     conversion, _ = assert_exact(model, fmt)
     assert "self.pos_emb = nn.Embedding(6, 6)" in conversion.code
     assert_trainable_like_keras(model, conversion)
+
+
+class TiedOutput(layers.Layer):
+    """Weight tying: the output projection reuses the embedding table, read outside the graph."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = layers.Embedding(10, 4)
+
+    def call(self, ids):
+        return ops.matmul(self.embedding(ids), ops.transpose(self.embedding.embeddings))
+
+
+def test_trainable_weight_read_outside_the_graph_is_refused_not_frozen():
+    inputs = keras.Input((3,), dtype="int32")
+    model = keras.Model(inputs, TiedOutput(name="tied")(inputs))
+    with pytest.raises(k2t.ConversionError, match="freeze it into a constant") as error:
+        k2t.convert(model)
+    assert "'tied' (TiedOutput)" in str(error.value).splitlines()[0]
