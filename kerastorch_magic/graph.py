@@ -52,8 +52,9 @@ def read_model(model, trace_lambda: bool = True) -> Graph:
     A subclassed model (``keras.Model`` with its own ``call()``) is traced: its graph is its
     ``call()``'s, and layers without a converter are traced into sub-graphs (see :mod:`tracing`).
     """
-    from . import tracing
+    from . import legacy, tracing
 
+    model = legacy.as_keras3(model)  # a Keras 2 (tf_keras) model: read through Keras 3's .h5 reader
     reader = _Reader(trace_lambda)
     if not _is_model(model) and tracing.traceable(model):
         return reader.traced(model, tracing.trace_model(model, model.name), (), ())

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import legacy
+
 KERAS_DEFAULT_REDUCTION = ("sum_over_batch_size", "mean")
 
 
@@ -58,6 +60,7 @@ def training_snippet(model, conversion) -> str | None:
     Standalone source (its own imports); None when the model was not compiled with a loss or an
     optimizer.
     """
+    model = legacy.as_keras3(model)  # a Keras 2 model's compile settings, as Keras 3 reads them
     parts = _translate(model, conversion)
     if parts is None:
         return None
@@ -67,6 +70,7 @@ def training_snippet(model, conversion) -> str | None:
 
 def add_to(code: str, model, conversion) -> str:
     """``code`` (a generated cell or module) with the training setup appended, imports merged."""
+    model = legacy.as_keras3(model)
     parts = _translate(model, conversion)
     if parts is None:
         return code
@@ -478,16 +482,30 @@ def _loss(model, conversion, config: dict, parts: _Parts) -> None:
 
 
 # -- metrics ----------------------------------------------------------------------------------------
-def _metrics(model, config: dict, parts: _Parts) -> None:
+def _metric_list(config: dict) -> list | None:
+    """The compiled metrics as one flat list; None when they are given per output."""
     metrics = config.get("metrics") or []
-    if isinstance(metrics, dict) or any(
-        isinstance(m, (list, dict)) and "class_name" not in m for m in metrics
-    ):
+    if isinstance(metrics, dict):
+        return None
+    if len(metrics) == 1 and isinstance(metrics[0], list):  # a single output's list (legacy .h5)
+        metrics = metrics[0]
+    if any(isinstance(m, list) or isinstance(m, dict) and "class_name" not in m for m in metrics):
+        return None
+    return list(metrics)
+
+
+def _metric_name(serialized: dict) -> str:
+    return serialized.get("config", {}).get("name") or serialized.get("class_name", "?")
+
+
+def _metrics(model, config: dict, parts: _Parts) -> None:
+    metrics = _metric_list(config)
+    if metrics is None:
         parts.refusals.append("per-output metrics are not translated")
         return
     loss_name = _loss_identity(model.loss)[0] if not isinstance(model.loss, (list, dict)) else ""
     for metric in metrics:
-        name = metric if isinstance(metric, str) else metric.get("config", {}).get("name", "")
+        name = metric if isinstance(metric, str) else _metric_name(metric)
         key = name.lower()
         if key in ("accuracy", "acc"):
             last = model.outputs[0].shape[-1]
@@ -612,6 +630,6 @@ def _summary(model) -> str:
     optimizer = type(model.optimizer).__name__
     loss = _loss_identity(model.loss)[0] if not isinstance(model.loss, (list, dict)) else "per output"
     config = _compile_config(model)
-    metrics = [m if isinstance(m, str) else m.get("class_name", "?") for m in (config.get("metrics") or [])]
+    metrics = [m if isinstance(m, str) else _metric_name(m) for m in (_metric_list(config) or [])]
     text = f"optimizer={optimizer}, loss={loss}" + (f", metrics={metrics}" if metrics else "")
     return naming.comment_text(text, 200)
