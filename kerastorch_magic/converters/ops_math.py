@@ -53,7 +53,6 @@ _FUNCTIONS = {
 # keras.ops Operation -> torch expression of one tensor ``{x}``.
 _UNARY = {
     "Negative": "-{x}",
-    "Abs": "torch.abs({x})",
     "Absolute": "torch.abs({x})",
     "Square": "torch.square({x})",
     "Sqrt": "torch.sqrt({x})",
