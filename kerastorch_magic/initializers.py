@@ -54,7 +54,10 @@ def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...
     if name == "ones":
         return [f"nn.init.ones_({target})"]
     if name == "constant":
-        return [f"nn.init.constant_({target}, {_number(options.get('value', 0.0))})"]
+        value = options.get("value", 0.0)
+        if not isinstance(value, (int, float)):  # an array (pretrained embeddings): nothing to redo
+            return [f"# {param}: Keras Constant initialiser with an array: loaded, not re-initialised"]
+        return [f"nn.init.constant_({target}, {_number(value)})"]
     if name == "glorotuniform":
         if same_fans:
             return [f"nn.init.xavier_uniform_({target})"]

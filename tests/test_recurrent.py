@@ -340,3 +340,15 @@ def test_conv_lstm_uneven_same_padding_is_refused():
     model = keras.Model(video, L.ConvLSTM2D(2, 3, strides=2, padding="same", name="uneven")(video))
     with pytest.raises(k2t.ConversionError, match=r"'uneven' \(ConvLSTM2D\): padding='same' at strides"):
         k2t.convert(model)
+
+
+def test_pretrained_embedding_matrix_feeds_lstm():
+    """DLwP's GloVe classifier: Embedding(embeddings_initializer=Constant(matrix), mask_zero=True)."""
+    matrix = np.random.default_rng(4).normal(size=(10, 3)).astype("float32")
+    tokens = keras.Input((6,), dtype="int64")
+    embedded = L.Embedding(
+        10, 3, embeddings_initializer=keras.initializers.Constant(matrix), trainable=False, mask_zero=True
+    )(tokens)
+    model = keras.Model(tokens, L.Dense(1)(L.Bidirectional(L.LSTM(4))(embedded)))
+    conversion, _ = assert_exact(model, inputs=[PADDED_IDS.astype("int64")])
+    assert "Keras Constant initialiser with an array: loaded, not re-initialised" in unwrap(conversion.code)
