@@ -304,7 +304,15 @@ _TF_EQUIVALENTS = {
     "exp": lambda ops, x: ops.exp(x),
     "math.exp": lambda ops, x: ops.exp(x),
     "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
+    "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
+        "normal", shape, mean, stddev, _tf_dtype(dtype)
+    ),
+    "random.uniform": lambda ops, shape, minval=0, maxval=None, dtype="float32", seed=None: random_draw(
+        "uniform", shape, minval, 1.0 if maxval is None else maxval, _tf_dtype(dtype)
+    ),
 }
+# Twins used while tracing even without a symbolic argument (a draw would be baked in otherwise).
+_TF_ALWAYS = {"random.normal", "random.uniform"}
 
 
 def _tf_twin(path: str, original, twin):
@@ -312,7 +320,7 @@ def _tf_twin(path: str, original, twin):
         import keras
         from keras.src.backend.common.keras_tensor import any_symbolic_tensors
 
-        if not _tracing() or not any_symbolic_tensors(args, kwargs):
+        if not _tracing() or not (path in _TF_ALWAYS or any_symbolic_tensors(args, kwargs)):
             return original(*args, **kwargs)
         kwargs.pop("name", None)
         try:
@@ -492,7 +500,7 @@ def trace_model(model, qualified_name: str) -> Trace:
     def make_input(shape):
         return keras.Input(batch_shape=(None, *tuple(shape)[1:]))
 
-    values = list(shapes.values())
+    values = [v for v in shapes.values() if v is not None]
     args = [
         keras.tree.map_shape_structure(make_input, v) if not is_shape(v) else make_input(v) for v in values
     ]

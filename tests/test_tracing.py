@@ -431,3 +431,24 @@ def test_trainable_weight_read_outside_the_graph_is_refused_not_frozen():
     with pytest.raises(k2t.ConversionError, match="freeze it into a constant") as error:
         k2t.convert(model)
     assert "'tied' (TiedOutput)" in str(error.value).splitlines()[0]
+
+
+class KerasIoSampling(layers.Layer):
+    """keras-io's VAE (generative/vae.py) sampling layer, verbatim: tf.shape and tf.random.normal."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        z_mean, z_log_var = inputs
+        batch = tf.shape(z_mean)[0]
+        dim = tf.shape(z_mean)[1]
+        epsilon = tf.random.normal(shape=(batch, dim))
+        return z_mean + tf.exp(0.5 * z_log_var) * epsilon
+
+
+def test_tensorflow_random_draw_at_inference_is_a_torch_draw():
+    z_mean, z_log_var = keras.Input((2,)), keras.Input((2,))
+    model = keras.Model([z_mean, z_log_var], KerasIoSampling()([z_mean, z_log_var]))
+    conversion = k2t.convert(model)
+    assert "torch.randn(inputs_0.shape[0], 2, device=inputs_0.device)" in conversion.code
+    assert conversion.traces[0].random
