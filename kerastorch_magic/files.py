@@ -273,6 +273,7 @@ def convert_file(
     from .conversion import convert
 
     model = load_model(path, unsafe=unsafe, custom_objects=custom_objects, imports=imports, build=build)
-    conversion = convert(model, class_name=class_name, input_format=input_format)
+    # A Lambda layer's code is traced only when the caller vouched for the file (it did not load otherwise).
+    conversion = convert(model, class_name=class_name, input_format=input_format, trace_lambda=unsafe)
     conversion.model = model
     return conversion

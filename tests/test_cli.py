@@ -205,3 +205,12 @@ def test_failed_write_keeps_previous_output(saved, tmp_path, capsys, monkeypatch
     assert "No space left on device" in capsys.readouterr().err
     assert out.read_bytes() == previous[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.py", "net.safetensors"]
+
+
+def test_every_option_is_in_the_readme():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Files and the command line", 1)[1].split("\n## ", 1)[0]
+    for action in cli.build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                assert f"`{option}" in section, f"{option} is not documented in README.md"
