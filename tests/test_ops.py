@@ -134,6 +134,7 @@ def test_elementwise_ops_broadcast_across_layouts(fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_integer_ops_keep_keras_dtypes(fmt):
     tokens = keras.Input((7,), dtype="int32", name="tokens")
+    table = keras.Variable(np.linspace(-1, 1, 30, dtype="float32").reshape(10, 3), name="table")
     outputs = {
         "t // 3": tokens // 3,
         "t % 3": tokens % 3,
@@ -152,6 +153,8 @@ def test_integer_ops_keep_keras_dtypes(fmt):
         "one_hot": ops.one_hot(tokens, 10),
         "one_hot axis 1": ops.one_hot(tokens, 10, axis=1),
         "take list": ops.take(tokens, [0, 2, 5], axis=1),
+        "take rows of a weight (embedding lookup)": ops.take(table, tokens, axis=0),
+        "take with tensor indices": ops.take(tokens, ops.argsort(tokens, axis=-1)[:, :3], axis=1),
         "argmax": ops.argmax(tokens, axis=-1),
         "count_nonzero": ops.count_nonzero(tokens, axis=1),
         "max": ops.max(tokens, axis=1),
