@@ -329,6 +329,10 @@ class _Builder:
             )
             combined.parts = errors
             raise combined
+        if self.graph.layer is not None:  # a traced call(): its weights, even those it does not read
+            for variable in self._own_variables():
+                if id(variable) not in self.constants:
+                    self.constants[id(variable)] = self._declare_variable(variable, unused=True)
         outputs, returns = self._outputs()
         inner = self.input_specs is not None
         source = codegen.ClassSource(
@@ -500,10 +504,7 @@ class _Builder:
 
     def _check_own(self, variable) -> None:
         """A traced call() may use its own weights; another layer's (weight tying) it may not."""
-        own = getattr(self.model, "_trainable_variables", []) + getattr(
-            self.model, "_non_trainable_variables", []
-        )
-        if any(v is variable for v in own):
+        if any(v is variable for v in self._own_variables()):
             return
         owned_elsewhere = any(v is variable for v in getattr(self.classes.root, "weights", []))
         if owned_elsewhere:
@@ -514,7 +515,13 @@ class _Builder:
                 "the port cannot share between modules. Register a converter for this layer",
             )
 
-    def _declare_variable(self, variable) -> str:
+    def _own_variables(self) -> list:
+        """The traced layer's own weights (``add_weight`` on it, not on its inner layers)."""
+        return list(getattr(self.model, "_trainable_variables", [])) + list(
+            getattr(self.model, "_non_trainable_variables", [])
+        )
+
+    def _declare_variable(self, variable, unused: bool = False) -> str:
         attribute = self.graph.attributes.get(id(variable))
         explicit = not re.fullmatch(r"variable(_\d+)?", variable.name)
         attr = self.attrs.claim(variable.name if explicit or not attribute else attribute)
@@ -526,6 +533,8 @@ class _Builder:
             ctor = f"nn.Buffer({empty})"
         init = _variable_init(variable, array.shape)
         comment = f"Keras weight {variable.path!r}" + ("" if variable.trainable else " (not trainable)")
+        if unused:
+            comment += "; call() does not read it at inference, kept so the state matches Keras"
         self.declarations.append(codegen.Declaration(attr, ctor, comment, init))
         self.state[attr] = array
         return f"self.{attr}"

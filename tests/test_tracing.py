@@ -452,3 +452,23 @@ def test_tensorflow_random_draw_at_inference_is_a_torch_draw():
     conversion = k2t.convert(model)
     assert "torch.randn(inputs_0.shape[0], 2, device=inputs_0.device)" in conversion.code
     assert conversion.traces[0].random
+
+
+class TrainOnly(layers.Layer):
+    """A weight only the training branch reads: still a parameter of the port."""
+
+    def build(self, input_shape):
+        self.noise_scale = self.add_weight(shape=(), initializer="ones", name="noise_scale")
+
+    def call(self, x, training=None):
+        if training:
+            return x + self.noise_scale * keras.random.normal(ops.shape(x))
+        return x * 2.0
+
+
+def test_weights_call_does_not_read_at_inference_are_kept():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, TrainOnly()(inputs))
+    conversion, _ = assert_exact(model)
+    assert "self.noise_scale = nn.Parameter(torch.empty(()))" in conversion.code
+    assert "train_only.noise_scale" in conversion.state_dict
