@@ -436,6 +436,11 @@ def _loss(model, conversion, config: dict, parts: _Parts) -> None:
         if len(conversion.outputs[0].keras_shape) > 2:
             setup.append("# torch takes the classes on dim 1 (Keras: the last axis): permute if needed.")
         setup.append(f"loss_fn = nn.CrossEntropyLoss({', '.join(args)})")
+        setup.append(
+            "# fit(class_weight=...) is not part of compile(): to weight classes as Keras does, use "
+            'reduction="none" and (loss * class_weights[labels]).mean(); CrossEntropyLoss(weight=...) '
+            "divides by the sum of the batch's weights, Keras by the batch size."
+        )
         if from_logits:
             lines.append("loss = loss_fn(y_pred, y)")
         else:

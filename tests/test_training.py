@@ -135,6 +135,7 @@ def test_snippet_text_explains_the_traps():
     text = " ".join(line.strip(" #") for line in snippet.splitlines())
     assert "eps=1e-06" in text and "epsilon hat" in text
     assert "nn.CrossEntropyLoss()" in text and "return the logits from forward" in text
+    assert "class_weight" in text and "Keras by the batch size" in text
     rms = _model(None)
     rms.compile(optimizer="rmsprop", loss="mse")
     text = training.training_snippet(rms, k2t.convert(rms))
