@@ -136,9 +136,13 @@ def broadcast(call: LayerCall, values: list) -> tuple[list[str], tuple[int, ...]
     ``b[:, None, None]``); constant arrays are re-laid in numpy instead.
     """
     rank = len(call.output_shapes[0])
-    full = [call.inputs[i] for i in _tensor_indices(call, values) if call.inputs[i].rank == rank]
+    tensors = [call.inputs[i] for i in _tensor_indices(call, values)]
+    full = [spec for spec in tensors if spec.rank == rank]
     perm = common_perm(full) if full else layout.identity(rank)
-    return [_broadcast_term(call, value, perm) for value in values], perm
+    # A constant array may drop its leading unit axes (torch prepends them) when a tensor gives
+    # the result its rank.
+    floor = 0 if full else rank
+    return [_broadcast_term(call, value, perm, floor) for value in values], perm
 
 
 def _tensor_indices(call: LayerCall, values: list) -> list[int]:
@@ -146,7 +150,7 @@ def _tensor_indices(call: LayerCall, values: list) -> list[int]:
     return [index for index in indices if index is not None]
 
 
-def _broadcast_term(call: LayerCall, value, perm: tuple[int, ...]) -> str:
+def _broadcast_term(call: LayerCall, value, perm: tuple[int, ...], floor: int) -> str:
     import keras
 
     index = tensor_index(call, value)
@@ -161,9 +165,9 @@ def _broadcast_term(call: LayerCall, value, perm: tuple[int, ...]) -> str:
         if array.ndim > len(perm):
             raise call.unsupported(f"a constant of rank {array.ndim} broadcast to rank {len(perm)}")
         array = np.transpose(array.reshape((1,) * (len(perm) - array.ndim) + array.shape), perm)
-        while array.ndim and array.shape[0] == 1:  # leading unit axes: torch broadcasts them too
+        while array.ndim > floor and array.shape[0] == 1:  # torch prepends unit axes itself
             array = array[0]
-        return call.operand(array.item() if array.ndim == 0 else array)
+        return call.operand(array.item() if array.ndim == 0 else array)  # a number: a literal
     return call.operand(value)
 
 
