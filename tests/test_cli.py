@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 import pytest
+import torch
 from saved_models import assert_same_outputs, build_cnn, save_all
 
 import kerastorch_magic as k2t
@@ -80,8 +81,13 @@ def test_round_trip_and_check(saved, kind, tmp_path, capsys, monkeypatch):
     _ruff_clean(out / "net.py")
     text = (out / "net.py").read_text()
     assert 'WEIGHTS = Path(__file__).parent / "weights/net.safetensors"' in text
-    if kind != "weights":  # saved compiled: the training setup comes along
-        assert "def configure_training(model):" in text and "torch.optim.Adam(" in text
+    if kind != "weights":  # saved compiled: the training setup comes along, and trains
+        assert "torch.optim.Adam(" in text
+        optimizer, loss_fn = module.configure_training(net)
+        x = torch.randn(4, 3, 8, 8)
+        y = torch.nn.functional.one_hot(torch.arange(4) % 5, 5).float()
+        loss, metrics = module.train_step(net, optimizer, loss_fn, x, y)
+        assert loss > 0 and set(metrics) == {"accuracy"}
 
 
 def test_defaults_quiet_and_torch_weights(saved, tmp_path, capsys, monkeypatch):
