@@ -352,6 +352,12 @@ def test_live_widget_shows_drift_and_the_converter():
             )
             layer_cell = rows.first.locator("td.k2t-c-layer")
             assert layer_cell.get_attribute("title").endswith("converter: converters.core.convert_dense")
+            headers = page.locator(".k2t-table th")
+            cut = headers.evaluate_all(
+                "(all) => all.filter((e) => e.scrollWidth > e.clientWidth)"
+                ".map((e) => `${e.textContent}: ${e.scrollWidth} > ${e.clientWidth}`)"
+            )
+            assert cut == []  # every header readable in full at this width
             page.locator(".k2t-widget").screenshot(path=str(ARTIFACTS / "widget-drift.png"))
             # Tightening the tolerance in the browser: more layers drift, none fails.
             tolerance = page.locator("input.k2t-tol-text")

@@ -474,7 +474,11 @@ function render({ model, el }) {
   for (const [, cls] of columns) colgroup.appendChild(h("col", cls));
   const thead = h("thead");
   const headRow = h("tr");
-  for (const [title, cls] of columns) headRow.appendChild(h("th", cls, title));
+  for (const [title, cls] of columns) {
+    const th = h("th", cls, title);
+    th.title = title; // the full header where a narrow column ellipsises it
+    headRow.appendChild(th);
+  }
   thead.appendChild(headRow);
   const tbody = h("tbody");
   table.append(colgroup, thead, tbody);
