@@ -1,7 +1,7 @@
 """Tracing what has no converter: custom layers, subclassed models and ``Lambda`` layers.
 
 A Keras layer called on symbolic tensors inside a Functional model records one node and hides its
-``call()``. Here the ``call()`` runs again, directly, on fresh symbolic inputs (``keras.Input``):
+``call()``. Here the ``call()`` runs again, directly, on fresh symbolic inputs (``KerasTensor``s):
 every ``keras.ops`` call and inner layer call it makes then records its own node, and the
 outputs' ``_keras_history`` leads back to the fresh inputs, so :mod:`graph` reads the result like
 a Functional model.
@@ -464,8 +464,9 @@ def trace(layer, arguments, qualified_name: str) -> Trace:
     fresh: dict[int, object] = {}
     inputs = []
     for tensor in arguments.keras_tensors:
-        # keras.Input: a graph entry point the walk stops at (its own InputLayer node).
-        new = keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype)
+        # A bare KerasTensor: a graph entry point (Keras gives it an empty history when an op
+        # reads it); the walk starts its values there. keras.Input would cost a layer each.
+        new = keras.KerasTensor(tuple(tensor.shape), dtype=tensor.dtype)
         fresh.setdefault(id(tensor), new)
         inputs.append(fresh[id(tensor)])
 
@@ -498,7 +499,7 @@ def trace_model(model, qualified_name: str) -> Trace:
         return isinstance(value, (tuple, list)) and all(d is None or isinstance(d, int) for d in value)
 
     def make_input(shape):
-        return keras.Input(batch_shape=(None, *tuple(shape)[1:]))
+        return keras.KerasTensor((None, *tuple(shape)[1:]))
 
     values = [v for v in shapes.values() if v is not None]
     args = [
