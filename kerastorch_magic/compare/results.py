@@ -30,8 +30,9 @@ class DriftCheck:
     """Evidence from the drift check: every layer re-run on Keras's own inputs.
 
     ``isolated`` holds, per row, the relative error of that layer fed Keras's inputs (None where
-    the check could not compare it); ``upstream`` the rows each row reads from directly (through
-    layers without a row, such as the model inputs, to the nearest rows).
+    the check did not compare it: no counterpart, or past the last row failing at the tolerance
+    the comparison ran with, where the check stops); ``upstream`` the rows each row reads from
+    directly (through layers without a row, such as the model inputs, to the nearest rows).
     """
 
     isolated: list[float | None]
