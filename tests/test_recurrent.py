@@ -91,6 +91,8 @@ def test_masked_recurrent_layers(fmt):
         "LSTM": L.LSTM(4, name="lstm")(embedded),
         "LSTM sequences": L.LSTM(4, return_sequences=True, name="lstm_seq")(embedded),
         "GRU go_backwards": L.GRU(4, return_sequences=True, go_backwards=True, name="gru_back")(embedded),
+        "LSTM go_backwards last": L.LSTM(4, go_backwards=True, name="lstm_back_last")(embedded),
+        "LSTM use_bias=False": L.LSTM(3, use_bias=False, return_sequences=True, name="lstm_nobias")(embedded),
         "GRU reset_after=False": L.GRU(4, reset_after=False, return_sequences=True, name="gru_before")(
             embedded
         ),
