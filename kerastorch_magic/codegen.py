@@ -91,7 +91,8 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
     """The ``class`` block of one module (``trace``: ``forward`` calls ``self._tap(i, var)``)."""
     body = ["", "", f"class {source.class_name}(nn.Module):"]
     body += ['    """' + source.docstring.rstrip() + '\n    """', ""]
-    body += ["    def __init__(self):", "        super().__init__()"]
+    if source.declarations:  # nothing to declare (a parameter-free Lambda): nn.Module's __init__
+        body += ["    def __init__(self):", "        super().__init__()"]
     for decl in source.declarations:
         if decl.comment:
             body += _comment_lines(decl.comment, "        ")
@@ -99,7 +100,9 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
     init = _init_method(source.declarations)
     if init:
         body.append("        self.reset_parameters()")
-    body += ["", f"    def forward(self, {', '.join(source.forward_args)}):"]
+    if source.declarations:
+        body.append("")
+    body += [f"    def forward(self, {', '.join(source.forward_args)}):"]
     for statement in source.statements:
         if isinstance(statement, tuple):
             if trace:
