@@ -4,10 +4,16 @@ Public API (DESIGN.md §3): :func:`convert`, :func:`compare`, :class:`Conversion
 :func:`converter` (register a converter for a custom layer), and the IPython extension hooks.
 """
 
-from .compare import Comparison, compare
-from .conversion import Conversion, convert
-from .files import convert_file
-from .registry import (
+from . import startup
+
+# Before the imports below, which import Keras: TensorFlow's C++ start-up lines are filtered by
+# TF_CPP_MIN_LOG_LEVEL, which TensorFlow itself applies only once it has started (startup.py).
+startup.import_keras()
+
+from .compare import Comparison, compare  # noqa: E402
+from .conversion import Conversion, convert  # noqa: E402
+from .files import convert_file  # noqa: E402
+from .registry import (  # noqa: E402
     ConversionError,
     Converted,
     LayerCall,

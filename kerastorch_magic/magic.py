@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import devices, frontend, startup, training, weights
+from . import devices, frontend, training, weights
 from .frontend import INSERT_MODES, FrontendLink
 from .layout import INPUT_FORMATS
 
@@ -543,11 +543,10 @@ def load_ipython_extension(ipython) -> None:
     """Register the magics and the ``pre_run_cell`` hook, then greet the frontend (comm hello).
 
     Loading again (``%reload_ext``) keeps the state and greets again: a page that connected since
-    can then answer. Keras is imported here when it is not yet, with TensorFlow's C++ start-up
-    lines filtered by ``TF_CPP_MIN_LOG_LEVEL`` (:mod:`startup`): load the extension before
-    ``import keras`` and the first cell stays free of them.
+    can then answer. (Importing the package imported Keras, with TensorFlow's C++ start-up lines
+    filtered by ``TF_CPP_MIN_LOG_LEVEL``: see :mod:`startup`. Load the extension before
+    ``import keras`` and the first cell stays free of them.)
     """
-    startup.import_keras()
     registry = ipython.magics_manager.registry
     magics = registry.get("Keras2TorchMagics")
     if not isinstance(magics, Keras2TorchMagics) or magics.shell is not ipython:

@@ -11,6 +11,9 @@ cell of every notebook, although the notebook set the variable before ``import k
 file, then writes back every line that ``TF_CPP_MIN_LOG_LEVEL`` does not exclude (TensorFlow's
 meaning: 1 drops INFO, 2 also WARNING, 3 also ERROR; unset or 0 keeps everything). Other text
 comes back too, unless it continues a dropped message (absl messages can span several lines).
+The package's ``__init__`` calls it before anything else imports Keras, so ``%load_ext
+kerastorch_magic`` or ``import kerastorch_magic`` before ``import keras`` keeps a notebook's first
+cell free of those lines.
 """
 
 from __future__ import annotations

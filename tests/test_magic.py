@@ -193,6 +193,16 @@ def test_tensorflow_startup_log_follows_tf_cpp_min_log_level(level, kept):
     assert filter_startup_log(other + TF_STARTUP, level).startswith(other)  # not absl's: kept
 
 
+def test_importing_the_package_first_keeps_tensorflow_quiet():
+    """``import kerastorch_magic`` (or ``%load_ext``) before ``import keras``: no start-up lines."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import kerastorch_magic, keras"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 def protocol_marker_regex() -> re.Pattern:
     """``MARKER_RE`` of labextension/src/protocol.ts, the parser the extension uses, as a Python regex."""
     source = (ROOT / "labextension" / "src" / "protocol.ts").read_text()
