@@ -64,6 +64,8 @@ def test_projections_shapes_and_axes(fmt):
         "2D attention (default axes)": mha(2, 3)(feature_map, feature_map),
         "attention_axes=(2,)": mha(2, 3, attention_axes=(2,))(feature_map, feature_map),
         "attention_axes=(1,)": mha(2, 3, attention_axes=1)(feature_map, feature_map),
+        "attention_axes=-2": mha(2, 3, attention_axes=-2)(feature_map, feature_map),
+        "attention_axes=(-3, -2)": mha(2, 3, attention_axes=(-3, -2))(feature_map, feature_map),
         "use_gate": mha(2, 4, use_gate=True)(seq, other),
     }
     code = _check(out, [seq, other, key, image], fmt)[0].code

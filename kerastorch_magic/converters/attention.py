@@ -32,7 +32,7 @@ import numpy as np
 from .. import initializers, layout
 from ..registry import Converted, LayerCall, Step, Submodule, converter
 
-# Keras's masking values (backend ``_get_large_negative`` for float32; Softmax layer's).
+# Why the masked paths look as they do (Keras backend ``_get_large_negative``; Softmax layer).
 _FUSED_NOTE = (
     "Keras fills masked scores with a large finite negative number (not -inf): a fully masked row "
     "(a padded query) then averages every value instead of giving NaN; hence a float mask."
@@ -93,7 +93,8 @@ class _Geometry:
         if attention_axes is None:
             axes = middle
         else:
-            axes = sorted(a % rank if a >= 0 else (rank - 1) + a for a in attention_axes)
+            # Keras counts negative axes on the projected (B, *middle, heads, head_dim) tensor.
+            axes = sorted(a if a >= 0 else rank + a for a in attention_axes)
         self.rank, self.axes = rank, tuple(axes)
         self.others = tuple(a for a in middle if a not in axes)
         self.perm = (0, *self.others, *self.axes, rank - 1)  # the torch layout of the computation
