@@ -298,6 +298,10 @@ def test_reductions(fmt):
         "norm": ops.norm(conv, axis=-1),
         "norm ord 1 keepdims": ops.norm(conv, ord=1, axis=1, keepdims=True),
         "norm fro": ops.norm(conv, axis=(1, 2)),
+        "median": ops.median(conv, axis=1),
+        "median flat": ops.median(dense),
+        "quantile": ops.quantile(conv, 0.3, axis=-1, keepdims=True),
+        "percentile midpoint": ops.percentile(conv, 70.0, axis=2, method="midpoint"),
     }
     model, names = build(outputs, image)
     assert_outputs_exact(model, names, fmt, int64_ok={"top_k indices"})

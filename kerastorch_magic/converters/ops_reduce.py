@@ -9,6 +9,8 @@ int64 in torch; indices are int32 in Keras), the generated code says so with ``d
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
 from .ops_common import (
@@ -160,3 +162,37 @@ def convert_norm(call: LayerCall) -> Converted:
     options, perm = _reduced(call, axes, bool(layer.keepdims))
     order_text = "" if order == 2 else f"ord={call.operand(float(order))}, "
     return result(call, f"torch.linalg.vector_norm({{x}}, {order_text}{options})", perm)
+
+
+@converter("Median", "Quantile", "Percentile", operation=True)
+def convert_quantile(call: LayerCall) -> Converted:
+    """NumPy's median/quantile/percentile: ``torch.quantile`` (the same interpolation methods).
+
+    ``torch.median`` is not NumPy's median (it returns the lower middle value), hence quantile.
+    """
+    layer, spec = call.layer, call.inputs[0]
+    if call.class_name == "Median":
+        q, method = 0.5, "linear"
+    else:
+        q, method = arguments(call)["q"], layer.method
+        if hasattr(q, "shape") and np.ndim(q) != 0:
+            raise call.unsupported(f"{call.class_name.lower()} of several q at once")
+        q = float(q) / (100.0 if call.class_name == "Percentile" else 1.0)
+        if method not in ("linear", "midpoint"):
+            # Measured: 'nearest' rounds halfway positions unlike torch, and inside a model
+            # Keras's 'lower'/'higher' do not even match NumPy's.
+            raise call.unsupported(f"{call.class_name.lower()} method={method!r}")
+    axes = axes_of(call, layer.axis, spec.rank)
+    keepdims = bool(layer.keepdims)
+    method_text = "" if method == "linear" else f', interpolation="{method}"'
+    source = "{x}" if is_float(spec.dtype) else f"{{x}}.to({torch_dtype(call, call.node.outputs[0].dtype)})"
+    if axes is None or len(axes) == spec.rank:  # NumPy: over the flattened array
+        if keepdims:
+            raise call.unsupported(f"{call.class_name.lower()} over every axis with keepdims")
+        return result(call, f"torch.quantile({keras_layout(call, 0)}.flatten(), {q!r}{method_text})", ())
+    if len(axes) > 1:
+        raise call.unsupported(f"{call.class_name.lower()} over several axes at once")
+    dim = spec.torch_dim(axes[0])
+    perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
+    options = f"dim={dim}" + (", keepdim=True" if keepdims else "")
+    return result(call, f"torch.quantile({source}, {q!r}, {options}{method_text})", perm)
