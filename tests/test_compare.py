@@ -374,6 +374,7 @@ def test_guide_flatten_order_mistake_fails_at_the_dense_layer():
     assert frame.loc["flatten", "status"] == "skip"
     assert frame.loc["dense", "status"] == "fail"
     assert result.first_failure.keras_layer == "dense"
+    assert frame.loc["dense", "isolated_rel_diff"] > 1e-4  # wrong fed Keras's own input too
     assert not result.ok
     assert "fused activation 'relu'" in frame.loc["conv2d", "note"]
 
@@ -403,6 +404,10 @@ def test_guide_batchnorm_eps_mistake_fails_at_the_batchnorm_layer():
     assert statuses == ["ok", "fail", "fail"]
     assert result.first_failure.keras_layer == "batch_normalization"
     assert result.first_failure.rel_diff > 1e-4
+    # The drift check does not excuse it: wrong on Keras's own input too; the pooling after it is
+    # right and fails only through it.
+    assert result.layers[1].isolated_rel_diff > 1e-4 and result.layers[2].isolated_rel_diff < 1e-5
+    assert not result.ok and not result.drifting
     assert result.layers[1].torch_params == result.layers[1].keras_params == 4 * 32
 
     port.bn.eps = 1e-3  # Keras's epsilon: now it matches
