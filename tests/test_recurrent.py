@@ -290,14 +290,19 @@ def test_time_distributed(fmt):
     conv = L.TimeDistributed(L.Conv2D(3, 3, activation="relu"), name="conv")(frames)
     pooled = L.TimeDistributed(L.GlobalAveragePooling2D(), name="pool")(conv)
     dense = L.TimeDistributed(L.Dense(3), name="dense")(features)
+    frame = keras.Input((6, 6, 2))
+    encoded = L.GlobalMaxPooling2D()(L.Conv2D(3, 3, padding="same", activation="relu")(frame))
+    frame_encoder = keras.Model(frame, L.Dense(4)(encoded), name="frame_encoder")
     branches = {
         "Conv2D": conv,
         "pooled then LSTM": L.LSTM(3, name="lstm")(pooled),
         "Dense": dense,
         "BatchNormalization": L.TimeDistributed(L.BatchNormalization(), name="norm")(features),
+        "nested model": L.TimeDistributed(frame_encoder, name="encoded")(frames),
     }
     model = keras.Model([frames, features], list(branches.values()))
-    assert_each_output_exact(model, fmt, list(branches))
+    conversion, _ = assert_each_output_exact(model, fmt, list(branches))
+    assert "class FrameEncoderStep(nn.Module):" in conversion.code  # the nested model's own class
 
 
 def test_compare_shows_recurrent_layers():

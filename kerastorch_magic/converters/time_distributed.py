@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .. import naming
 from ..ir import Node, TensorSpec, Value
 from ..registry import Converted, LayerCall, Step, converter, find
 
@@ -20,7 +21,7 @@ def convert_time_distributed(call: LayerCall) -> Converted:
     inner = call.layer.layer
     name = type(inner).__name__
     if isinstance(inner, keras.Model):
-        raise call.unsupported(f"it wraps a model ({name}); only single layers are supported")
+        return _wrapped_model(call, inner)
     function = find(name)
     if function is None:
         raise call.unsupported(f"the wrapped layer {inner.name!r} ({name}) has no converter")
@@ -70,3 +71,45 @@ def _inner_call(call: LayerCall, inner, spec: TensorSpec) -> LayerCall:
         scope_classes=call.node.scope_classes,
     )
     return replace(call, node=node, inputs=[spec], consumers=[], is_model_output=False, _config=None)
+
+
+def _wrapped_model(call: LayerCall, model) -> Converted:
+    """A model under TimeDistributed: its own converted class, called on the folded steps.
+
+    The inner class takes and returns Keras's layouts (``input_format="channels_last"``), so the
+    folded steps go in as Keras lays them out.
+    """
+    import numpy as np
+
+    from .. import codegen
+    from ..conversion import convert
+    from ..registry import ConversionError, Submodule
+
+    spec = call.inputs[0]
+    steps_count = spec.keras_shape[1]
+    if steps_count is None or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise call.unsupported(
+            f"it wraps model {model.name!r} with several inputs/outputs or an unknown number of steps"
+        )
+    class_name = "".join(part.capitalize() for part in naming.identifier(model.name).split("_")) or "Step"
+    try:
+        inner = convert(model, class_name=f"{class_name}Step", input_format="channels_last")
+    except ConversionError as error:
+        raise call.unsupported(f"its model {model.name!r} cannot be converted: {error}") from error
+    source = replace(inner._source, helpers={}, classes=[], header=[])
+    text = codegen.render(source)
+    helpers = {**inner._source.helpers, inner.class_name: text[text.index("class ") :]}
+    state = {key: np.asarray(value) for key, value in inner.state_dict.items()}
+    identity = tuple(range(spec.rank))
+    steps = call.relayout(identity) if len(call.inputs) == 1 else _relayout(call, identity)
+    steps += [
+        Step(
+            "{x}.flatten(0, 1)",
+            f"TimeDistributed({model.name}): the {steps_count} steps folded into the batch",
+        ),
+        Step("{m}({x})"),
+        Step(f"{{x}}.unflatten(0, (-1, {steps_count}))", "back to (N, steps, ...)"),
+    ]
+    module = Submodule(f"{inner.class_name}()", state)
+    out = call.output_spec(tuple(range(len(call.output_shapes[0]))))
+    return Converted(steps, [out], {"": module}, [str(note) for note in inner.notes], helpers)
