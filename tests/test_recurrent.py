@@ -255,7 +255,7 @@ def test_refusals_name_layer_and_option():
 
     y = keras.Input((4, 3))
     model = keras.Model(y, L.RNN(MinimalCell(), name="custom")(y))
-    with pytest.raises(k2t.ConversionError, match=r"'custom' \(RNN\): cell MinimalCell is not a built-in"):
+    with pytest.raises(k2t.ConversionError, match=r"'custom' \(RNN\): cell MinimalCell is not supported"):
         k2t.convert(model)
 
 

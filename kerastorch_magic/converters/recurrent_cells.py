@@ -223,8 +223,8 @@ def plan_cell(call: LayerCall, cell) -> CellPlan:
     kind = _KINDS.get(type(cell).__name__)
     if kind is None:
         raise call.unsupported(
-            f"cell {type(cell).__name__} is not a built-in Keras cell (LSTMCell, GRUCell, SimpleRNNCell, "
-            "StackedRNNCells); custom cells need a registered converter"
+            f"cell {type(cell).__name__} is not supported here: only Keras's LSTMCell, GRUCell, "
+            "SimpleRNNCell and StackedRNNCells of them are (register a converter for custom cells)"
         )
     config = cell.get_config()
     units = int(cell.units)

@@ -2,7 +2,8 @@
 
 Keras runs the inner layer once per step (N, T, ...) -> T x (N, ...). torch modules take any
 batch size, so the generated code folds the steps into the batch, ``(N * T, ...)``, runs the inner
-layer's code once and unfolds: the same numbers, one call instead of T.
+layer's code once and unfolds: the same numbers, one call instead of T. A wrapped model becomes
+its own generated class (converted with Keras's layouts), declared as the submodule.
 """
 
 from __future__ import annotations
