@@ -424,6 +424,32 @@ def test_more_ops(fmt):
     assert_outputs_exact(model, names, fmt)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_conv_op_with_a_variable_kernel(fmt):
+    """``ops.conv(x, kernel)`` as a weight-standardising custom layer writes it."""
+    image = keras.Input((5, 6, 3))  # layers not named "conv": the ops take that name
+    conv = L.Conv2D(4, 1, name="features")(image)
+    dense = L.Dense(4, name="projection")(image)
+    rng = np.random.default_rng(5)
+    kernel = keras.Variable(rng.normal(size=(3, 2, 4, 5)).astype("float32"), name="kernel")
+    standardised = (kernel - ops.mean(kernel, axis=(0, 1, 2))) / ops.std(kernel, axis=(0, 1, 2))
+    signal = ops.mean(conv, axis=1)  # (N, 6, 4)
+    outputs = {
+        "conv same": ops.conv(conv, kernel, padding="same"),
+        "conv strided same": ops.conv(dense, kernel, strides=2, padding="same"),
+        "conv dilated valid": ops.conv(conv, kernel, dilation_rate=(2, 1)),
+        "conv strided valid": ops.conv(conv, kernel, strides=(1, 2)),
+        "conv standardised kernel": ops.conv(conv, standardised),
+        "conv1d": ops.conv(
+            signal, keras.Variable(rng.normal(size=(3, 4, 2)).astype("float32")), padding="same"
+        ),
+    }
+    model, names = build(outputs, image)
+    conversion = assert_outputs_exact(model, names, fmt)
+    assert "F.conv2d(features, self.kernel.permute(3, 2, 0, 1)" in conversion.code
+    assert "kernel" in dict(conversion.build().named_parameters())
+
+
 # -- refusals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make, match",

@@ -260,7 +260,7 @@ def _same_padding(call: LayerCall, source: str, size, strides, dilation, perm) -
         span = (size[index] - 1) * dilation[index] + 1
         total = max((-(-length // strides[index]) - 1) * strides[index] + span - length, 0)
         pads.append((total // 2, total - total // 2))
-    flat = (*pads[1], *pads[0])
+    flat = tuple(width for pair in reversed(pads) for width in pair)  # F.pad: last dim first
     return f"F.pad({source}, {flat})" if any(flat) else source
 
 
@@ -319,3 +319,43 @@ def convert_moments(call: LayerCall) -> Converted:
     perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
     expr = f"{{x}}.mean({options}), {{x}}.var({options}, correction=0)"
     return Converted([Step(expr)], [call.output_spec(perm, 0), call.output_spec(perm, 1)])
+
+
+def _tuple(value, rank: int) -> tuple[int, ...]:
+    return (int(value),) * rank if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+@converter("Conv", channels_first=True, operation=True)
+def convert_conv_op(call: LayerCall) -> Converted:
+    """``keras.ops.conv(x, kernel)`` (a custom layer's convolution): ``F.conv1d/2d/3d``.
+
+    The kernel keeps Keras's layout (spatial..., in, out) and is permuted to torch's (out, in,
+    spatial...) where it is used, so a ``keras.Variable`` kernel stays the Parameter it was.
+    """
+    layer = call.layer
+    args = arguments(call)
+    spec = call.inputs[0]
+    spatial = spec.rank - 2
+    kernel = args["kernel"]
+    perm = _image_perm(call, spec.rank)
+    channels = spec.keras_shape[perm[1]]
+    kernel_shape = tuple(kernel.shape)
+    if channels != kernel_shape[-2]:  # Keras checks it too: no grouped convolutions
+        raise call.unsupported(f"conv of {channels} channels with a kernel of shape {kernel_shape}")
+    weight = value_in_keras_layout(call, kernel)
+    weight = f"{weight}.permute({', '.join(str(d) for d in (spatial + 1, spatial, *range(spatial)))})"
+    size = kernel_shape[:spatial]
+    strides, dilation = _tuple(layer.strides, spatial), _tuple(layer.dilation_rate, spatial)
+    source = call.input_as(0, perm)
+    options = []
+    if strides != (1,) * spatial:
+        options.append(f"stride={strides if spatial > 1 else strides[0]}")
+    if layer.padding.lower() == "same":
+        if strides == (1,) * spatial:
+            options.append('padding="same"')  # the odd pixel after, as TensorFlow pads
+        else:
+            source = _same_padding(call, source, size, strides, dilation, perm)
+    if dilation != (1,) * spatial:
+        options.append(f"dilation={dilation if spatial > 1 else dilation[0]}")
+    expr = f"F.conv{spatial}d({', '.join([source, weight, *options])})"
+    return result(call, expr, perm, "Keras kernels are (spatial..., in, out); torch's (out, in, spatial...)")
