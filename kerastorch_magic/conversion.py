@@ -460,7 +460,7 @@ class _Builder:
         else:
             expr = self._constant_source(operation.value)
             if not expr.startswith("self."):  # torch.arange(...): a named local reads better
-                var = self.variables.claim("positions" if "arange" in expr else "constant")
+                var = self.variables.claim("positions" if "arange" in expr else "causal_mask")
                 self.statements.append(codegen.Statement(var, expr, "computed from static shapes in Keras"))
                 expr = var
         self.specs[id(value)], self.vars[id(value)] = spec, expr
@@ -484,9 +484,10 @@ class _Builder:
             self.constants[id(value)] = expr
             return expr
         array = np.asarray(keras.ops.convert_to_numpy(value))
-        arange = _arange_expression(array, self._device_reference())
-        if arange is not None:
-            return arange
+        device = self._device_reference()
+        readable = _arange_expression(array, device) or _causal_mask_expression(array, device)
+        if readable is not None:
+            return readable
         baked = self.classes.trainable_weight_like(array)
         if baked is not None:
             raise tracing.refuse(
@@ -496,7 +497,7 @@ class _Builder:
                 "graph (e.g. ops.transpose(self.embedding.embeddings), run once while tracing): the "
                 "port would freeze it into a constant. Register a converter for this layer",
             )
-        attr = self.attrs.claim("constant")
+        attr = self.attrs.claim("mask" if array.dtype == np.bool_ else "constant")
         ctor = f"nn.Buffer({_empty(array.shape, array.dtype)})"
         self.declarations.append(codegen.Declaration(attr, ctor, "a constant of the Keras graph", []))
         self.state[attr] = array
@@ -749,6 +750,18 @@ def _arange_expression(array: np.ndarray, device: str) -> str | None:
         parts.append(f"dtype=torch.{array.dtype.name}")
     parts.append(f"device={device}.device")
     return f"torch.arange({', '.join(parts)})"
+
+
+def _causal_mask_expression(array: np.ndarray, device: str) -> str | None:
+    """``torch.tril(torch.ones(n, n, ...))`` when the array is a causal mask (leading unit axes)."""
+    if array.ndim < 2 or array.shape[-1] != array.shape[-2] or any(d != 1 for d in array.shape[:-2]):
+        return None
+    size = array.shape[-1]
+    if size < 2 or not np.array_equal(array.reshape(size, size), np.tril(np.ones((size, size), array.dtype))):
+        return None
+    dtype = "" if array.dtype == np.float32 else f", dtype=torch.{array.dtype.name}"
+    expr = f"torch.tril(torch.ones({size}, {size}{dtype}, device={device}.device))"
+    return expr + ("[" + ", ".join(["None"] * (array.ndim - 2)) + "]" if array.ndim > 2 else "")
 
 
 def _variable_init(variable, shape: tuple) -> list[str]:

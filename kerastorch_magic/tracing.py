@@ -185,15 +185,14 @@ def _patched_layer_call(original):
         if not _tracing():
             return original(self, *args, **kwargs)
         import keras
-        from keras.src.backend.common.keras_tensor import any_symbolic_tensors
 
-        if not any_symbolic_tensors(args, kwargs):
-            # Called on values computed eagerly from shapes (a positional Embedding on
-            # ops.arange(n)): make them graph constants so the call is recorded, weights and all.
-            def lift(value):
-                return constant(keras.ops.convert_to_numpy(value)) if _is_concrete(value) else value
+        # Arrays computed eagerly from shapes (the positions of a positional Embedding, a causal
+        # attention mask) become graph constants: the call is recorded with them as inputs, so
+        # the converter sees them (and the inner layer's weights stay weights).
+        def lift(value):
+            return constant(keras.ops.convert_to_numpy(value)) if _is_concrete(value) else value
 
-            args, kwargs = keras.tree.map_structure(lift, (args, kwargs))
+        args, kwargs = keras.tree.map_structure(lift, (args, kwargs))
         with _active(False):  # the inner layer's own call is not the user's code
             return original(self, *args, **kwargs)
 

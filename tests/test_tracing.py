@@ -472,3 +472,24 @@ def test_weights_call_does_not_read_at_inference_are_kept():
     conversion, _ = assert_exact(model)
     assert "self.noise_scale = nn.Parameter(torch.empty(()))" in conversion.code
     assert "train_only.noise_scale" in conversion.state_dict
+
+
+class CausalSelfAttention(layers.Layer):
+    """keras-io's decoder pattern: a causal mask computed from shapes, passed to MultiHeadAttention."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+
+    def call(self, x):
+        length = ops.shape(x)[1]
+        causal_mask = ops.tril(ops.ones((length, length), dtype="bool"))[None]
+        return self.attention(x, x, attention_mask=causal_mask)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_attention_mask_computed_from_shapes_reaches_the_attention_layer(fmt):
+    inputs = keras.Input((5, 8))
+    model = keras.Model(inputs, CausalSelfAttention()(inputs))
+    conversion, _ = assert_exact(model, fmt)
+    assert "causal_mask = torch.tril(torch.ones(5, 5, dtype=torch.bool, device=x.device))" in conversion.code
