@@ -425,8 +425,8 @@ def test_more_ops(fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_conv_op_with_a_variable_kernel(fmt):
-    """``ops.conv(x, kernel)`` as a weight-standardising custom layer writes it."""
+def test_conv_and_pool_ops(fmt):
+    """``ops.conv(x, kernel)`` as a weight-standardising custom layer writes it; the pooling ops."""
     image = keras.Input((5, 6, 3))  # layers not named "conv": the ops take that name
     conv = L.Conv2D(4, 1, name="features")(image)
     dense = L.Dense(4, name="projection")(image)
@@ -440,6 +440,11 @@ def test_conv_op_with_a_variable_kernel(fmt):
         "conv dilated valid": ops.conv(conv, kernel, dilation_rate=(2, 1)),
         "conv strided valid": ops.conv(conv, kernel, strides=(1, 2)),
         "conv standardised kernel": ops.conv(conv, standardised),
+        "max_pool": ops.max_pool(conv, 2),
+        "max_pool same": ops.max_pool(dense, 3, strides=2, padding="same"),
+        "average_pool": ops.average_pool(conv, (2, 3), strides=1),
+        "average_pool same": ops.average_pool(conv, 3, strides=1, padding="same"),
+        "max_pool1d": ops.max_pool(signal, 2),
         "conv1d": ops.conv(
             signal, keras.Variable(rng.normal(size=(3, 4, 2)).astype("float32")), padding="same"
         ),
@@ -456,11 +461,12 @@ def test_conv_op_with_a_variable_kernel(fmt):
     [
         (lambda x: ops.image.resize(x, (4, 4), interpolation="bicubic"), "bicubic without antialias"),
         (lambda x: ops.image.resize(x, (4, 4), interpolation="area"), "interpolation='area'"),
+        (lambda x: ops.average_pool(x, 2, strides=2, padding="same"), "uneven padding"),
         (lambda x: ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric"), "symmetric"),
         (lambda x: x[:, 4:1:-2], None),
         (lambda x: ops.dot(x, np.ones((2, 3, 2), "float32")), "rank > 2"),
     ],
-    ids=["bicubic", "area", "symmetric pad", "negative step ok", "dot of ranks 4 and 4"],
+    ids=["bicubic", "area", "uneven average_pool", "symmetric pad", "negative step ok", "dot of ranks 4 and 4"],
 )
 def test_unsupported_options_are_refused_by_name(make, match):
     inputs = keras.Input((5, 6, 3))

@@ -250,8 +250,15 @@ def convert_extract_patches(call: LayerCall) -> Converted:
     return result(call, expr, perm, comment)
 
 
-def _same_padding(call: LayerCall, source: str, size, strides, dilation, perm) -> str:
+def _same_padding(call: LayerCall, source: str, size, strides, dilation, perm, value: str = "") -> str:
     """TensorFlow's "same" padding (the odd pixel after) as an explicit ``F.pad``."""
+    pads = _same_pads(call, size, strides, dilation, perm)
+    flat = tuple(width for pair in reversed(pads) for width in pair)  # F.pad: last dim first
+    return f"F.pad({source}, {flat}{value})" if any(flat) else source
+
+
+def _same_pads(call: LayerCall, size, strides, dilation, perm) -> list[tuple[int, int]]:
+    """(before, after) per spatial axis of TensorFlow's "same" padding."""
     pads = []
     for index, axis in enumerate(perm[2:]):
         length = call.inputs[0].keras_shape[axis]
@@ -260,8 +267,7 @@ def _same_padding(call: LayerCall, source: str, size, strides, dilation, perm) -
         span = (size[index] - 1) * dilation[index] + 1
         total = max((-(-length // strides[index]) - 1) * strides[index] + span - length, 0)
         pads.append((total // 2, total - total // 2))
-    flat = tuple(width for pair in reversed(pads) for width in pair)  # F.pad: last dim first
-    return f"F.pad({source}, {flat})" if any(flat) else source
+    return pads
 
 
 @converter("DepthToSpace", "SpaceToDepth", operation=True)
@@ -359,3 +365,36 @@ def convert_conv_op(call: LayerCall) -> Converted:
         options.append(f"dilation={dilation if spatial > 1 else dilation[0]}")
     expr = f"F.conv{spatial}d({', '.join([source, weight, *options])})"
     return result(call, expr, perm, "Keras kernels are (spatial..., in, out); torch's (out, in, spatial...)")
+
+
+@converter("MaxPool", "AveragePool", channels_first=True, operation=True)
+def convert_pool_op(call: LayerCall) -> Converted:
+    """``keras.ops.max_pool``/``average_pool``: ``F.max_pool*d``/``F.avg_pool*d``.
+
+    TensorFlow's "same" pooling ignores the padded cells: -inf padding for the maximum; for the
+    average, torch's symmetric ``padding=`` with ``count_include_pad=False`` when the padding is
+    symmetric (refused otherwise).
+    """
+    layer = call.layer
+    spec = call.inputs[0]
+    spatial = spec.rank - 2
+    perm = _image_perm(call, spec.rank)
+    size = _tuple(layer.pool_size, spatial)
+    strides = _tuple(layer.strides or layer.pool_size, spatial)
+    source = call.input_as(0, perm)
+    maximum = call.class_name == "MaxPool"
+    options = [str(size if spatial > 1 else size[0])]
+    if strides != size:
+        options.append(f"stride={strides if spatial > 1 else strides[0]}")
+    if layer.padding == "same":
+        if maximum:
+            source = _same_padding(call, source, size, strides, (1,) * spatial, perm, ", value=-math.inf")
+        else:
+            pads = _same_pads(call, size, strides, (1,) * spatial, perm)
+            if any(before != after for before, after in pads):
+                raise call.unsupported("average_pool padding='same' with uneven padding")
+            widths = tuple(before for before, _ in pads)
+            if any(widths):
+                options += [f"padding={widths if spatial > 1 else widths[0]}", "count_include_pad=False"]
+    function = f"F.max_pool{spatial}d" if maximum else f"F.avg_pool{spatial}d"
+    return result(call, f"{function}({', '.join([source, *options])})", perm)
