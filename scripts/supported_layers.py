@@ -46,7 +46,8 @@ OPERATION_FAMILIES = {
     "ops_math": "Element-wise (operators, math functions, comparisons, logic, where, cast, clip)",
     "ops_shape": "Shape and indexing",
     "ops_reduce": "Reductions, sorting and top-k",
-    "ops_nn": "Activations, linear algebra and images",
+    "ops_nn": "Activations, normalisation and linear algebra",
+    "ops_image": "Images, convolution and pooling",
     "activations": "Activations shared with the layers",
 }
 
