@@ -18,7 +18,8 @@ median of the next ``--repeat`` calls. Ratios are to the plain forward passes of
         [--batch 1] [--device cpu] [--repeat 2]
 
 ``--once`` instead runs one comparison per model in this process, end to end and isolated, and
-prints verdicts, devices, times and (on CUDA) peak GPU memory: the check to run on a GPU machine.
+prints verdicts, devices, times (with the drift check's share when one ran) and (on CUDA) peak GPU
+memory: the check to run on a GPU machine.
 """
 
 from __future__ import annotations
@@ -157,9 +158,7 @@ def worker(model_name: str, mode: str, size: int, batch: int, device: str, repea
     if mode == "compare":
         comparison = last["comparison"]
         result["summary"] = comparison.summary()
-        result["devices"] = (
-            f"torch {comparison.info.torch_device}, keras {comparison.info.keras_device}"
-        )
+        result["devices"] = f"torch {comparison.info.torch_device}, keras {comparison.info.keras_device}"
         result["split_s"] = {k: round(v, 3) for k, v in comparison.info.seconds.items()}
     return result
 
@@ -221,6 +220,9 @@ def once(args) -> None:
             if cuda:
                 gpu = f"; GPU peak above start {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB"
             print(f"  {'isolated  ' if isolate else 'end to end'} {took:6.2f} s {split}{gpu}")
+            if "drift_check" in comparison.info.seconds:  # the drift verdict's cost (issue 13.5: <= 2x)
+                check = comparison.info.seconds["drift_check"]
+                print(f"    drift check {check:.2f} s: {took / (took - check):.2f}x the comparison alone")
             print(f"    {comparison.summary()}")
         print(f"  devices: torch {comparison.info.torch_device}; Keras {comparison.info.keras_device}")
         widget = comparison.widget()
