@@ -75,6 +75,9 @@ case "$(uname -m)" in
   *) tensorflow=tensorflow==2.21.0 ;;
 esac
 pip install torch==2.13.0 "$tensorflow"
+# Keras 2 (tests/test_legacy.py): tf_keras matching that TensorFlow, without its `tensorflow`
+# requirement, which tensorflow-cpu already fulfils under another distribution name.
+pip install --no-deps tf_keras==2.21.0
 
 # -- Node.js for the extension's build ------------------------------------------------------------
 # The venv's bin first: a Node installed there below wins over an older system one, here and in
