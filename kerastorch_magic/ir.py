@@ -91,6 +91,22 @@ class Graph:
                 readers.setdefault(id(value), []).append(node)
         return readers
 
+    def readers_inside(self, value: Value) -> list[Node]:
+        """The nodes reading ``value``, looking into traced layers' graphs.
+
+        A custom layer reading a model input is not what uses it: its inner layers are (the
+        ``Embedding`` of a ``TokenAndPositionEmbedding`` says the input holds token ids).
+        """
+        found: list[Node] = []
+        for node in self.consumers().get(id(value), []):
+            if node.subgraph is None:
+                found.append(node)
+                continue
+            for position, read in enumerate(node.inputs):
+                if read is value:
+                    found += node.subgraph.readers_inside(node.subgraph.inputs[position])
+        return found
+
 
 @dataclass(frozen=True)
 class TensorSpec:

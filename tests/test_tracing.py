@@ -493,3 +493,13 @@ def test_attention_mask_computed_from_shapes_reaches_the_attention_layer(fmt):
     model = keras.Model(inputs, CausalSelfAttention()(inputs))
     conversion, _ = assert_exact(model, fmt)
     assert "causal_mask = torch.tril(torch.ones(5, 5, dtype=torch.bool, device=x.device))" in conversion.code
+
+
+def test_readers_inside_traced_layers_are_found():
+    """What uses a model input inside a custom layer (compare draws token ids for an Embedding)."""
+    from kerastorch_magic.graph import read_model
+
+    inputs = keras.Input((6,), dtype="int32")
+    graph = read_model(keras.Model(inputs, PositionalEmbedding(6, 20, 4)(inputs)))
+    readers = graph.readers_inside(graph.inputs[0])
+    assert [(node.class_name, node.layer.input_dim) for node in readers] == [("Embedding", 20)]
