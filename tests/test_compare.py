@@ -79,6 +79,17 @@ def test_numbers_identical_zero_and_nan():
     assert stats.status(bad.rel_diff, 1e-4) == "fail"
 
 
+def test_lean_relative_error_follows_the_same_rule():
+    keras_t, torch_t = torch.randn(3, 50), torch.randn(3, 50)
+    assert stats.rel_diff(keras_t, torch_t) == pytest.approx(
+        stats.numbers(keras_t, torch_t).rel_diff, rel=1e-6
+    )
+    zeros = torch.zeros(4)
+    assert stats.rel_diff(zeros, zeros) == 0.0 and stats.rel_diff(zeros, torch.ones(4)) == 1.0
+    assert math.isnan(stats.rel_diff(torch.ones(2), torch.tensor([1.0, float("nan")])))
+    assert math.isnan(stats.rel_diff(torch.tensor([1.0, float("inf")]), torch.ones(2)))
+
+
 @pytest.mark.parametrize(
     ("rel", "status"),
     [(0.0, "ok"), (1e-5, "ok"), (2e-5, "warn"), (1e-4, "warn"), (1.01e-4, "fail"), (math.inf, "fail")],

@@ -165,7 +165,7 @@ def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter, failing: 
     run.execute()
     isolated: list[float | None] = [None] * len(plan.rows)
     for index, observed in run.observed.items():
-        isolated[index] = observed.numbers.rel_diff if observed.numbers is not None else float("inf")
+        isolated[index] = observed.rel_diff if observed.rel_diff is not None else float("inf")
     return DriftCheck(isolated, _upstream_rows(graph, plan.rows), time.perf_counter() - started)
 
 
@@ -241,6 +241,7 @@ class _Observed:
     histogram: stats.Histogram | None = None
     preview: stats.Preview | None = None
     note: str = ""
+    rel_diff: float | None = None  # the drift check keeps only this
 
 
 class _Run:
@@ -256,10 +257,10 @@ class _Run:
         until: set[int] | None = None,
         phase: str = "comparing",
     ):
-        """``until``: the drift check's mode: keep only numbers, stop once these rows were seen."""
+        """``until``: the drift check's mode: keep only relative errors, stop once these rows were seen."""
         self.graph, self.plan, self.arrays = graph, plan, arrays
         self.isolate, self.until = isolate, None if until is None else set(until)
-        self.numbers_only = until is not None
+        self.errors_only = until is not None
         self.reporter, self.phase = reporter, phase
         wanted = {id(plan.rows[i].node.outputs[plan.rows[i].output_index]) for i in plan.wanted()}
         self.keras = keras_side.KerasStepper(graph, arrays, wanted)
@@ -294,7 +295,7 @@ class _Run:
             torch.cuda.synchronize(plan.device)
         forward = time.perf_counter() - started
         keras_during_forward = self.keras.seconds
-        if not self.numbers_only:
+        if not self.errors_only:
             with torch.no_grad():  # (the torch backend of Keras would record gradients otherwise)
                 self.keras.finish()  # the layers no tap asked for: their shapes complete the table
         self.seconds = {
@@ -302,7 +303,7 @@ class _Run:
             "torch": max(0.0, forward - keras_during_forward - self._stats_seconds),
             "statistics": self._stats_seconds,
         }
-        if not self.numbers_only:
+        if not self.errors_only:
             self.layers = [self._result(row) for row in plan.rows]
 
     def _result(self, row: Row) -> LayerResult:
@@ -359,8 +360,8 @@ class _Run:
             else:
                 keras_tensor = keras_side.to_torch(keras_value, aligned.device)
                 with _single_thread_on_cpu(aligned.device):  # (the isolating copy too: 3x faster)
-                    if self.numbers_only:
-                        observed.numbers = stats.numbers(keras_tensor, aligned)
+                    if self.errors_only:
+                        observed.rel_diff = stats.rel_diff(keras_tensor, aligned)
                     else:
                         observed.numbers, observed.histogram, observed.preview = stats.layer(
                             keras_tensor, aligned
