@@ -18,6 +18,14 @@ reach tensors inside nested models. Stepping in lock-step with the taps keeps ev
 alive only until its consumers ran and it was compared, so a comparison needs about the memory of
 one Keras forward pass plus one PyTorch forward pass.
 
+Verdicts
+--------
+Each row is ``ok``, ``warn``, ``fail`` or ``skip`` by its relative error (max|Δ| / max|Keras|)
+against ``tolerance``. When rows fail end to end, a drift check runs every layer again on Keras's
+own inputs: rows beyond tolerance whose own error, and that of every row upstream, is within it
+become ``drift`` (float32 round-off amplified through depth; ``ok`` stays true), the others stay
+``fail`` (:mod:`.run`, :mod:`.results`). A line in the notebook shows the progress (``progress=``).
+
 Mapping your own module
 -----------------------
 ``compare(model, my_module, mapping={...})`` compares a hand-written port. Keys are Keras layer
