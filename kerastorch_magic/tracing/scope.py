@@ -1,0 +1,133 @@
+"""What changes while a ``call()`` is traced, and is put back afterwards.
+
+* ``Layer.__call__``: an inner layer called on arrays computed eagerly from shapes gets them as
+  graph constants (so the call is recorded and its weights stay weights);
+* ``keras.random.normal``/``uniform``: recorded as draws, not drawn once and baked in;
+* the traced layer's attributes holding Variables hold :func:`pseudo.variable_read` tensors.
+
+Only the traced layer's own code sees these: an inner layer's ``call`` runs with tracing off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from .pseudo import constant, random_draw, variable_read
+
+_STATE = threading.local()
+
+
+def is_tracing() -> bool:
+    return getattr(_STATE, "active", False)
+
+
+@contextlib.contextmanager
+def active(value: bool):
+    previous = getattr(_STATE, "active", False)
+    _STATE.active = value
+    try:
+        yield
+    finally:
+        _STATE.active = previous
+
+
+def _is_concrete(value) -> bool:
+    import keras
+
+    if isinstance(value, (keras.KerasTensor, keras.Variable)):
+        return False
+    return isinstance(value, np.ndarray) or keras.ops.is_tensor(value)
+
+
+def _patched_layer_call(original):
+    def __call__(self, *args, **kwargs):
+        if not is_tracing():
+            return original(self, *args, **kwargs)
+        import keras
+
+        # Arrays computed eagerly from shapes (the positions of a positional Embedding, a causal
+        # attention mask) become graph constants: the call is recorded with them as inputs, so
+        # the converter sees them (and the inner layer's weights stay weights).
+        def lift(value):
+            return constant(keras.ops.convert_to_numpy(value)) if _is_concrete(value) else value
+
+        args, kwargs = keras.tree.map_structure(lift, (args, kwargs))
+        with active(False):  # the inner layer's own call is not the user's code
+            return original(self, *args, **kwargs)
+
+    __call__._kerastorch_patch = True
+    return __call__
+
+
+@contextlib.contextmanager
+def layer_calls_patched():
+    from keras.src.layers.layer import Layer
+
+    original = Layer.__call__
+    if getattr(original, "_kerastorch_patch", False):  # nested trace: already patched
+        yield
+        return
+    Layer.__call__ = _patched_layer_call(original)
+    try:
+        yield
+    finally:
+        Layer.__call__ = original
+
+
+def _patched_random(kind: str, original):
+    def draw(shape, a=None, b=None, dtype=None, seed=None, **kwargs):
+        if not is_tracing():
+            return original(shape, *(v for v in (a, b) if v is not None), dtype=dtype, seed=seed, **kwargs)
+        names = ("mean", "stddev") if kind == "normal" else ("minval", "maxval")
+        defaults = (0.0, 1.0)
+        low = kwargs.get(names[0], a if a is not None else defaults[0])
+        high = kwargs.get(names[1], b if b is not None else defaults[1])
+        return random_draw(kind, shape, low, high, dtype)
+
+    draw._kerastorch_patch = True
+    return draw
+
+
+@contextlib.contextmanager
+def random_patched():
+    """keras.random.normal/uniform called by the traced code are recorded, not drawn once.
+
+    (A draw made while tracing would otherwise be baked into the port as a constant.)
+    """
+    import keras
+    from keras.src.random import random as keras_random
+
+    saved = []
+    for module in (keras.random, keras_random):
+        for kind in ("normal", "uniform"):
+            original = getattr(module, kind)
+            if getattr(original, "_kerastorch_patch", False):
+                continue
+            saved.append((module, kind, original))
+            setattr(module, kind, _patched_random(kind, original))
+    try:
+        yield
+    finally:
+        for module, kind, original in saved:
+            setattr(module, kind, original)
+
+
+@contextlib.contextmanager
+def weights_symbolic(layer, attributes: dict[int, str]):
+    """Attributes holding the layer's Variables hold VariableRead tensors while tracing."""
+    import keras
+
+    swapped = []
+    for name, value in list(vars(layer).items()):
+        if isinstance(value, keras.Variable):
+            attributes.setdefault(id(value), name)
+            swapped.append((name, value))
+            object.__setattr__(layer, name, variable_read(value))
+    try:
+        yield
+    finally:
+        for name, value in swapped:
+            object.__setattr__(layer, name, value)

@@ -1,0 +1,114 @@
+"""Raw TensorFlow calls with a keras.ops twin, run as that twin while tracing.
+
+keras-io examples written for Keras 2 call ``tf.*`` on tensors inside ``call()``; on symbolic
+tensors TensorFlow refuses. The common ones run as their keras.ops twin (recorded as graph nodes
+like any keras.ops call); the rest stay refused by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from .pseudo import random_draw
+from .scope import is_tracing
+
+
+# keras-io examples written for Keras 2 call tf.* on tensors inside call(). While tracing, the
+# common ones run as their keras.ops twin (recorded as graph nodes like any keras.ops call); others
+# are refused by name. Each entry: tf path -> function(keras.ops, *args, **kwargs) with TF's names.
+def _tf_dtype(dtype):
+    return getattr(dtype, "name", dtype)
+
+
+def _tf_softmax(ops, logits, axis=None):
+    return ops.softmax(logits, axis=-1 if axis is None else axis)
+
+
+def _tf_matmul(ops, a, b, transpose_a=False, transpose_b=False):
+    if transpose_a:
+        a = ops.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = ops.swapaxes(b, -1, -2)
+    return ops.matmul(a, b)
+
+
+_TF_EQUIVALENTS = {
+    "shape": lambda ops, input, out_type=None: ops.shape(input),
+    "reshape": lambda ops, tensor, shape: ops.reshape(tensor, tuple(shape)),
+    "transpose": lambda ops, a, perm=None: ops.transpose(a, perm),
+    "matmul": _tf_matmul,
+    "concat": lambda ops, values, axis: ops.concatenate(values, axis=axis),
+    "stack": lambda ops, values, axis=0: ops.stack(values, axis=axis),
+    "expand_dims": lambda ops, input, axis: ops.expand_dims(input, axis),
+    "squeeze": lambda ops, input, axis=None: ops.squeeze(input, axis),
+    "cast": lambda ops, x, dtype: ops.cast(x, _tf_dtype(dtype)),
+    "reduce_mean": lambda ops, input_tensor, axis=None, keepdims=False: ops.mean(
+        input_tensor, axis, keepdims
+    ),
+    "reduce_sum": lambda ops, input_tensor, axis=None, keepdims=False: ops.sum(input_tensor, axis, keepdims),
+    "reduce_max": lambda ops, input_tensor, axis=None, keepdims=False: ops.max(input_tensor, axis, keepdims),
+    "reduce_min": lambda ops, input_tensor, axis=None, keepdims=False: ops.min(input_tensor, axis, keepdims),
+    "nn.softmax": _tf_softmax,
+    "nn.relu": lambda ops, features: ops.relu(features),
+    "nn.gelu": lambda ops, features, approximate=False: ops.gelu(features, approximate),
+    "sigmoid": lambda ops, x: ops.sigmoid(x),
+    "nn.sigmoid": lambda ops, x: ops.sigmoid(x),
+    "tanh": lambda ops, x: ops.tanh(x),
+    "nn.tanh": lambda ops, x: ops.tanh(x),
+    "sqrt": lambda ops, x: ops.sqrt(x),
+    "math.sqrt": lambda ops, x: ops.sqrt(x),
+    "square": lambda ops, x: ops.square(x),
+    "math.square": lambda ops, x: ops.square(x),
+    "exp": lambda ops, x: ops.exp(x),
+    "math.exp": lambda ops, x: ops.exp(x),
+    "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
+    "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
+        "normal", shape, mean, stddev, _tf_dtype(dtype)
+    ),
+    "random.uniform": lambda ops, shape, minval=0, maxval=None, dtype="float32", seed=None: random_draw(
+        "uniform", shape, minval, 1.0 if maxval is None else maxval, _tf_dtype(dtype)
+    ),
+}
+# Twins used while tracing even without a symbolic argument (a draw would be baked in otherwise).
+_TF_ALWAYS = {"random.normal", "random.uniform"}
+
+
+def _tf_twin(path: str, original, twin):
+    def call(*args, **kwargs):
+        import keras
+        from keras.src.backend.common.keras_tensor import any_symbolic_tensors
+
+        if not is_tracing() or not (path in _TF_ALWAYS or any_symbolic_tensors(args, kwargs)):
+            return original(*args, **kwargs)
+        kwargs.pop("name", None)
+        try:
+            return twin(keras.ops, *args, **kwargs)
+        except TypeError:  # an option the twin does not take: TensorFlow refuses it as before
+            return original(*args, **kwargs)
+
+    call._kerastorch_patch = True
+    return call
+
+
+@contextlib.contextmanager
+def tensorflow_twins():
+    """While tracing, ``tf.shape(x)``, ``tf.reshape``... on symbolic tensors run as keras.ops."""
+    tf = sys.modules.get("tensorflow")
+    saved = []
+    if tf is not None:
+        for path, twin in _TF_EQUIVALENTS.items():
+            *parents, name = path.split(".")
+            module = tf
+            for parent in parents:
+                module = getattr(module, parent, None)
+            original = getattr(module, name, None) if module is not None else None
+            if original is None or getattr(original, "_kerastorch_patch", False):
+                continue
+            saved.append((module, name, original))
+            setattr(module, name, _tf_twin(path, original, twin))
+    try:
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
