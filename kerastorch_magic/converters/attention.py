@@ -221,7 +221,7 @@ def convert_attention(call: LayerCall) -> Converted:
     causal_only = (
         bool(_call_option(call, "use_causal_mask")) and len(terms) == 1 and not config.get("sliding_window")
     )
-    modules = _projections(call, grouped)
+    modules = _projections(call)
     key_source = key if key is not None else value
     q = geometry.split(f"{{m_query}}({geometry.prepare(call, query)})", heads, key_dim)
     k = geometry.split(f"{{m_key}}({geometry.prepare(call, key_source)})", kv_heads, key_dim)
@@ -235,9 +235,9 @@ def convert_attention(call: LayerCall) -> Converted:
         )
     mask = _conjunction(terms) if terms else ""
     explicit = scores_out or (dropout > 0 and terms and not causal_only)
+    if groups > 1:  # (torch >= 2.5's SDPA could skip the copies with enable_gqa=True)
+        k, v = (f"{t}.repeat_interleave({groups}, dim=1)" for t in (k, v))
     if explicit:
-        if groups > 1:
-            k, v = (f"{t}.repeat_interleave({groups}, dim=1)" for t in (k, v))
         scale = 1.0 / math.sqrt(key_dim)
         scores = f"({q} * {scale!r}) @ {k}.transpose(-2, -1)"
         if terms:
@@ -259,8 +259,6 @@ def convert_attention(call: LayerCall) -> Converted:
             notes.append(_FUSED_NOTE)
         if dropout:
             options.append(f"dropout_p={dropout!r} if self.training else 0.0")
-        if groups > 1:
-            options.append("enable_gqa=True")
         first = Step(
             f"F.scaled_dot_product_attention({', '.join([q, k, v, *options])})",
             "scale 1/sqrt(head_dim): SDPA's default, as in Keras",
@@ -282,7 +280,7 @@ def convert_attention(call: LayerCall) -> Converted:
     return Converted([first, Step(out_expr)], outputs, modules, notes)
 
 
-def _projections(call: LayerCall, grouped: bool) -> dict[str, Submodule]:
+def _projections(call: LayerCall) -> dict[str, Submodule]:
     """The q/k/v/output (and gate) EinsumDense layers as nn.Linear."""
     layer = call.layer
     comment = (
