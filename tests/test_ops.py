@@ -367,6 +367,27 @@ def test_nn_ops(fmt):
         assert 'torch.einsum("nchw,nhwd->ncd", conv, dense)' in code  # subscripts follow the layout
 
 
+def test_dot_product_attention():
+    tokens = keras.Input((5, 8))
+    query, key, value = (L.Reshape((5, 2, 4), name=f"split_{n}")(L.Dense(8, name=n)(tokens)) for n in "qkv")
+    padding = keras.Input((1, 1, 5), dtype="bool")  # (batch, heads, query, key): True attends
+    outputs = {
+        "plain": ops.dot_product_attention(query, key, value),
+        "causal": ops.dot_product_attention(query, key, value, is_causal=True),
+        "mask": ops.dot_product_attention(query, key, value, mask=padding),
+        "bias and scale": ops.dot_product_attention(
+            query, key, value, bias=ops.cast(padding, "float32"), scale=0.3
+        ),
+    }
+    model = keras.Model([tokens, padding], list(outputs.values()))
+    rng = np.random.default_rng(2)
+    mask = rng.integers(0, 2, (2, 1, 1, 5)).astype(bool)
+    mask[..., 0] = True  # every query attends to something
+    inputs = [rng.normal(size=(2, 5, 8)).astype("float32"), mask]
+    code = assert_outputs_exact(model, list(outputs), "channels_first", inputs=inputs).code
+    assert "F.scaled_dot_product_attention(" in code
+
+
 def test_resize_of_the_input_takes_it_channels_first():
     image = keras.Input((6, 5, 3))
     resized = L.Conv2D(2, 1)(ops.image.resize(image, (9, 4)))
@@ -466,7 +487,14 @@ def test_conv_and_pool_ops(fmt):
         (lambda x: x[:, 4:1:-2], None),
         (lambda x: ops.dot(x, np.ones((2, 3, 2), "float32")), "rank > 2"),
     ],
-    ids=["bicubic", "area", "uneven average_pool", "symmetric pad", "negative step ok", "dot of ranks 4 and 4"],
+    ids=[
+        "bicubic",
+        "area",
+        "uneven average_pool",
+        "symmetric pad",
+        "negative step ok",
+        "dot of ranks 4 and 4",
+    ],
 )
 def test_unsupported_options_are_refused_by_name(make, match):
     inputs = keras.Input((5, 6, 3))

@@ -194,3 +194,36 @@ def convert_moments(call: LayerCall) -> Converted:
     perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
     expr = f"{{x}}.mean({options}), {{x}}.var({options}, correction=0)"
     return Converted([Step(expr)], [call.output_spec(perm, 0), call.output_spec(perm, 1)])
+
+
+@converter("DotProductAttention", operation=True)
+def convert_dot_product_attention(call: LayerCall) -> Converted:
+    """``keras.ops.dot_product_attention``: ``F.scaled_dot_product_attention``.
+
+    Keras lays the tensors out (batch, time, heads, features), torch (batch, heads, time,
+    features): the heads axis moves on the way in and back. A boolean mask means "attend" in
+    both; an additive bias becomes a float ``attn_mask``; Keras's causal mask is the lower
+    triangle anchored top-left, as torch's ``is_causal``.
+    """
+    layer = call.layer
+    if layer.attn_logits_soft_cap is not None:
+        raise call.unsupported("dot_product_attention with attn_logits_soft_cap")
+    args = arguments(call)
+    if args["bias"] is not None and args["mask"] is not None:
+        raise call.unsupported("dot_product_attention with both a bias and a mask")
+    if any(len(args[name].shape) != 4 for name in ("query", "key", "value")):
+        raise call.unsupported("dot_product_attention of unbatched or head-less tensors")
+    terms = [
+        f"{value_in_keras_layout(call, args[name])}.transpose(1, 2)" for name in ("query", "key", "value")
+    ]
+    extra = args["bias"] if args["bias"] is not None else args["mask"]
+    if extra is not None:
+        terms.append(f"attn_mask={value_in_keras_layout(call, extra)}")
+    if layer.is_causal:
+        if extra is not None:
+            raise call.unsupported("dot_product_attention with is_causal and a mask or bias")
+        terms.append("is_causal=True")
+    if args["scale"] is not None:
+        terms.append(f"scale={call.operand(float(args['scale']))}")
+    expr = f"F.scaled_dot_product_attention({', '.join(terms)}).transpose(1, 2)"
+    return result(call, expr, comment="torch wants (batch, heads, time, features); Keras has heads third")
