@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from . import codegen, initializers, layout, naming, registry, tracing
+from . import codegen, layout, naming, registry, traced, tracing
 from .converters import refused
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
@@ -245,15 +244,15 @@ class _Builder:
         class_name: str,
         input_format: str,
         input_specs: list[TensorSpec] | None = None,
-        classes: _Classes | None = None,
+        classes: traced.Classes | None = None,
     ):
         self.graph, self.model = graph, model
         self.class_name, self.input_format = class_name, input_format
         # A traced custom layer's class takes its inputs in the layouts its caller has them in,
         # and returns its outputs in whatever layout they end up in (the caller knows from specs).
         self.input_specs = input_specs
-        self.classes = classes if classes is not None else _Classes({class_name}, model)
-        self.traced: dict[int, _TracedUse] = {}  # id(custom layer) -> its class, first use
+        self.classes = classes if classes is not None else traced.Classes({class_name}, model)
+        self.traced_uses: dict[int, traced.TracedUse] = {}  # id(custom layer) -> its class, first use
         self.instantiated: set[str] = set()  # generated classes this class has declared
         self.consumers = graph.consumers()
         self.output_ids = {id(v) for v in graph.outputs}
@@ -362,7 +361,7 @@ class _Builder:
             model_outputs=self.output_ids,
             constant_source=self._constant_source,
         )
-        call._config = _safe_config(node.layer)
+        call._config = traced.safe_config(node.layer)
         if _is_pseudo(node):
             self._entry_point(node)
             return
@@ -398,7 +397,7 @@ class _Builder:
         for index, (value, spec, var) in enumerate(zip(node.outputs, result.outputs, out_vars)):
             self.specs[id(value)], self.vars[id(value)] = spec, var
             trace = LayerTrace(
-                len(self.traces), node, index, spec, var, tuple(modules.values()), is_random(node)
+                len(self.traces), node, index, spec, var, tuple(modules.values()), traced.is_random(node)
             )
             self.traces.append(trace)
             self.statements.append((trace.index, var))
@@ -406,9 +405,9 @@ class _Builder:
     # -- traced layers: classes, weights, constants ------------------------------------------------
     def _traced_call(self, node: Node, call: LayerCall) -> Converted:
         """A traced custom layer: an instance of its own generated class, called once per use."""
-        use = self.traced.get(id(node.layer))
+        use = self.traced_uses.get(id(node.layer))
         if use is None:
-            use = self.traced[id(node.layer)] = self._traced_class(node, call.inputs)
+            use = self.traced_uses[id(node.layer)] = self._traced_class(node, call.inputs)
         # A shared custom layer called again on differently laid out tensors: re-lay them to the
         # layouts its class was generated for.
         args = [call.input_as(i, spec.perm) for i, spec in enumerate(use.inputs)]
@@ -428,7 +427,7 @@ class _Builder:
         )
         return Converted([registry.Step("{m}(" + ", ".join(args) + ")")], outputs, {"": submodule})
 
-    def _traced_class(self, node: Node, specs: list[TensorSpec]) -> _TracedUse:
+    def _traced_class(self, node: Node, specs: list[TensorSpec]) -> traced.TracedUse:
         layer = node.layer
         wanted = tracing.class_name_of(layer)
         inner = _Builder(
@@ -441,7 +440,7 @@ class _Builder:
         comment = f"{kind}{f' ({where})' if where else ''}: its call() traced at inference"
         for note in inner.notes:
             self.notes.append(Note(f"{node.qualified_name}/{note.layer}", note.text))
-        return _TracedUse(
+        return traced.TracedUse(
             class_name, inputs, outputs, inner.state, codegen.has_reset_parameters(source), comment
         )
 
@@ -455,7 +454,7 @@ class _Builder:
         elif tracing.is_random_draw(operation):
             expr = self.variables.claim("noise")
             self.statements.append(
-                codegen.Statement(expr, self._random_expression(operation), _RANDOM_COMMENT)
+                codegen.Statement(expr, self._random_expression(operation), traced.RANDOM_COMMENT)
             )
         else:
             expr = self._constant_source(operation.value)
@@ -485,7 +484,7 @@ class _Builder:
             return expr
         array = np.asarray(keras.ops.convert_to_numpy(value))
         device = self._device_reference()
-        readable = _arange_expression(array, device) or _causal_mask_expression(array, device)
+        readable = traced.arange_expression(array, device) or traced.causal_mask_expression(array, device)
         if readable is not None:
             return readable
         baked = self.classes.trainable_weight_like(array)
@@ -498,7 +497,7 @@ class _Builder:
                 "port would freeze it into a constant. Register a converter for this layer",
             )
         attr = self.attrs.claim("mask" if array.dtype == np.bool_ else "constant")
-        ctor = f"nn.Buffer({_empty(array.shape, array.dtype)})"
+        ctor = f"nn.Buffer({traced.empty(array.shape, array.dtype)})"
         self.declarations.append(codegen.Declaration(attr, ctor, "a constant of the Keras graph", []))
         self.state[attr] = array
         return f"self.{attr}"
@@ -526,13 +525,13 @@ class _Builder:
         attribute = self.graph.attributes.get(id(variable))
         explicit = not re.fullmatch(r"variable(_\d+)?", variable.name)
         attr = self.attrs.claim(variable.name if explicit or not attribute else attribute)
-        array = np.asarray(keras_value(variable))
-        empty = _empty(array.shape, array.dtype)
+        array = np.asarray(traced.keras_value(variable))
+        empty = traced.empty(array.shape, array.dtype)
         if variable.trainable:
             ctor = f"nn.Parameter({empty})"
         else:
             ctor = f"nn.Buffer({empty})"
-        init = _variable_init(variable, array.shape)
+        init = traced.variable_init(variable, array.shape)
         comment = f"Keras weight {variable.path!r}" + ("" if variable.trainable else " (not trainable)")
         if unused:
             comment += "; call() does not read it at inference, kept so the state matches Keras"
@@ -589,7 +588,7 @@ class _Builder:
         if known is not None:  # a shared layer: its submodules exist already
             return known
         # The user's attribute name inside a traced call() (self.attention), else the layer's name.
-        base = self.graph.attributes.get(id(node.layer)) or _lambda_name(node)
+        base = self.graph.attributes.get(id(node.layer)) or traced.lambda_name(node)
         base = naming.identifier(base or node.local_name(len(self.graph.scope)))
         modules: dict[str, str] = {}
         notes = list(result.notes)  # written once, above the layer's first declaration
@@ -664,163 +663,6 @@ class _Builder:
         return "\n".join(lines)
 
 
-@dataclass
-class _TracedUse:
-    """The generated class of one traced custom layer, as its first call made it."""
-
-    class_name: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    state: dict[str, np.ndarray]
-    resets: bool  # the class has reset_parameters()
-    comment: str
-
-
-@dataclass
-class _Classes:
-    """The classes of traced custom layers in one conversion (dependencies first).
-
-    Uses of one Keras class that trace to the same code share one generated class; uses that
-    trace to different code (other sizes, other options) get distinct classes, numbered
-    ``TransformerBlock``, ``TransformerBlock2``... so each class stays a plain, argument-free port.
-    """
-
-    taken: set[str]
-    root: Any = None  # the Keras model being converted
-    sources: list[codegen.ClassSource] = field(default_factory=list)
-    by_body: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def trainable_weight_like(self, array: np.ndarray):
-        """The root model's trainable weight ``array`` holds (as is or transposed), if any."""
-        if array.ndim == 0 or array.dtype.kind != "f" or np.all(array == array.flat[0]):
-            return None  # a constant-valued array (zeros...) cannot tell a weight from a constant
-        for variable in getattr(self.root, "trainable_weights", []):
-            if int(np.prod(variable.shape)) != array.size:
-                continue
-            value = keras_value(variable)
-            if (value.shape == array.shape and np.array_equal(value, array)) or (
-                value.ndim == 2 and value.T.shape == array.shape and np.array_equal(value.T, array)
-            ):
-                return variable
-        return None
-
-    def add(self, wanted: str, source: codegen.ClassSource) -> str:
-        key = (wanted, source.body_key())
-        if key in self.by_body:
-            return self.by_body[key]
-        name, number = wanted, 2
-        while name in self.taken:
-            name, number = f"{wanted}{number}", number + 1
-        self.taken.add(name)
-        source.class_name = name
-        self.sources.append(source)
-        self.by_body[key] = name
-        return name
-
-
-def keras_value(variable) -> np.ndarray:
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(variable))
-
-
-def _empty(shape: tuple, dtype) -> str:
-    """``torch.empty(...)`` of a shape and numpy dtype (float32 is torch's default)."""
-    dims = ", ".join(str(d) for d in shape) or "()"
-    dtype = np.dtype(dtype)
-    suffix = "" if dtype == np.float32 else f", dtype=torch.{dtype.name}"
-    return f"torch.empty({dims}{suffix})"
-
-
-def _arange_expression(array: np.ndarray, device: str) -> str | None:
-    """``torch.arange(...)`` when the 1-D array is an arithmetic progression, else None."""
-    if array.ndim != 1 or array.size < 2 or array.dtype.kind not in "iuf":
-        return None
-    start, step = array[0].item(), (array[1] - array[0]).item()
-    if step == 0 or not np.array_equal(array, start + step * np.arange(array.size, dtype=array.dtype)):
-        return None
-    stop = start + step * array.size
-    parts = (
-        [repr(stop)]
-        if start == 0 and step == 1
-        else [repr(start), repr(stop)] + ([repr(step)] if step != 1 else [])
-    )
-    # Integer positions are int64 in torch (Keras says int32): same values, and what indexing wants.
-    if array.dtype.kind == "f":
-        parts.append(f"dtype=torch.{array.dtype.name}")
-    parts.append(f"device={device}.device")
-    return f"torch.arange({', '.join(parts)})"
-
-
-def _causal_mask_expression(array: np.ndarray, device: str) -> str | None:
-    """``torch.tril(torch.ones(n, n, ...))`` when the array is a causal mask (leading unit axes)."""
-    if array.ndim < 2 or array.shape[-1] != array.shape[-2] or any(d != 1 for d in array.shape[:-2]):
-        return None
-    size = array.shape[-1]
-    if size < 2 or not np.array_equal(array.reshape(size, size), np.tril(np.ones((size, size), array.dtype))):
-        return None
-    dtype = "" if array.dtype == np.float32 else f", dtype=torch.{array.dtype.name}"
-    expr = f"torch.tril(torch.ones({size}, {size}{dtype}, device={device}.device))"
-    return expr + ("[" + ", ".join(["None"] * (array.ndim - 2)) + "]" if array.ndim > 2 else "")
-
-
-def _variable_init(variable, shape: tuple) -> list[str]:
-    """``reset_parameters`` lines for a traced weight, from the initialiser ``add_weight`` got."""
-    config = tracing.initializer_of(variable)
-    if config is None:
-        return []
-    # torch's fan-based initialisers need 2 dimensions: below that, explicit bounds (Keras's fans).
-    torch_shape = tuple(shape) if len(shape) >= 2 else (0,)
-    lines = initializers.init_lines(config, tuple(shape), torch_shape, "WEIGHT")
-    return [line.replace("{m}.WEIGHT", "{m}") for line in lines]
-
-
-_SERIALISED_OPTIONS = ("_regularizer", "_constraint", "_initializer")
-
-
-def _safe_config(layer) -> dict | None:
-    """``layer.get_config()``, even when a custom regularizer or constraint cannot serialise.
-
-    Such objects do not change the forward pass (the keras-io PointNet's OrthogonalRegularizer has
-    no get_config()); they are left out of the config instead of failing the conversion. None
-    (read lazily by the converter) for layers with nothing custom in those options.
-    """
-    custom = [
-        name
-        for name, value in vars(layer).items()
-        if name.endswith(_SERIALISED_OPTIONS)
-        and value is not None
-        and not tracing.is_builtin(value)
-        and not isinstance(value, (str, dict))
-    ]
-    if not custom:
-        return None
-    try:
-        return layer.get_config()
-    except Exception:  # noqa: BLE001 - fall back to a config without the custom objects
-        saved = {name: vars(layer)[name] for name in custom}
-        try:
-            for name in custom:
-                object.__setattr__(layer, name, None)
-            return layer.get_config()
-        finally:
-            for name, value in saved.items():
-                object.__setattr__(layer, name, value)
-
-
-_RANDOM_COMMENT = (
-    "Random at inference too, as in Keras (keras.random): every call draws new values, from "
-    "torch's generator, so outputs match Keras only in distribution"
-)
-
-
-def is_random(node: Node) -> bool:
-    """Whether a node's output is random at inference (a traced layer drawing keras.random)."""
-    if node.subgraph is None:
-        return False
-    return any(tracing.is_random_draw(n.layer) or is_random(n) for n in node.subgraph.nodes)
-
-
 def _feeds_channels_first(value, consumers: dict[int, list[Node]]) -> bool:
     """See :meth:`_Builder._feeds_channels_first`; looks into traced layers' own graphs."""
     queue, seen = deque([value]), set()
@@ -843,11 +685,3 @@ def _feeds_channels_first(value, consumers: dict[int, list[Node]]) -> bool:
                 seen.add(id(node))
                 queue.extend(node.outputs)
     return False
-
-
-def _lambda_name(node: Node) -> str | None:
-    """A Lambda layer Keras named itself is named after its function (``swish``, ``lambda_layer``)."""
-    if node.class_name != "Lambda" or naming.stable(node.layer.name, "Lambda") != "lambda":
-        return None
-    name = getattr(getattr(node.layer, "function", None), "__name__", "")
-    return naming.snake_case(name) if name.isidentifier() else "lambda_layer"
