@@ -438,6 +438,11 @@ def test_more_ops(fmt):
         "space_to_depth": ops.space_to_depth(ops.image.resize(conv, (4, 6)), 2),
         "normalize": ops.normalize(conv, axis=-1),
         "normalize order 1": ops.normalize(conv, axis=1, order=1),
+        "layer_normalization": ops.layer_normalization(conv, epsilon=1e-3),
+        "layer_normalization affine": ops.layer_normalization(
+            dense, gamma=np.linspace(0.5, 1.5, 4, dtype="float32"), beta=ops.mean(conv, axis=(0, 1, 2))
+        ),
+        "rms_normalization": ops.rms_normalization(dense, scale=np.full(4, 2.0, "float32")),
         "moments mean": mean,
         "moments variance": variance,
     }

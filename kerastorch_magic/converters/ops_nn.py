@@ -10,6 +10,7 @@ permuted instead of the tensors.
 
 from __future__ import annotations
 
+from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
 from .activations import _ACTIVATIONS, convert_relu, convert_softmax
 from .ops_common import (
@@ -227,3 +228,31 @@ def convert_dot_product_attention(call: LayerCall) -> Converted:
         terms.append(f"scale={call.operand(float(args['scale']))}")
     expr = f"F.scaled_dot_product_attention({', '.join(terms)}).transpose(1, 2)"
     return result(call, expr, comment="torch wants (batch, heads, time, features); Keras has heads third")
+
+
+@converter("LayerNorm", "RMSNorm", operation=True)
+def convert_layer_norm_op(call: LayerCall) -> Converted:
+    """``keras.ops.layer_normalization``/``rms_normalization`` over the last axis.
+
+    ``F.layer_norm``/``F.rms_norm`` normalise the trailing torch dims: a tensor whose Keras last
+    axis sits elsewhere in torch (channels-first) is brought to Keras's layout first.
+    """
+    import keras
+
+    layer, spec = call.layer, call.inputs[0]
+    if not isinstance(layer.axis, int) or layer.axis % spec.rank != spec.rank - 1:
+        raise call.unsupported(f"{call.class_name} over axis={layer.axis!r} (only the last axis converts)")
+    if getattr(layer, "rms_scaling", False):
+        raise call.unsupported("layer_normalization(rms_scaling=True)")
+    args = arguments(call)
+    epsilon = keras.config.epsilon() if layer.epsilon is None else float(layer.epsilon)
+    perm = spec.perm if spec.perm[-1] == spec.rank - 1 else layout.identity(spec.rank)
+    size = spec.keras_shape[-1]
+    names = ("scale",) if call.class_name == "RMSNorm" else ("gamma", "beta")
+    terms = [call.input_as(0, perm), f"({size},)"]
+    terms += [value_in_keras_layout(call, args[name]) if args[name] is not None else "None" for name in names]
+    while terms[-1] == "None":
+        terms.pop()
+    function = "F.rms_norm" if call.class_name == "RMSNorm" else "F.layer_norm"
+    expr = f"{function}({', '.join(terms)}, eps={epsilon!r})"
+    return result(call, expr, perm, "Keras's epsilon" if layer.epsilon is None else None)
