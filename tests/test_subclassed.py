@@ -105,3 +105,26 @@ def test_python_control_flow_on_tensors_is_refused_with_the_line():
     assert "'branchy' (Branchy)" in message
     assert "Python control flow on a tensor value" in message
     assert "test_subclassed.py:" in message and "if keras.ops.sum(x) > 0:" in message
+
+
+class TemperatureScaled(keras.Model):
+    """A weight of the model itself (add_weight on the Model), read in call()."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.logits = layers.Dense(4)
+        self.temperature = self.add_weight(shape=(), initializer="ones", name="temperature")
+
+    def call(self, x):
+        return keras.ops.softmax(self.logits(x) / self.temperature, axis=-1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subclassed_model_with_its_own_weight(fmt):
+    model = TemperatureScaled()
+    model.build((None, 5))
+    inputs = [np.random.default_rng(2).normal(size=(2, 5)).astype("float32")]
+    conversion, _ = assert_exact(model, fmt, inputs=inputs)
+    assert "self.temperature = nn.Parameter(torch.empty(()))" in conversion.code
+    assert "nn.init.ones_(self.temperature)" in conversion.code
+    assert_trainable_like_keras_subclassed(model, conversion, [(2, 5)])
