@@ -142,7 +142,12 @@ def test_progress_callback_sees_every_layer_and_both_phases(chain):
     assert middle.text() == "keras2torch: comparing layer 10 of 40 · 2.0 s elapsed, ~6 s left"
 
 
-def test_progress_in_a_notebook_updates_one_display(chain, monkeypatch):
+def small_dense():
+    model = keras.Sequential([keras.Input((8,))] + [keras.layers.Dense(8) for _ in range(5)])
+    return model, k2t.convert(model)
+
+
+def test_progress_in_a_notebook_updates_one_display(monkeypatch):
     import IPython.display
 
     shown: list[dict] = []
@@ -158,15 +163,17 @@ def test_progress_in_a_notebook_updates_one_display(chain, monkeypatch):
 
     monkeypatch.setattr(IPython.display, "display", display)
     monkeypatch.setattr(progress_module, "_in_kernel", lambda: True)
-    model, conversion = chain
+    monkeypatch.setattr(progress_module, "INTERVAL", 0.0)  # every layer
+    model, conversion = small_dense()
     k2t.compare(model, conversion, device="cpu")  # the default: a line in the notebook
-    assert len(shown) >= 3
-    assert "layer 0 of 60" in shown[0]["text/plain"] and "<progress" in shown[0]["text/html"]
-    assert shown[-1]["text/plain"].startswith("keras2torch: compared 60 layer outputs in")  # exports' text
+    assert len(shown) == 1 + 5 + 1  # the start, each layer, the last line
+    assert "layer 0 of 5" in shown[0]["text/plain"] and "<progress" in shown[0]["text/html"]
+    assert "layer 3 of 5" in shown[3]["text/plain"] and "s left" in shown[3]["text/plain"]
+    assert shown[-1]["text/plain"].startswith("keras2torch: compared 5 layer outputs in")  # exports' text
 
 
-def test_progress_outside_a_notebook(chain, capsys):
-    model, conversion = chain
+def test_progress_outside_a_notebook(capsys):
+    model, conversion = small_dense()
     k2t.compare(model, conversion, device="cpu")  # default: silent in plain Python
     assert capsys.readouterr().err == ""
     k2t.compare(model, conversion, device="cpu", progress=True)
