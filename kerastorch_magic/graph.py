@@ -57,7 +57,9 @@ def read_model(model, trace_lambda: bool = True) -> Graph:
     model = legacy.as_keras3(model)  # a Keras 2 (tf_keras) model: read through Keras 3's .h5 reader
     reader = _Reader(trace_lambda)
     if not _is_model(model) and tracing.traceable(model):
-        return reader.traced(model, tracing.trace_model(model, model.name), (), ())
+        graph = reader.traced(model, tracing.trace_model(model, model.name), (), ())
+        _token_inputs(graph)
+        return graph
     inputs = [
         Value(tuple(t.shape), str(t.dtype), name=t._keras_history.operation.name)
         for t in _model_io(model, "inputs")
@@ -65,6 +67,23 @@ def read_model(model, trace_lambda: bool = True) -> Graph:
     nodes: list[Node] = []
     outputs = reader.expand(model, inputs, (), nodes)
     return Graph(model.name, inputs, outputs, nodes, type(model).__name__)
+
+
+def read_trace(layer, trace, scope: tuple[str, ...], classes: tuple[str, ...] = ()) -> Graph:
+    """The graph of a call() traced apart from any model's walk (one step of an RNN's custom cell)."""
+    return _Reader(trace_lambda=True).traced(layer, trace, scope, classes)
+
+
+def _token_inputs(graph: Graph) -> None:
+    """A subclassed model's inputs read only by Embeddings hold token ids: int32, not float32.
+
+    Keras records the shapes a subclassed model was built with, not the dtypes, so the trace ran
+    on float32 inputs; the port takes the ids as integers, like the Keras model's users pass them.
+    """
+    for value in graph.inputs:
+        readers = graph.readers_inside(value)
+        if readers and all(node.class_name == "Embedding" for node in readers):
+            object.__setattr__(value, "dtype", "int32")  # Value is frozen; set before any use
 
 
 class _Reader:

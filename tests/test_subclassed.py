@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from exactness import assert_exact
 from keras import layers
-from test_tracing import Residual, SqueezeExcite, assert_trainable_like_keras
+from test_tracing import PositionalEmbedding, Residual, SqueezeExcite, assert_trainable_like_keras
 
 import kerastorch_magic as k2t
 
@@ -128,3 +128,26 @@ def test_subclassed_model_with_its_own_weight(fmt):
     assert "self.temperature = nn.Parameter(torch.empty(()))" in conversion.code
     assert "nn.init.ones_(self.temperature)" in conversion.code
     assert_trainable_like_keras_subclassed(model, conversion, [(2, 5)])
+
+
+class TextClassifier(keras.Model):
+    """A subclassed text model built by a call on token ids."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = PositionalEmbedding(6, 30, 8)
+        self.pool = layers.GlobalAveragePooling1D()
+        self.head = layers.Dense(2)
+
+    def call(self, tokens):
+        return self.head(self.pool(self.embedding(tokens)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subclassed_text_model_takes_token_ids(fmt):
+    tokens = np.random.default_rng(3).integers(0, 30, (2, 6)).astype("int32")
+    model = TextClassifier()
+    model(tokens)
+    conversion, _ = assert_exact(model, fmt, inputs=[tokens])
+    assert conversion.inputs[0].dtype == "int32"
+    assert ".long()" not in conversion.code  # ids go to nn.Embedding as they are
