@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import codegen, layout, naming, registry, traced, tracing
+from . import codegen, idioms, layout, naming, registry, traced, tracing
 from .converters import refused
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
@@ -44,6 +45,9 @@ class LayerTrace:
     # Random at inference (a traced layer drawing keras.random, e.g. a VAE's Sampling): Keras and
     # torch draw different values, so a comparison feeds the next layers Keras's own output.
     random: bool = False
+    # Set for a layer fused into the next one (an idiom, a folded BatchNorm: see idioms.py): no
+    # output of its own in forward, so compare skips it, saying where its effect is compared.
+    fused_into: str = ""
 
     @property
     def keras_name(self) -> str:
@@ -125,6 +129,7 @@ def convert(
     input_format: str = "channels_first",
     *,
     trace_lambda: bool = True,
+    fold_batchnorm: bool = False,
 ) -> Conversion:
     """Convert a built Keras model to PyTorch source plus a matching ``state_dict``.
 
@@ -132,7 +137,8 @@ def convert(
     itself, ``Lambda`` layers) are traced: see :mod:`tracing`. ``trace_lambda=False`` refuses
     ``Lambda`` layers instead (a ``.keras`` file loaded in safe mode must not run their code).
     Raises :class:`ConversionError` naming every layer that cannot be converted, and nothing else
-    on a model it cannot handle.
+    on a model it cannot handle. ``fold_batchnorm=True`` gives the deployment variant: each
+    BatchNormalization after a convolution or Dense layer folded into its weights (inference only).
     """
     from . import converters  # noqa: F401  (registers the built-in converters)
 
@@ -142,6 +148,7 @@ def convert(
     try:
         graph = read_model(model, trace_lambda)
         _check_supported(graph)
+        graph = idioms.rewrite(graph, fold_batchnorm=fold_batchnorm)  # torch idioms, folded BatchNorms
         return _Builder(graph, model, class_name, input_format).build()
     except ConversionError:
         raise
@@ -348,6 +355,10 @@ class _Builder:
         return source, inputs, outputs
 
     def _convert_node(self, node: Node) -> None:
+        if isinstance(node, idioms.Skipped):  # fused into a later node: a trace, no code
+            trace = LayerTrace(len(self.traces), node.original, 0, None, "", (), fused_into=node.into)
+            self.traces.append(trace)
+            return
         if any(id(v) not in self.specs for v in node.inputs):
             return  # fed by a layer that failed to convert: that error is already recorded
         first_readers = self.consumers.get(id(node.outputs[0]), [])
@@ -360,6 +371,7 @@ class _Builder:
             readers=self.consumers,
             model_outputs=self.output_ids,
             constant_source=self._constant_source,
+            traced_class=self._traced_class,
         )
         call._config = traced.safe_config(node.layer)
         if _is_pseudo(node):
@@ -369,6 +381,8 @@ class _Builder:
             result = self._traced_call(node, call)
         else:
             result = registry.spec_of(node)(call)
+        if isinstance(node, idioms.Fused) and node.note:
+            result.notes.insert(0, node.note)
         if len(result.outputs) != len(node.outputs):
             raise call.unsupported(
                 f"converter returned {len(result.outputs)} outputs, Keras has {len(node.outputs)}"
@@ -394,10 +408,17 @@ class _Builder:
             current = out_vars[0]
         if not result.steps:  # identity at inference: the output is the input tensor itself
             out_vars = [in_vars[0]] * len(node.outputs)
+        traced_node = getattr(node, "original", None) or node  # a fused chain's trace: its last node
         for index, (value, spec, var) in enumerate(zip(node.outputs, result.outputs, out_vars)):
             self.specs[id(value)], self.vars[id(value)] = spec, var
             trace = LayerTrace(
-                len(self.traces), node, index, spec, var, tuple(modules.values()), traced.is_random(node)
+                len(self.traces),
+                traced_node,
+                index,
+                spec,
+                var,
+                tuple(modules.values()),
+                traced.is_random(node),
             )
             self.traces.append(trace)
             self.statements.append((trace.index, var))
@@ -660,6 +681,8 @@ class _Builder:
             for i, spec in enumerate(specs):
                 suffix = f" {i}" if len(specs) > 1 else ""
                 lines.append(f"    {label}{suffix}: {describe(spec)}")
+        for note in getattr(self.graph, "docstring_notes", []):  # e.g. idioms' inference-only warning
+            lines += ["", *(f"    {line}" for line in textwrap.wrap(note, 80))]
         return "\n".join(lines)
 
 

@@ -210,6 +210,12 @@ class Keras2TorchMagics(Magics):
         "(N, C, H, W); channels_last: exactly Keras's layouts (N, H, W, C).",
     )
     @argument(
+        "--fold-batchnorm",
+        action="store_true",
+        help="Deployment variant: fold each BatchNormalization that follows a convolution or Dense "
+        "layer into its weights (faster; exact in eval mode, not for training).",
+    )
+    @argument(
         "--input",
         metavar="VAR",
         help="Variable holding sample input for the comparison, as the Keras model takes it "
@@ -431,7 +437,12 @@ class Keras2TorchMagics(Magics):
         if picked.note:
             print(picked.note)
         try:
-            conversion = convert(picked.model, class_name=options.class_name, input_format=args.input_format)
+            conversion = convert(
+                picked.model,
+                class_name=options.class_name,
+                input_format=args.input_format,
+                fold_batchnorm=args.fold_batchnorm,
+            )
         except ConversionError as error:
             raise _clean_error(error) from None
         if sample is not None and not args.no_compare:

@@ -90,6 +90,7 @@ def _conversion_rows(conversion, graph: Graph) -> list[Row]:
                 node,
                 trace.output_index,
                 ", ".join(trace.modules),
+                note=trace.fused_into,  # a layer fused into a later one: skipped, compared there
                 converter=_converter_name(node),
             )
         )
@@ -97,13 +98,9 @@ def _conversion_rows(conversion, graph: Graph) -> list[Row]:
 
 
 def _converter_name(node: Node) -> str:
-    """``converters.conv.convert_conv``: the function that wrote this layer's code."""
-    found = registry.find(node.class_name, node.is_operation)
-    if found is None:
-        return ""
-    function = getattr(found, "function", found)  # a registry entry, or the function itself
-    module = function.__module__.removeprefix(registry.__name__.rsplit(".", 1)[0] + ".")
-    return f"{module}.{function.__qualname__}"
+    """``converters.conv.convert_conv``: the converter that wrote this layer's code."""
+    spec = registry.spec_of(node)
+    return spec.name if spec is not None else ""
 
 
 class ConversionPlan:
@@ -115,7 +112,8 @@ class ConversionPlan:
         self.specs = [trace.spec for trace in conversion.traces]
 
     def wanted(self) -> set[int]:
-        return set(range(len(self.rows)))
+        """Every row but those of layers fused into a later one (they have no output of their own)."""
+        return {i for i, trace in enumerate(self.conversion.traces) if not trace.fused_into}
 
     def torch_inputs(self, arrays):
         return [
@@ -127,7 +125,7 @@ class ConversionPlan:
         module = self.conversion.build_traced(tap, device=self.device)  # isolation writes in place
         for row in self.rows:
             trace = self.conversion.traces[row.index]
-            if trace.output_index == 0:
+            if trace.output_index == 0 and not trace.fused_into:
                 row.torch_params = sum(count_parameters(getattr(module, name)) for name in trace.modules)
         with torch.no_grad():
             module(*inputs)

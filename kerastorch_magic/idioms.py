@@ -1,0 +1,249 @@
+"""Standard compositions, recognised in the graph and written as the torch idiom.
+
+Keras code often spells out an activation torch has a name for: MobileNetV3 writes hard-sigmoid
+as ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)``, other code ``x * sigmoid(x)`` (SiLU) or
+``x * hard_sigmoid(x)`` (hard-swish). A hand port writes ``F.hardsigmoid(x)``, ``F.silu(x)``,
+``F.hardswish(x)``. :func:`rewrite` finds such chains in the :class:`~ir.Graph` before conversion
+and replaces each by one :class:`Fused` node whose layer is the equivalent Keras layer
+(``Activation("hard_sigmoid")``), so the existing converter writes the idiom. With
+``fold_batchnorm`` it also folds BatchNormalization into the convolution or Dense before it
+(:mod:`folding`), by the same mechanism.
+
+Every node of a chain but the last stays in the graph as a :class:`Skipped` placeholder (no
+inputs, no outputs, no code), so the conversion still has one trace per Keras layer call, in
+Keras's order: ``compare`` shows the swallowed layers as fused (skipped) and compares the fused
+result at the chain's last layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .ir import Graph, Node, Value
+
+
+@dataclass(eq=False)
+class Fused(Node):
+    """The node standing for a whole chain: ``layer`` is the Keras layer computing all of it.
+
+    ``original`` is the chain's last node (its trace is the chain's: compare reads the fused
+    result there); ``note`` explains the fusion in the generated code (None: the converter's
+    own notes say enough).
+    """
+
+    original: Node | None = None
+    note: str | None = None
+
+
+@dataclass(eq=False)
+class Skipped(Node):
+    """A node swallowed by a fusion: no code; ``into`` says where its effect is compared."""
+
+    original: Node | None = None
+    into: str = ""
+
+
+@dataclass
+class Fusion:
+    """One chain of nodes (graph order) replaced by ``layer`` reading ``inputs``."""
+
+    nodes: list[Node]
+    layer: Any
+    inputs: list[Value]
+    note: str | None = None
+    how: str = "fused"  # on the swallowed layers' comparison rows, before "compared at <last>"
+
+
+@dataclass(eq=False)
+class RewrittenGraph(Graph):
+    """A graph after :func:`rewrite`; ``docstring_notes`` go into the generated class docstring."""
+
+    docstring_notes: list[str] = field(default_factory=list)
+
+
+_INFERENCE_ONLY = (
+    "Deployment variant: each BatchNormalization that follows a convolution or Dense layer is "
+    "folded into that layer (weight * s, (bias - mean) * s + beta, s = gamma / sqrt(var + eps)), "
+    "exact in eval mode only. Do not train this class as if it had BatchNorm: convert without "
+    "fold_batchnorm for that."
+)
+
+
+def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
+    """``graph`` with its idioms fused (and BatchNorms folded when asked); ``graph`` if none."""
+    from . import folding
+
+    nodes = [_rewrite_inner(node, fold_batchnorm) for node in graph.nodes]
+    graph = dataclasses.replace(graph, nodes=nodes) if nodes != graph.nodes else graph
+    fusions = _activation_fusions(graph)
+    folded = (
+        folding.batchnorm_fusions(graph, {id(n) for f in fusions for n in f.nodes}) if fold_batchnorm else []
+    )
+    if not fusions and not folded:
+        return graph
+    replaced: dict[int, Node] = {}
+    for fusion in [*fusions, *folded]:
+        last = fusion.nodes[-1]
+        for node in fusion.nodes[:-1]:
+            where = f"{fusion.how}: compared at {last.qualified_name!r}"
+            replaced[id(node)] = Skipped(
+                node.layer, node.scope, [], [], node.keras_node, node.scope_classes, original=node, into=where
+            )
+        replaced[id(last)] = Fused(
+            fusion.layer,
+            last.scope,
+            list(fusion.inputs),
+            list(last.outputs),
+            fusion.nodes[0].keras_node,
+            last.scope_classes,
+            original=last,
+            note=fusion.note,
+        )
+    fields = {f.name: getattr(graph, f.name) for f in dataclasses.fields(Graph)}
+    fields["nodes"] = [replaced.get(id(node), node) for node in graph.nodes]
+    return RewrittenGraph(**fields, docstring_notes=[_INFERENCE_ONLY] if folded else [])
+
+
+def _rewrite_inner(node: Node, fold_batchnorm: bool) -> Node:
+    """A traced custom layer's own graph gets the same treatment."""
+    if node.subgraph is None:
+        return node
+    inner = rewrite(node.subgraph, fold_batchnorm)
+    return node if inner is node.subgraph else dataclasses.replace(node, subgraph=inner)
+
+
+# -- matching helpers ---------------------------------------------------------------------------
+
+
+def _kind(node: Node) -> str:
+    """``op:Add`` for a keras.ops call, ``Multiply`` for a layer."""
+    return f"op:{node.class_name}" if node.is_operation else node.class_name
+
+
+def _scalar_operand(node: Node) -> float | None:
+    """The Python/numpy number a binary keras.ops call takes besides its one tensor, if any."""
+    arguments = getattr(node.keras_node, "arguments", None)
+    if arguments is None or len(node.inputs) != 1 or arguments.kwargs:
+        return None
+    numbers = [a for a in arguments.args if isinstance(a, (int, float, np.integer, np.floating))]
+    if len(numbers) != 1 or len(arguments.args) != 2 or isinstance(numbers[0], bool):
+        return None
+    return float(numbers[0])
+
+
+def _is_constant_op(node: Node, kinds: tuple[str, ...], value: float) -> bool:
+    """``x + 3.0`` (``kinds`` ("op:Add",), ``value`` 3): the op with this constant, float32-equal."""
+    number = _scalar_operand(node) if _kind(node) in kinds else None
+    return number is not None and np.float32(number) == np.float32(value)
+
+
+def _is_activation(node: Node, name: str, op_class: str) -> bool:
+    """``Activation(name)``, or the ``keras.ops`` call of class ``op_class``."""
+    if node.is_operation:
+        return node.class_name == op_class and len(node.inputs) == 1
+    if node.class_name != "Activation":
+        return False
+    import keras
+
+    try:
+        return node.layer.activation is keras.activations.get(name)
+    except ValueError:
+        return False
+
+
+def _is_relu6(node: Node) -> bool:
+    if node.class_name == "ReLU" and not node.is_operation:
+        layer = node.layer
+        return (
+            layer.max_value is not None
+            and float(layer.max_value) == 6.0
+            and not float(layer.negative_slope)
+            and not float(layer.threshold)
+        )
+    return _is_activation(node, "relu6", "Relu6")
+
+
+def _is_product_of_two(node: Node) -> bool:
+    """``a * b`` of two tensors: the keras.ops call or a two-input Multiply layer."""
+    return node.class_name == "Multiply" and len(node.inputs) == 2 and len(node.outputs) == 1
+
+
+class _Matcher:
+    """Walks a graph's single-reader chains."""
+
+    def __init__(self, graph: Graph):
+        self.readers = graph.consumers()
+        self.outputs = {id(v) for v in graph.outputs}
+        self.taken: set[int] = set()
+
+    def only_reader(self, value: Value) -> Node | None:
+        """The one node reading ``value``, when it is the only use (not a model output either)."""
+        readers = self.readers.get(id(value), [])
+        if len(readers) != 1 or id(value) in self.outputs or id(readers[0]) in self.taken:
+            return None
+        return readers[0]
+
+    def free(self, *nodes: Node) -> bool:
+        return all(id(n) not in self.taken and len(n.outputs) == 1 for n in nodes)
+
+
+def _hard_sigmoid_chain(match: _Matcher, add: Node) -> list[Node] | None:
+    """``relu6(x + 3) * (1 / 6)`` (or ``/ 6``) starting at the ``x + 3`` node."""
+    if not match.free(add) or not _is_constant_op(add, ("op:Add",), 3.0):
+        return None
+    relu6 = match.only_reader(add.outputs[0])
+    if relu6 is None or not _is_relu6(relu6):
+        return None
+    scale = match.only_reader(relu6.outputs[0])
+    if scale is None or not (
+        _is_constant_op(scale, ("op:Multiply",), 1.0 / 6.0)
+        or _is_constant_op(scale, ("op:Divide", "op:TrueDivide"), 6.0)
+    ):
+        return None
+    return [add, relu6, scale]
+
+
+def _times_input(match: _Matcher, gate: Node, source: Value) -> Node | None:
+    """The product ``source * gate(source)`` reading ``gate``'s output, if that is its only use."""
+    product = match.only_reader(gate.outputs[0])
+    if product is None or not _is_product_of_two(product):
+        return None
+    ids = {id(v) for v in product.inputs}
+    return product if ids == {id(source), id(gate.outputs[0])} else None
+
+
+def _activation_layer(name: str, like: Node):
+    import keras
+
+    return keras.layers.Activation(name, name=like.layer.name)
+
+
+def _activation_fusions(graph: Graph) -> list[Fusion]:
+    """Hard-sigmoid, hard-swish (``x * hard_sigmoid(x)``) and SiLU (``x * sigmoid(x)``) chains."""
+    match = _Matcher(graph)
+    fusions: list[Fusion] = []
+    for node in graph.nodes:
+        if id(node) in match.taken or isinstance(node, (Fused, Skipped)) or node.subgraph is not None:
+            continue
+        source = node.inputs[0] if len(node.inputs) == 1 else None
+        if source is None:
+            continue
+        chain, name = _hard_sigmoid_chain(match, node), "hard_sigmoid"
+        if chain is not None:
+            product = _times_input(match, chain[-1], source)
+            if product is not None:
+                chain, name = [*chain, product], "hard_swish"
+        elif match.free(node) and _is_activation(node, "sigmoid", "Sigmoid"):
+            product = _times_input(match, node, source)
+            chain, name = ([node, product], "silu") if product is not None else (None, "")
+        if chain is None:
+            continue
+        match.taken.update(id(n) for n in chain)
+        fusions.append(
+            Fusion(chain, _activation_layer(name, chain[-1]), [source], how=f"part of {name}, fused")
+        )
+    return fusions

@@ -1,0 +1,163 @@
+"""``convert(..., fold_batchnorm=True)``: BatchNorm folded into the layer before it, exactly.
+
+Every model gets random weights and calibrated BatchNorm statistics (tests/exactness.py), is
+converted with and without folding, and both are compared with Keras in eval mode (rtol 1e-5),
+in both input formats. The folded class must have fewer parameters by exactly the folded
+BatchNorms' (less the biases folding adds), say so in a comment and in its docstring, and
+``compare`` must map each BatchNorm's row to the folded layer's output.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import torch
+from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+def _outputs(conversion, inputs) -> list[np.ndarray]:
+    module = conversion.build()
+    arrays = [
+        torch.from_numpy(np.ascontiguousarray(s.to_torch_layout(a)))
+        for s, a in zip(conversion.inputs, inputs)
+    ]
+    with torch.no_grad():
+        out = module(*arrays)
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def _convert_both(model, input_format: str):
+    """(default conversion, folded conversion), each checked against Keras."""
+    inputs = random_inputs(model)
+    randomise_weights(model, inputs=inputs)
+    expected = model(inputs[0], training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    conversions = []
+    for fold in (False, True):
+        conversion = k2t.convert(model, input_format=input_format, fold_batchnorm=fold)
+        check_source(conversion.code)
+        for spec, keras_out, torch_out in zip(conversion.outputs, expected, _outputs(conversion, inputs)):
+            error = relative_error(np.transpose(keras_out, spec.perm), torch_out)
+            assert error <= RTOL, f"fold_batchnorm={fold}: relative error {error:.3g}"
+        conversions.append(conversion)
+    return conversions
+
+
+def _parameters(conversion) -> int:
+    """Parameters and floating-point buffers (BatchNorm statistics) of the built module."""
+    module = conversion.build()
+    return sum(t.numel() for t in [*module.parameters(), *module.buffers()] if t.is_floating_point())
+
+
+def _folded_saving(model, folded_layers: list[str]) -> int:
+    """What folding these BatchNorms saves: their 4 vectors, less a bias where the layer had none."""
+    saving = 0
+    for name in folded_layers:
+        norm = model.get_layer(name)
+        saving += 4 * norm.moving_mean.shape[0]
+        layer = model.get_layer(name.removesuffix("_bn"))
+        if not layer.use_bias:
+            saving -= norm.moving_mean.shape[0]
+    return saving
+
+
+def _resnet_blocks():
+    """Two ResNet50 bottlenecks (projection shortcut, then identity), names as Keras's."""
+    inputs = keras.Input((12, 12, 8))
+    x = inputs
+    for block, (filters, stride, project) in enumerate([(4, 2, True), (4, 1, False)]):
+        name = f"block{block}"
+        shortcut = x
+        if project:
+            shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+            shortcut = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_0_conv_bn")(shortcut)
+        x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+        x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_conv_bn")(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+        x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_conv_bn")(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+        x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_3_conv_bn")(x)
+        x = keras.layers.Activation("relu")(keras.layers.Add()([shortcut, x]))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+@pytest.mark.parametrize("input_format", FORMATS)
+def test_resnet_blocks(input_format):
+    model = _resnet_blocks()
+    default, folded = _convert_both(model, input_format)
+    norms = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 7
+    assert "nn.BatchNorm" not in folded.code
+    assert folded.code.count("folded into this layer's weight and bias") == 7
+    assert "Do not train this class" in folded.code.split('"""')[1]  # the class docstring
+    assert _parameters(default) - _parameters(folded) == _folded_saving(model, norms)
+    assert set(folded.state_dict) < set(default.state_dict)  # same attribute names, BN's gone
+
+
+@pytest.mark.parametrize("input_format", FORMATS)
+def test_depthwise_and_separable(input_format):
+    inputs = keras.Input((10, 9, 3))
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw")(inputs)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.SeparableConv2D(5, 3, strides=2, padding="same", use_bias=False, name="sep")(x)
+    x = keras.layers.BatchNormalization(name="sep_bn", center=False)(x)
+    model = keras.Model(inputs, x)
+    default, folded = _convert_both(model, input_format)
+    assert "nn.BatchNorm" in default.code and "nn.BatchNorm" not in folded.code
+    assert _parameters(default) - _parameters(folded) == _folded_saving(model, ["dw_bn", "sep_bn"])
+
+
+@pytest.mark.parametrize("input_format", FORMATS)
+def test_dense_and_conv1d(input_format):
+    inputs = keras.Input((7, 4))
+    x = keras.layers.Conv1D(6, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="conv_bn", scale=False)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(5, name="fc")(x)
+    x = keras.layers.BatchNormalization(name="fc_bn")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Activation("relu")(x)))
+    default, folded = _convert_both(model, input_format)
+    assert "nn.BatchNorm" not in folded.code
+    assert _parameters(default) - _parameters(folded) == _folded_saving(model, ["conv_bn", "fc_bn"])
+
+
+def test_not_folded_when_the_output_has_another_reader_or_an_activation():
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(4, 3, name="shared")(inputs)
+    x = keras.layers.BatchNormalization(name="shared_bn")(shared)
+    x = keras.layers.Add()([x, shared])  # the convolution's output is read twice
+    x = keras.layers.Conv2D(4, 1, activation="relu", name="activated")(x)
+    x = keras.layers.BatchNormalization(name="activated_bn")(x)  # after a ReLU: not affine-foldable
+    x = keras.layers.Conv2D(4, 1, name="plain")(x)
+    x = keras.layers.BatchNormalization(name="plain_bn")(x)
+    model = keras.Model(inputs, x)
+    _, folded = _convert_both(model, "channels_first")
+    assert folded.code.count("nn.BatchNorm2d(") == 2
+    assert folded.code.count("folded into this layer's weight and bias") == 1
+
+
+def test_compare_maps_the_batchnorm_row_to_the_folded_layer():
+    model = _resnet_blocks()
+    _, folded = _convert_both(model, "channels_first")
+    result = k2t.compare(model, folded, device="cpu")
+    assert result.ok
+    rows = {layer.keras_layer: layer for layer in result.layers}
+    conv, norm = rows["block0_1_conv"], rows["block0_1_conv_bn"]
+    assert not conv.compared and conv.status(result.tolerance) == "skip"
+    assert "folded" in conv.note and "block0_1_conv_bn" in conv.note
+    assert norm.compared and norm.status(result.tolerance) == "ok" and norm.torch_module == "block0_1_conv"
+
+
+def test_default_is_unchanged():
+    """Without the option the class keeps its BatchNorms (it is the trainable port)."""
+    model = _resnet_blocks()
+    conversion = k2t.convert(model)
+    assert conversion.code.count("nn.BatchNorm2d(") == 7 and "folded" not in conversion.code
