@@ -258,3 +258,15 @@ def test_long_sequence_stays_within_float32_tolerance():
     }
     errors = _check(out, [seq, mask], "channels_first")[1]
     print(f"seq 1024 relative errors: {errors}")
+
+
+@pytest.mark.skipif(registry.find("Any", operation=True) is None, reason="Masking's mask needs keras.ops.any")
+def test_masks_from_masking_layer():
+    """A Masking layer's mask (steps whose features all equal the mask value) reaches attention too."""
+    seq = keras.Input((6, 8), name="seq")
+    masked = keras.layers.Masking(0.0)(seq)
+    model = keras.Model(seq, keras.layers.MultiHeadAttention(2, 4)(masked, masked))
+    data = np.random.default_rng(0).normal(size=(2, 6, 8)).astype("float32")
+    data[0, 4:] = 0.0  # the first sequence ends with two masked steps
+    code = assert_each_output_exact(model, "channels_first", ["masking"], inputs=[data])[0].code
+    assert ".any(dim=2)" in code and "attn_mask=" in code
