@@ -66,6 +66,7 @@ def test_subclassed_model_with_several_inputs_and_outputs(fmt):
     conversion, _ = assert_exact(model, fmt, inputs=inputs)
     code = conversion.code
     assert "self.blocks_0 = Residual()" in code and "self.blocks_1 = Residual()" in code
+    assert "def forward(self, first, second):" in code  # named as call() unpacks its list
     assert code.count("class Residual(nn.Module):") == 1
     assert len(conversion.outputs) == 2
     assert_trainable_like_keras_subclassed(model, conversion, [(2, 4), (2, 3)])

@@ -225,7 +225,7 @@ def test_random_at_inference_becomes_a_torch_draw_marked_random():
     z_mean, z_log_var = keras.Input((3,), name="z_mean"), keras.Input((3,), name="z_log_var")
     model = keras.Model([z_mean, z_log_var], Sampling(name="sampling")([z_mean, z_log_var]))
     conversion = k2t.convert(model)
-    assert "noise = torch.randn(inputs_0.shape[0], 3, device=inputs_0.device)" in conversion.code
+    assert "noise = torch.randn(z_mean.shape[0], 3, device=z_mean.device)" in conversion.code
     assert [trace.random for trace in conversion.traces] == [True]
     # Same distribution: with a zero log-variance the output minus the mean is N(0, 1).
     mean = torch.full((4000, 3), 2.0)
@@ -450,7 +450,7 @@ def test_tensorflow_random_draw_at_inference_is_a_torch_draw():
     z_mean, z_log_var = keras.Input((2,)), keras.Input((2,))
     model = keras.Model([z_mean, z_log_var], KerasIoSampling()([z_mean, z_log_var]))
     conversion = k2t.convert(model)
-    assert "torch.randn(inputs_0.shape[0], 2, device=inputs_0.device)" in conversion.code
+    assert "torch.randn(z_mean.shape[0], 2, device=z_mean.device)" in conversion.code
     assert conversion.traces[0].random
 
 

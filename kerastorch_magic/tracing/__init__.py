@@ -132,11 +132,42 @@ def _argument_names(layer, args, kwargs, tensors) -> list[str]:
     except (TypeError, ValueError):
         bound = {"x": (args, kwargs)}
     names: dict[int, str] = {}
+    unpacked = _unpacked_names(layer.call)
     for parameter, value in bound.items():
         flat = [t for t in keras.tree.flatten(value) if isinstance(t, keras.KerasTensor)]
-        for i, tensor in enumerate(flat):
-            names.setdefault(id(tensor), parameter if len(flat) == 1 else f"{parameter}_{i}")
+        parts = unpacked.get(parameter)
+        if parts is None or len(parts) != len(flat) or not isinstance(value, (list, tuple)):
+            parts = [parameter] if len(flat) == 1 else [f"{parameter}_{i}" for i in range(len(flat))]
+        for tensor, name in zip(flat, parts):
+            names.setdefault(id(tensor), name)
     return [names.get(id(t), "x") for t in tensors]
+
+
+def _unpacked_names(function) -> dict[str, list[str]]:
+    """``{"inputs": ["z_mean", "z_log_var"]}`` for a call() starting ``z_mean, z_log_var = inputs``.
+
+    A list argument's parts then keep the names the user's code gives them. {} when the source
+    is not available or not of that form.
+    """
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return {}
+    definition = tree.body[0] if tree.body else None
+    if not isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {}
+    found: dict[str, list[str]] = {}
+    for statement in definition.body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+            continue
+        target, value = statement.targets[0], statement.value
+        if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, ast.Name):
+            if all(isinstance(element, ast.Name) for element in target.elts):
+                found.setdefault(value.id, [element.id for element in target.elts])
+    return found
 
 
 def _user_frame(error: BaseException, layer) -> str | None:
