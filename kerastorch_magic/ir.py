@@ -1,6 +1,8 @@
 """The two small data models of a conversion.
 
-* ``Graph``/``Node``/``Value``: the Keras model as read by :mod:`graph`, nested models flattened.
+* ``Graph``/``Node``/``Value``: the Keras model as read by :mod:`graph`, nested models flattened;
+  a traced layer (custom layer, subclassed model, Lambda) is one node whose ``subgraph`` is its
+  ``call()``'s graph.
 * ``TensorSpec``: what a torch tensor at some point of the generated ``forward`` holds, relative to
   the Keras tensor at the same point (layout permutation, flatten order).
 """
