@@ -26,9 +26,9 @@ def assert_each_output_exact(model, fmt, labels, inputs=None, scale=1.0, rtol=RT
     Returns (conversion, {label: relative error}).
     """
     assert len(labels) == len(model.outputs)
-    randomise_weights(model)
     if inputs is None:
         inputs = [a * np.float32(scale) if a.dtype == np.float32 else a for a in random_inputs(model)]
+    randomise_weights(model, inputs=inputs)
     conversion = k2t.convert(model, input_format=fmt)
     check_source(conversion.code)
     module = conversion.build()

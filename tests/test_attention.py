@@ -27,7 +27,7 @@ def _inputs(model, seed=1):
     rng = np.random.default_rng(seed)
     arrays = []
     for position, tensor in enumerate(model.inputs):
-        shape = (2, *tensor.shape[1:])
+        shape = (2, *(7 if d is None else d for d in tensor.shape[1:]))  # open lengths: 7
         if tensor.dtype == "bool" or tensor.name.startswith("mask"):
             arrays.append(_mask(shape, seed + position, tensor.dtype))
         elif "int" in tensor.dtype:
@@ -84,7 +84,12 @@ def test_masks_causal_and_scores(fmt):
     self_mask = keras.Input((6, 6), dtype="int32", name="mask_int")
     image = keras.Input((3, 4, 4), name="image")
     mha = keras.layers.MultiHeadAttention
+    open_length = keras.Input((None, 8), name="open_length")  # sizes read at run time
+    conv = keras.layers.Conv1D(8, 1)(open_length)  # channels-first in that format
     out = {
+        "causal, open length after a conv": mha(2, 4)(conv, conv, use_causal_mask=True),
+        "sliding window + causal, open length": mha(2, 4, sliding_window=3)(conv, conv, use_causal_mask=True),
+        "Attention causal, open length": keras.layers.Attention()([conv, conv], use_causal_mask=True),
         "bool mask": mha(2, 4)(seq, other, attention_mask=mask),
         "0/1 mask": mha(2, 4)(seq, seq, attention_mask=self_mask),
         "causal": mha(2, 4)(seq, seq, use_causal_mask=True),
@@ -102,7 +107,7 @@ def test_masks_causal_and_scores(fmt):
         output, scores = mha(2, 4)(seq, other, return_attention_scores=True, **kwargs)
         out[f"{label}: output"], out[f"{label}: weights"] = output, scores
     out["2D attention, dropout (eval)"] = mha(2, 3, dropout=0.2)(image, image)
-    code = _check(out, [seq, other, mask, self_mask, image], fmt)[0].code
+    code = _check(out, [seq, other, mask, self_mask, image, open_length], fmt)[0].code
     assert "is_causal=True" in code
     assert "torch.finfo(" in code and "large finite negative" in code
     assert "masked_fill(" in code and "-1e9" in code

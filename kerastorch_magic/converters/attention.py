@@ -147,15 +147,14 @@ def _mask_terms(call: LayerCall, geometry: _Geometry, query: int, value: int, ke
         position = _implicit_mask(call, "key_mask")
         if position is not None:
             terms.append(f"{{x{position}}}[:, None, :]")
-    t, s = call.inputs[query].keras_shape[1], call.inputs[value].keras_shape[1]
-    sizes = f"{_size(call, query, t)}, {_size(call, value, s)}"
+    t, s = _size(call, query, 1), _size(call, value, 1)
     if _call_option(call, "use_causal_mask"):
-        terms.append(f"torch.ones({sizes}, dtype=torch.bool, device={{x{query}}}.device).tril()")
+        terms.append(f"torch.ones({t}, {s}, dtype=torch.bool, device={{x{query}}}.device).tril()")
     window = call.config.get("sliding_window")
     if window:
         positions = (
-            f"(torch.arange({_size(call, query, t)}, device={{x{query}}}.device)[:, None]"
-            f" - torch.arange({_size(call, value, s)}, device={{x{query}}}.device))"
+            f"(torch.arange({t}, device={{x{query}}}.device)[:, None]"
+            f" - torch.arange({s}, device={{x{query}}}.device))"
         )
         terms.append(f"{positions}.abs() < {int(window)}")
     if terms and not geometry.simple:
@@ -182,9 +181,11 @@ def _conjunction(terms: list[str]) -> str:
     return _atom(joined)
 
 
-def _size(call: LayerCall, index: int, size) -> str:
-    """A static length, or the tensor's own (sequence lengths may be open)."""
-    return str(size) if size is not None else f"{{x{index}}}.shape[1]"
+def _size(call: LayerCall, index: int, axis: int) -> str:
+    """Input ``index``'s size along Keras ``axis``: static, or read from the tensor (open lengths)."""
+    spec = call.inputs[index]
+    size = spec.keras_shape[axis]
+    return str(size) if size is not None else f"{{x{index}}}.shape[{spec.torch_dim(axis)}]"
 
 
 def _implicit_mask(call: LayerCall, name: str) -> int | None:
@@ -368,11 +369,8 @@ def convert_dot_attention(call: LayerCall) -> Converted:
     if value_mask is not None:
         keep.append(f"{{x{value_mask}}}[..., None, :]")
     if _call_option(call, "use_causal_mask"):
-        t, s = call.inputs[query].keras_shape[-2], call.inputs[value].keras_shape[-2]
-        keep.append(
-            f"torch.ones({_size(call, query, t)}, {_size(call, value, s)}, dtype=torch.bool, "
-            f"device={{x{query}}}.device).tril()"
-        )
+        t, s = _size(call, query, -2), _size(call, value, -2)
+        keep.append(f"torch.ones({t}, {s}, dtype=torch.bool, device={{x{query}}}.device).tril()")
     notes, steps = [], [Step(scores, comment)]
     weights = "F.softmax({x}, dim=-1)"
     if keep:
