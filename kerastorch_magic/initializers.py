@@ -46,6 +46,8 @@ def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...
     else:
         name, options = config.get("class_name", ""), dict(config.get("config") or {})
     name = name.lower().replace("_", "")
+    # Keras's short aliases ("uniform" in keras-io's custom RNN cell) of its random initialisers.
+    name = {"uniform": "randomuniform", "normal": "randomnormal"}.get(name, name)
     target = "{m}." + param
     fan_in, fan_out = keras_fans(keras_shape)
     same_fans = keras_fans(keras_shape) == torch_fans(torch_shape)

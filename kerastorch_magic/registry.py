@@ -231,6 +231,10 @@ class LayerCall:
     # Source of a tensor holding a keras.Variable or a concrete array that a keras.ops call takes
     # as an argument, supplied by the builder (see :meth:`operand`).
     constant_source: Callable[[Any], str] | None = field(default=None, repr=False)
+    # The builder's generated class for a traced call() that is part of this layer (an RNN's
+    # custom cell): ``traced_class(node, input_specs)`` with ``node.subgraph`` set returns its
+    # class name, state, whether it has reset_parameters() and a comment (conversion's traced use).
+    traced_class: Callable[[Node, list[TensorSpec]], Any] | None = field(default=None, repr=False)
     _config: dict | None = None
 
     def argument_inputs(self, name: str) -> list[int]:

@@ -243,20 +243,133 @@ def test_refusals_name_layer_and_option():
     with pytest.raises(k2t.ConversionError, match=r"'remembering' \(LSTM\): stateful=True"):
         k2t.convert(model)
 
-    class MinimalCell(L.Layer):
-        state_size = 3
-
-        def build(self, input_shape):
-            self.kernel = self.add_weight(shape=(input_shape[-1], 3))
-
-        def call(self, inputs, states):
-            output = keras.ops.matmul(inputs, self.kernel) + states[0]
-            return output, [output]
-
     y = keras.Input((4, 3))
-    model = keras.Model(y, L.RNN(MinimalCell(), name="custom")(y))
-    with pytest.raises(k2t.ConversionError, match=r"'custom' \(RNN\): cell MinimalCell is not supported"):
+    model = keras.Model(y, L.RNN(StartingCell(3), name="custom")(y))
+    with pytest.raises(k2t.ConversionError, match=r"'custom' \(RNN\): cell StartingCell defines get_initial"):
         k2t.convert(model)
+
+
+# -- custom cells, traced ---------------------------------------------------------------------------
+@keras.saving.register_keras_serializable("test_recurrent")
+class MinimalRNNCell(L.Layer):
+    """keras-io's minimal RNN cell (an int state_size, add_weight kernels)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.units), initializer="uniform", name="kernel"
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, self.units), initializer="uniform", name="recurrent_kernel"
+        )
+
+    def call(self, inputs, states):
+        prev_output = states[0]
+        h = keras.ops.matmul(inputs, self.kernel)
+        output = h + keras.ops.matmul(prev_output, self.recurrent_kernel)
+        return output, [output]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable("test_recurrent")  # Bidirectional copies it
+class PeepholeLSTMCell(L.Layer):
+    """A textbook peephole LSTM: two states, the gates also read the cell state."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = [units, units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 4 * self.units), name="kernel")
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, 4 * self.units), initializer="orthogonal", name="recurrent_kernel"
+        )
+        self.peephole = self.add_weight(shape=(3, self.units), initializer="zeros", name="peephole")
+        self.bias = self.add_weight(shape=(4 * self.units,), initializer="zeros", name="bias")
+
+    def call(self, inputs, states):
+        h, c = states
+        z = keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(h, self.recurrent_kernel) + self.bias
+        i, f, g, o = keras.ops.split(z, 4, axis=-1)
+        i = keras.ops.sigmoid(i + self.peephole[0] * c)
+        f = keras.ops.sigmoid(f + self.peephole[1] * c)
+        c = f * c + i * keras.ops.tanh(g)
+        o = keras.ops.sigmoid(o + self.peephole[2] * c)
+        h = o * keras.ops.tanh(c)
+        return h, [h, c]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class StartingCell(MinimalRNNCell):
+    def get_initial_state(self, batch_size=None):
+        return [keras.ops.ones((batch_size, self.units))]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_rnn_with_custom_cells_traced(masked):
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = L.Embedding(10, 3, mask_zero=masked, name="embedding")(tokens)
+    h = keras.Input((4,), name="h")
+    minimal_state = L.RNN(MinimalRNNCell(4), return_state=True, name="minimal_state")(embedded)
+    peephole_state = L.RNN(
+        PeepholeLSTMCell(4),
+        return_sequences=True,
+        return_state=True,
+        go_backwards=True,
+        name="peephole_state",
+    )(embedded)
+    branches = {
+        "minimal": L.RNN(MinimalRNNCell(4), name="minimal")(embedded),
+        "minimal sequences backwards": L.RNN(
+            MinimalRNNCell(3), return_sequences=True, go_backwards=True, name="minimal_back"
+        )(embedded),
+        "minimal state output": minimal_state[0],
+        "minimal state h": minimal_state[1],
+        "minimal initial_state": L.RNN(MinimalRNNCell(4), return_sequences=True, name="started")(
+            embedded, initial_state=[h]
+        ),
+        "peephole": L.RNN(PeepholeLSTMCell(4), name="peephole")(embedded),
+        "peephole state sequences": peephole_state[0],
+        "peephole state h": peephole_state[1],
+        "peephole state c": peephole_state[2],
+        "Bidirectional": L.Bidirectional(L.RNN(PeepholeLSTMCell(3), return_sequences=True), name="bi")(
+            embedded
+        ),
+        "stacked": L.RNN(L.StackedRNNCells([MinimalRNNCell(4), L.GRUCell(3)]), name="stacked")(embedded),
+    }
+    model = keras.Model([tokens, h], list(branches.values()))
+    inputs = [PADDED_IDS, np.random.default_rng(6).normal(size=(4, 4)).astype("float32")]
+    conversion, _ = assert_each_output_exact(model, "channels_first", list(branches), inputs=inputs)
+    code = unwrap(conversion.code)
+    # One class per traced step (sizes differ: numbered), the weights named after Keras's.
+    assert "class MinimalRNNCell(nn.Module):" in code and "class PeepholeLSTMCell(nn.Module):" in code
+    assert re.search(r"def forward\(self, inputs, \w+, \w+\):", code)  # the states, flat
+    assert "self.peephole = nn.Parameter(torch.empty(3, 4))" in code
+    assert "nn.init.uniform_(" in code  # keras-io's initializer="uniform"
+    # Keras's initial state (zeros of state_size) is explicit: the class is a plain traced step.
+    compact = re.sub(r"\s+", "", code)
+    assert re.search(r"keras_rnn_loop\(self\.minimal,(\w+),\(\1\.new_zeros\(\1\.shape\[0\],4\),\)", compact)
+
+
+def test_custom_cell_trains_like_keras():
+    tokens = keras.Input((6,), dtype="int32")
+    embedded = L.Embedding(10, 3, mask_zero=True)(tokens)
+    model = keras.Model(tokens, L.Dense(2)(L.RNN(PeepholeLSTMCell(4))(embedded)))
+    randomise_weights(model, inputs=[PADDED_IDS])
+    module = k2t.convert(model).build().train()
+    assert sum(p.numel() for p in module.parameters()) == model.count_params()
+    module(torch.from_numpy(PADDED_IDS)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
 def test_backward_pass_reaches_every_parameter():

@@ -75,6 +75,7 @@ _LOOP = '''
 def keras_rnn_loop(cell, x, state=None, mask=None, zero_masked_outputs=False):
     """Step ``cell`` through ``x`` (N, T, F) as Keras's RNN loop does.
 
+    ``cell(x_t, *state)`` returns the step's output then the new states, as a Keras cell does.
     At a masked step (``mask`` False) the state carries over and the output repeats the
     previous one (0 with ``zero_masked_outputs``, as Keras's Bidirectional returns them).
     Returns (outputs (N, T, H), final state).
@@ -82,7 +83,7 @@ def keras_rnn_loop(cell, x, state=None, mask=None, zero_masked_outputs=False):
     state = cell.zero_state(x) if state is None else tuple(state)
     outputs, previous = [], None
     for t in range(x.shape[1]):
-        output, new_state = cell(x[:, t], state)
+        output, *new_state = cell(x[:, t], *state)
         if mask is not None:
             keep = mask[:, t].view(-1, *[1] * (output.dim() - 1))  # (N, 1, ...)
             if zero_masked_outputs or previous is None:
@@ -90,7 +91,7 @@ def keras_rnn_loop(cell, x, state=None, mask=None, zero_masked_outputs=False):
             output = torch.where(keep, output, previous)
             new_state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
         outputs.append(output)
-        previous, state = output, new_state
+        previous, state = output, tuple(new_state)
     return torch.stack(outputs, dim=1), state
 '''
 
@@ -122,6 +123,8 @@ class _Run:
         if not self.fused:
             helpers["keras_rnn_loop"] = _LOOP
             args = [self.module, seq]
+            if not states and hasattr(self.plan, "zero_state"):  # a traced cell: Keras's zeros
+                states = self.plan.zero_state("{x0}")
             if states:
                 args.append(f"({', '.join(states)},)" if len(states) == 1 else f"({', '.join(states)})")
             if mask is not None:

@@ -23,6 +23,7 @@ import numpy as np
 from .. import initializers
 from ..registry import LayerCall, Submodule
 from .activations import activation_name, activation_steps
+from .recurrent_traced import TracedCellPlan, is_custom_cell, plan_traced_cell
 
 # Keras's GRU gate blocks are z, r, h; torch's are r, z, n.
 _GRU_TO_TORCH = (1, 0, 2)
@@ -46,13 +47,12 @@ class LSTMCellWithActivations(nn.Module):
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, zeros
 
-    def forward(self, x, state):
-        h, c = state
+    def forward(self, x, h, c):
         z = F.linear(x, self.weight_ih, self.bias) + F.linear(h, self.weight_hh)
         i, f, g, o = z.chunk(4, dim=1)
         c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
         h = self.recurrent_activation(o) * self.activation(c)
-        return h, (h, c)
+        return h, h, c  # the output, then the new state (h, c), as a Keras cell returns them
 '''
 
 _GRU_CELL = '''
@@ -78,8 +78,7 @@ class GRUCellWithOptions(nn.Module):
     def zero_state(self, x):
         return (x.new_zeros(x.shape[0], self.hidden_size),)
 
-    def forward(self, x, state):
-        (h,) = state
+    def forward(self, x, h):
         x_z, x_r, x_h = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, dim=1)
         if self.reset_after:
             h_z, h_r, h_h = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
@@ -93,7 +92,7 @@ class GRUCellWithOptions(nn.Module):
             r = self.recurrent_activation(x_r + h_r)
             candidate = self.activation(x_h + F.linear(r * h, w_h))
         h = z * h + (1 - z) * candidate
-        return h, (h,)
+        return h, h  # the output, then the new state
 '''
 
 _SIMPLE_CELL = '''
@@ -110,10 +109,9 @@ class SimpleRNNCellWithActivation(nn.Module):
     def zero_state(self, x):
         return (x.new_zeros(x.shape[0], self.hidden_size),)
 
-    def forward(self, x, state):
-        (h,) = state
+    def forward(self, x, h):
         h = self.activation(F.linear(x, self.weight_ih, self.bias) + F.linear(h, self.weight_hh))
-        return h, (h,)
+        return h, h  # the output, then the new state
 '''
 
 _KINDS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "RNN"}
@@ -218,13 +216,16 @@ class CellPlan:
         return text + ("; Keras's one bias is bias_ih, bias_hh is 0." if self.use_bias else ".")
 
 
-def plan_cell(call: LayerCall, cell) -> CellPlan:
-    """The torch plan of one built-in Keras cell (``LSTMCell``, ``GRUCell``, ``SimpleRNNCell``)."""
+def plan_cell(call: LayerCall, cell) -> CellPlan | TracedCellPlan:
+    """The torch plan of one Keras cell: built-in (``LSTMCell``, ``GRUCell``, ``SimpleRNNCell``)
+    or the user's own (traced, see :mod:`recurrent_traced`)."""
     kind = _KINDS.get(type(cell).__name__)
+    if kind is None and is_custom_cell(cell):
+        return plan_traced_cell(call, cell)
     if kind is None:
         raise call.unsupported(
             f"cell {type(cell).__name__} is not supported here: only Keras's LSTMCell, GRUCell, "
-            "SimpleRNNCell and StackedRNNCells of them are (register a converter for custom cells)"
+            "SimpleRNNCell, StackedRNNCells of them and custom cells (traced) are"
         )
     config = cell.get_config()
     units = int(cell.units)

@@ -40,13 +40,12 @@ class ConvLSTMCell(nn.Module):
         zeros = torch.zeros_like(self.input_conv(x[:, 0]).chunk(4, dim=1)[0])
         return zeros, zeros
 
-    def forward(self, x, state):
-        h, c = state
+    def forward(self, x, h, c):
         z = self.input_conv(x) + self.recurrent_conv(h)
         i, f, g, o = z.chunk(4, dim=1)
         c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
         h = self.recurrent_activation(o) * self.activation(c)
-        return h, (h, c)
+        return h, h, c  # the output, then the new state (h, c), as a Keras cell returns them
 '''
 
 
