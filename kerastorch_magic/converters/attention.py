@@ -229,42 +229,20 @@ def convert_attention(call: LayerCall) -> Converted:
     v = geometry.split(f"{{m_value}}({geometry.prepare(call, value)})", kv_heads, value_dim)
     notes: list[str] = []
     groups = heads // kv_heads
-    if groups > 1:
+    if groups > 1:  # (torch >= 2.5's SDPA could skip the copies with enable_gqa=True)
+        k, v = (f"{t}.repeat_interleave({groups}, dim=1)" for t in (k, v))
         notes.append(
             f"GroupedQueryAttention: each of the {kv_heads} key/value heads serves {groups} "
             "consecutive query heads, as Keras repeats them."
         )
-    mask = _conjunction(terms) if terms else ""
-    explicit = scores_out or (dropout > 0 and terms and not causal_only)
-    if groups > 1:  # (torch >= 2.5's SDPA could skip the copies with enable_gqa=True)
-        k, v = (f"{t}.repeat_interleave({groups}, dim=1)" for t in (k, v))
-    if explicit:
-        scale = 1.0 / math.sqrt(key_dim)
-        scores = f"({q} * {scale!r}) @ {k}.transpose(-2, -1)"
-        if terms:
-            keep = f"{mask}.unsqueeze(-3)"  # Keras broadcasts a (B, T, S) mask over the heads
-            weights = f"F.softmax(({scores}).masked_fill(~{keep}, -1e9), dim=-1).masked_fill(~{keep}, 0.0)"
-            notes.append(_EXPLICIT_NOTE)
-        else:
-            weights = f"F.softmax({scores}, dim=-1)"
-        first = Step(weights, "attention weights, explicit: Keras computes them so when it returns them")
-        attended = f"F.dropout({{x}}, p={dropout!r}, training=self.training)" if dropout else "{x}"
+    mask = f"{_conjunction(terms)}.unsqueeze(-3)" if terms else None  # broadcast over the heads
+    if scores_out or (dropout > 0 and terms and not causal_only):
+        first, attended, note = _explicit_attention(q, k, mask, key_dim, dropout)
         merged = geometry.merge(f"({attended} @ {v})")
     else:
-        options = []
-        if causal_only:
-            options.append("is_causal=True")
-        elif terms:
-            keep = f"{mask}.unsqueeze(-3)"
-            options.append(f"attn_mask=torch.where({keep}, 0.0, torch.finfo({{x{query}}}.dtype).min)")
-            notes.append(_FUSED_NOTE)
-        if dropout:
-            options.append(f"dropout_p={dropout!r} if self.training else 0.0")
-        first = Step(
-            f"F.scaled_dot_product_attention({', '.join([q, k, v, *options])})",
-            "scale 1/sqrt(head_dim): SDPA's default, as in Keras",
-        )
+        first, note = _fused_attention(q, k, v, None if causal_only else mask, causal_only, dropout, query)
         merged = geometry.merge("{x}")
+    notes += [note] if note else []
     if "gate" in modules:
         merged = f"{merged} * torch.sigmoid({{m_gate}}({geometry.prepare(call, query)}))"
     out_expr = f"{{m_output}}({merged})"
@@ -279,6 +257,36 @@ def convert_attention(call: LayerCall) -> Converted:
         out_expr = f"{out_expr}, {{x}}"
         outputs.append(call.output_spec(layout.identity(len(call.output_shapes[1])), 1))
     return Converted([first, Step(out_expr)], outputs, modules, notes)
+
+
+def _explicit_attention(q: str, k: str, keep: str | None, key_dim: int, dropout: float):
+    """Keras's own softmax path: (weights step, the weights as attended, note)."""
+    scores = f"({q} * {1.0 / math.sqrt(key_dim)!r}) @ {k}.transpose(-2, -1)"
+    if keep is None:
+        weights, note = f"F.softmax({scores}, dim=-1)", None
+    else:
+        weights = f"F.softmax(({scores}).masked_fill(~{keep}, -1e9), dim=-1).masked_fill(~{keep}, 0.0)"
+        note = _EXPLICIT_NOTE
+    step = Step(weights, "attention weights, explicit: Keras computes them so when it returns them")
+    attended = f"F.dropout({{x}}, p={dropout!r}, training=self.training)" if dropout else "{x}"
+    return step, attended, note
+
+
+def _fused_attention(q: str, k: str, v: str, keep: str | None, causal: bool, dropout: float, query: int):
+    """``F.scaled_dot_product_attention``: (step, note)."""
+    options, note = [], None
+    if causal:
+        options.append("is_causal=True")
+    elif keep is not None:
+        options.append(f"attn_mask=torch.where({keep}, 0.0, torch.finfo({{x{query}}}.dtype).min)")
+        note = _FUSED_NOTE
+    if dropout:
+        options.append(f"dropout_p={dropout!r} if self.training else 0.0")
+    step = Step(
+        f"F.scaled_dot_product_attention({', '.join([q, k, v, *options])})",
+        "scale 1/sqrt(head_dim): SDPA's default, as in Keras",
+    )
+    return step, note
 
 
 def _projections(call: LayerCall) -> dict[str, Submodule]:
