@@ -33,6 +33,17 @@ def _tf_matmul(ops, a, b, transpose_a=False, transpose_b=False):
     return ops.matmul(a, b)
 
 
+def _tf_split(ops, value, num_or_size_splits, axis=0):
+    if isinstance(num_or_size_splits, int):
+        return ops.split(value, num_or_size_splits, axis=axis)
+    # TF takes the sizes of the pieces, keras.ops (NumPy) the indices where they start.
+    sizes = [int(size) for size in num_or_size_splits]
+    if any(size < 0 for size in sizes):
+        raise TypeError("tf.split with an inferred (-1) size")  # refused by TensorFlow itself
+    starts = [sum(sizes[:i]) for i in range(1, len(sizes))]
+    return ops.split(value, starts, axis=axis)
+
+
 _TF_EQUIVALENTS = {
     "shape": lambda ops, input, out_type=None: ops.shape(input),
     "reshape": lambda ops, tensor, shape: ops.reshape(tensor, tuple(shape)),
@@ -63,6 +74,28 @@ _TF_EQUIVALENTS = {
     "exp": lambda ops, x: ops.exp(x),
     "math.exp": lambda ops, x: ops.exp(x),
     "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
+    "identity": lambda ops, input: input,
+    "nn.silu": lambda ops, features, beta=1.0: (
+        ops.silu(features) if beta == 1.0 else features * ops.sigmoid(beta * features)
+    ),
+    "nn.swish": lambda ops, features, beta=1.0: (
+        ops.silu(features) if beta == 1.0 else features * ops.sigmoid(beta * features)
+    ),
+    "math.reduce_mean": lambda ops, input_tensor, axis=None, keepdims=False: ops.mean(
+        input_tensor, axis, keepdims
+    ),
+    "math.reduce_sum": lambda ops, input_tensor, axis=None, keepdims=False: ops.sum(
+        input_tensor, axis, keepdims
+    ),
+    "math.sigmoid": lambda ops, x: ops.sigmoid(x),
+    "math.tanh": lambda ops, x: ops.tanh(x),
+    "abs": lambda ops, x: ops.abs(x),
+    "math.abs": lambda ops, x: ops.abs(x),
+    "maximum": lambda ops, x, y: ops.maximum(x, y),
+    "minimum": lambda ops, x, y: ops.minimum(x, y),
+    "add": lambda ops, x, y: ops.add(x, y),
+    "multiply": lambda ops, x, y: ops.multiply(x, y),
+    "split": _tf_split,
     "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
         "normal", shape, mean, stddev, _tf_dtype(dtype)
     ),
