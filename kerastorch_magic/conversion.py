@@ -56,6 +56,27 @@ class LayerTrace:
 
 @dataclass
 class Conversion:
+    """The result of :func:`convert`: generated source, weights, and how the tensors line up.
+
+    Attributes:
+        code: the self-contained module source (imports, helpers, the class); compiles on its
+            own and never imports this package.
+        class_name: the generated class's name.
+        state_dict: ``{name: torch.Tensor}`` with the Keras weights re-laid for torch;
+            ``load_state_dict(state_dict, strict=True)`` works.
+        inputs, outputs: one :class:`~kerastorch_magic.ir.TensorSpec` per model input/output,
+            in Keras order; ``spec.perm`` maps the Keras layout to the torch one
+            (``torch_array == keras_array.transpose(spec.perm)``).
+        notes: the non-obvious mappings, per layer (also comments in ``code``).
+        traces: where each Keras layer's output lives in ``forward`` (what ``compare`` reads).
+        model_name: the Keras model's name.
+        input_format: ``"channels_first"`` or ``"channels_last"``, as requested.
+
+    Example:
+        >>> conv = k2t.convert(model, class_name="Net")  # doctest: +SKIP
+        >>> net = conv.build()  # eval mode, Keras weights loaded
+    """
+
     code: str
     class_name: str
     state_dict: dict
@@ -69,7 +90,23 @@ class Conversion:
     _classes: dict = field(default_factory=dict, repr=False)  # source -> its class, run once
 
     def build(self, device=None):
-        """The generated class, instantiated in eval mode with the Keras weights loaded."""
+        """Instantiate the generated class in eval mode with the Keras weights loaded.
+
+        Runs ``self.code`` (once per conversion), builds the class without paying for
+        ``reset_parameters()`` and loads copies of ``state_dict`` (strict).
+
+        Args:
+            device: a ``torch.device`` or string (``"cpu"``, ``"cuda"``...) for the parameters
+                and buffers; None keeps them on the CPU.
+
+        Returns:
+            The ``torch.nn.Module``, in eval mode (dropout off, BatchNorm on its moving
+            statistics, as Keras's inference). Call ``.train()`` to fine-tune it.
+
+        Example:
+            >>> net = k2t.convert(model).build("cuda")  # doctest: +SKIP
+            >>> y = net(torch.randn(1, 3, 64, 64, device="cuda"))  # doctest: +SKIP
+        """
         return self._instantiate(self.code, device)
 
     def build_traced(self, tap, device=None):
@@ -134,11 +171,34 @@ def convert(
     """Convert a built Keras model to PyTorch source plus a matching ``state_dict``.
 
     Layers without a converter that the user wrote (``Layer`` subclasses, a subclassed ``Model``
-    itself, ``Lambda`` layers) are traced: see :mod:`tracing`. ``trace_lambda=False`` refuses
-    ``Lambda`` layers instead (a ``.keras`` file loaded in safe mode must not run their code).
-    Raises :class:`ConversionError` naming every layer that cannot be converted, and nothing else
-    on a model it cannot handle. ``fold_batchnorm=True`` gives the deployment variant: each
-    BatchNormalization after a convolution or Dense layer folded into its weights (inference only).
+    itself, ``Lambda`` layers) are traced: see :mod:`tracing`. Every layer is checked before any
+    code is written, so one error names all the layers that cannot be converted.
+
+    Args:
+        model: a built Keras 3 model (Sequential, Functional or subclassed); not modified.
+        class_name: the generated class's name (made a valid identifier if it is not one).
+        input_format: ``"channels_first"`` (idiomatic PyTorch: images, volumes and sequences
+            that feed convolutions are channels-first, see each spec's ``perm``) or
+            ``"channels_last"`` (``forward`` takes and returns exactly Keras's layouts).
+        trace_lambda: False refuses ``Lambda`` layers instead of tracing them (a ``.keras``
+            file loaded in safe mode must not run their code).
+        fold_batchnorm: True gives the deployment variant: each BatchNormalization after a
+            convolution or Dense layer folded into its weights (inference only).
+
+    Returns:
+        A :class:`Conversion`: ``.code``, ``.state_dict``, ``.inputs``/``.outputs`` specs,
+        ``.notes``, and ``.build(device)`` for the module.
+
+    Raises:
+        ConversionError: naming every layer that cannot be converted (``.layers`` lists
+            ``(name, class)``), and for any other failure to read the model; nothing else on a
+            model it cannot handle.
+        ValueError: an unknown ``input_format``.
+
+    Example:
+        >>> conv = k2t.convert(model, class_name="Net")  # doctest: +SKIP
+        >>> print(conv.code)  # doctest: +SKIP
+        >>> net = conv.build()  # doctest: +SKIP
     """
     from . import converters  # noqa: F401  (registers the built-in converters)
 

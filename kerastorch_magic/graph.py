@@ -8,9 +8,9 @@ Nested models are flattened into their parent; a layer called twice stays one la
 
 from __future__ import annotations
 
+from .errors import ConversionError
 from .ir import Graph, Node, Value
 from .masks import implicit_masks
-from .registry import ConversionError
 
 
 def _model_io(model, role: str) -> list:

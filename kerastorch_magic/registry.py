@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import layout
+from .errors import ConversionError
 from .ir import Node, TensorSpec
 
 LAYER, OPERATION = "layer", "operation"
@@ -71,14 +72,6 @@ _TABLES: dict[str, dict[str, ConverterSpec]] = {LAYER: {}, OPERATION: {}}
 _REGISTRY = _TABLES[LAYER]  # the layer table (older tests patch it directly)
 
 
-class ConversionError(Exception):
-    """A model that cannot be converted; the message names every offending layer."""
-
-    def __init__(self, message: str, layers: list[tuple[str, str]] | None = None):
-        super().__init__(message)
-        self.layers = layers or []  # (layer name, class name)
-
-
 def register(spec: ConverterSpec, override: bool = False) -> ConverterSpec:
     """Add ``spec`` to its table; a key registered already raises ``ValueError`` unless ``override``.
 
@@ -106,18 +99,37 @@ def converter(
 ):
     """Register the decorated function as the converter of the given Keras classes.
 
-    By default the names are Keras layer classes; with ``operation=True`` they are keras.ops
-    Operation classes, the nodes a functional model records for ``keras.ops`` calls and operators
-    between layers (``x + 1.0`` is an ``Add``, ``x[:, 2:]`` a ``GetItem``). ``channels_first``,
-    ``passthrough`` and ``origin``: see :class:`ConverterSpec`. A name registered already raises
-    ``ValueError`` unless ``override=True`` (to replace a built-in converter by your own).
+    A converter is a pure function ``(LayerCall) -> Converted``: it reads the layer, its weights
+    and input specs from the :class:`LayerCall` and returns submodules with their state, the
+    ``forward`` steps as source text, the output specs and notes (DESIGN.md §4). It never runs
+    generated code.
 
-    Example::
+    Args:
+        *class_names: Keras layer class names (``"Conv2D"``); with ``operation=True``, keras.ops
+            Operation class names, the nodes a functional model records for ``keras.ops`` calls
+            and operators between layers (``x + 1.0`` is an ``Add``, ``x[:, 2:]`` a ``GetItem``).
+        channels_first: the converter computes channels-first in torch (convolutions,
+            pooling...), so a model input feeding it is taken channels-first.
+        passthrough: the converter is indifferent to layout (element-wise), so that decision
+            looks through it.
+        operation: the names are keras.ops Operation classes, not layer classes.
+        override: replace a converter registered already for one of the names (a built-in
+            one by your own).
+        origin: the module defining the Keras class, when the name alone is ambiguous.
 
-        @kerastorch_magic.converter("L2Normalize", passthrough=True)
-        def convert_l2_normalize(call):
-            dim = call.inputs[0].torch_dim(call.layer.axis)
-            return Converted([Step(f"F.normalize({{x}}, dim={dim})")], [call.inputs[0]])
+    Returns:
+        A decorator that registers the function (one :class:`ConverterSpec` per name) and
+        returns it unchanged.
+
+    Raises:
+        ValueError: a name has a converter already (from another function) and ``override``
+            is False.
+
+    Example:
+        >>> @k2t.converter("L2Normalize", passthrough=True)  # doctest: +SKIP
+        ... def convert_l2_normalize(call):
+        ...     dim = call.inputs[0].torch_dim(call.layer.axis)
+        ...     return Converted([Step(f"F.normalize({{x}}, dim={dim})")], [call.inputs[0]])
     """
     kind = OPERATION if operation else LAYER
 
