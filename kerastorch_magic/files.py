@@ -260,15 +260,30 @@ def convert_file(
 ):
     """Load the Keras model saved at ``path`` and convert it (:func:`kerastorch_magic.convert`).
 
-    Returns the :class:`~kerastorch_magic.Conversion`; its ``model`` attribute is the loaded Keras
-    model (for :func:`~kerastorch_magic.compare` or :func:`~kerastorch_magic.training.training_snippet`).
-    Raises :class:`FileError` when the file cannot be loaded and :class:`ConversionError` when the
-    model cannot be converted.
+    Args:
+        path: a ``.keras`` archive, a legacy ``.h5``/``.hdf5`` full-model file, or a
+            ``.weights.h5`` file together with ``build`` (this module's docstring says more).
+        class_name, input_format: as for :func:`~kerastorch_magic.convert`.
+        unsafe: load a ``.keras`` file with ``safe_mode=False`` and trace its ``Lambda`` layers;
+            only for files you trust (their pickled Python runs).
+        custom_objects: the custom classes and functions the file names: a dict, or
+            ``"module:attr"`` strings naming a dict, a class or a function.
+        imports: modules to import first (those that register custom objects).
+        build: for a ``.weights.h5`` file, ``"script.py:function"`` or ``"module:function"``
+            returning the model to load the weights into.
 
-    Example::
+    Returns:
+        The :class:`~kerastorch_magic.Conversion`; its ``model`` attribute is the loaded Keras
+        model (for :func:`~kerastorch_magic.compare` or
+        :func:`~kerastorch_magic.training.training_snippet`).
 
-        conv = k2t.convert_file("model.keras", class_name="Net")
-        k2t.compare(conv.model, conv).ok
+    Raises:
+        FileError: the file cannot be loaded (the message says what the path is and what to do).
+        ConversionError: the loaded model cannot be converted.
+
+    Example:
+        >>> conv = k2t.convert_file("model.keras", class_name="Net")  # doctest: +SKIP
+        >>> k2t.compare(conv.model, conv).ok  # doctest: +SKIP
     """
     from .conversion import convert
 
