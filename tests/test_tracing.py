@@ -505,3 +505,34 @@ def test_readers_inside_traced_layers_are_found():
     graph = read_model(keras.Model(inputs, PositionalEmbedding(6, 20, 4)(inputs)))
     readers = graph.readers_inside(graph.inputs[0])
     assert [(node.class_name, node.layer.input_dim) for node in readers] == [("Embedding", 20)]
+
+
+class TfPatches(layers.Layer):
+    """keras-io's older ViT patch layer: tf.image.extract_patches, then a reshape."""
+
+    def __init__(self, patch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+
+    def call(self, images):
+        import tensorflow as tf
+
+        patches = tf.image.extract_patches(
+            images=images,
+            sizes=[1, self.patch_size, self.patch_size, 1],
+            strides=[1, self.patch_size, self.patch_size, 1],
+            rates=[1, 1, 1, 1],
+            padding="VALID",
+        )
+        # (keras-io writes [batch_size, -1, patch_dims] with batch_size = tf.shape(images)[0]:
+        # a reshape to (None, -1, 48) the Reshape converter does not take yet)
+        count, patch_dims = patches.shape[1] * patches.shape[2], patches.shape[-1]
+        return tf.reshape(patches, [-1, count, patch_dims])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tensorflow_extract_patches_is_traced(fmt):
+    inputs = keras.Input((8, 8, 3))
+    x = TfPatches(4)(layers.Conv2D(3, 1)(inputs))
+    model = keras.Model(inputs, layers.Dense(5)(x))
+    assert_exact(model, fmt)

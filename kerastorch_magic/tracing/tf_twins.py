@@ -44,6 +44,13 @@ def _tf_split(ops, value, num_or_size_splits, axis=0):
     return ops.split(value, starts, axis=axis)
 
 
+def _tf_extract_patches(ops, images, sizes, strides, rates, padding):
+    # TF spells the window per axis of NHWC (1, kh, kw, 1); keras.ops takes the spatial part.
+    return ops.image.extract_patches(
+        images, tuple(sizes[1:3]), tuple(strides[1:3]), tuple(rates[1:3]), padding.lower()
+    )
+
+
 _TF_EQUIVALENTS = {
     "shape": lambda ops, input, out_type=None: ops.shape(input),
     "reshape": lambda ops, tensor, shape: ops.reshape(tensor, tuple(shape)),
@@ -96,6 +103,7 @@ _TF_EQUIVALENTS = {
     "add": lambda ops, x, y: ops.add(x, y),
     "multiply": lambda ops, x, y: ops.multiply(x, y),
     "split": _tf_split,
+    "image.extract_patches": _tf_extract_patches,
     "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
         "normal", shape, mean, stddev, _tf_dtype(dtype)
     ),
