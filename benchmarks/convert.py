@@ -31,31 +31,14 @@ import io
 import os
 import pstats
 import statistics
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import interleaved  # first: quiets TensorFlow, makes the package importable
 
 MODELS = ["ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"]
 CONVERT_TARGET_S = 0.5  # ResNet50
 SPEED_TARGET = 1.0
 BATCH = 8
-
-
-def _interleaved(functions: dict, runs: int, warmup: int = 2) -> dict:
-    """Median seconds of each function, timed in rounds that run every function once."""
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    times: dict = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _profile(function, top: int = 18) -> str:
@@ -86,7 +69,7 @@ def measure(name: str, runs: int, profile: bool) -> tuple:
     started = time.perf_counter()
     convert()
     first = time.perf_counter() - started
-    convert_s = statistics.median(_interleaved({"convert": convert}, runs, warmup=0).values())
+    convert_s = statistics.median(interleaved({"convert": convert}, runs, warmup=0).values())
     if profile:
         print(f"--- cProfile of one conversion of {name} (cumulative) ---")
         print(_profile(convert))
@@ -106,7 +89,7 @@ def measure(name: str, runs: int, profile: bool) -> tuple:
         with torch.inference_mode():
             return module_nhwc(x_torch.contiguous(memory_format=torch.channels_last))
 
-    medians = _interleaved(
+    medians = interleaved(
         {
             "torch": run_torch,
             "torch NHWC": run_torch_nhwc,

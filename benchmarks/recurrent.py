@@ -28,31 +28,12 @@ TensorFlow build here is CPU-only), so only the torch time is printed for it.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import interleaved  # first: quiets TensorFlow, makes the package importable
 
 VOCAB, UNITS, BATCH, LENGTH = 20_000, 128, 32, 200
 SPEED_TARGET = 1.0
-
-
-def _interleaved(functions: dict, runs: int, warmup: int = 2) -> dict:
-    """Median seconds of each function, timed in rounds that run every function once."""
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    times: dict = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def build_model(masked: bool):
@@ -117,7 +98,7 @@ def main() -> int:
         f"({torch.get_num_threads()} threads), TF {tf.__version__}; max |torch - keras| = {error:.2e}"
     )
     if not args.device.startswith("cpu"):
-        times = _interleaved({"torch": run_torch}, args.runs)
+        times = interleaved({"torch": run_torch}, args.runs)
         print(f"torch on {args.device}: {times['torch'] * 1e3:.1f} ms")
         return 0
     functions = {
@@ -125,7 +106,7 @@ def main() -> int:
         "keras eager": lambda: model(x_tf, training=False),
         "keras predict_on_batch": lambda: model.predict_on_batch(x_tf),
     }
-    times = _interleaved(functions, args.runs)
+    times = interleaved(functions, args.runs)
     keras_best = min(times["keras eager"], times["keras predict_on_batch"])
     for name, seconds in times.items():
         print(f"  {name:24s} {seconds * 1e3:8.1f} ms")

@@ -30,12 +30,27 @@ def _masked_floats(seed=0):
     return values * (PADDED_IDS != 0)[..., None]
 
 
+def assert_branches_exact(model_inputs, branches: dict, fmt="channels_first", inputs=None):
+    """Every branch an output of one model, each compared with Keras; returns the conversion.
+
+    A branch holding several outputs (``return_state``, Bidirectional ``merge_mode=None``)
+    contributes each, labelled ``"<label> 0"``, ``"<label> 1"``...
+    """
+    outputs = {}
+    for label, result in branches.items():
+        if isinstance(result, (list, tuple)):
+            outputs.update({f"{label} {i}": tensor for i, tensor in enumerate(result)})
+        else:
+            outputs[label] = result
+    model = keras.Model(model_inputs, list(outputs.values()))
+    conversion, _ = assert_each_output_exact(model, fmt, list(outputs), inputs=inputs)
+    return conversion
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_recurrent_layer_options(fmt):
     x = keras.Input((5, 3), name="sequence")
     conv = L.Conv1D(3, 2, padding="same", name="conv")(x)  # channels-first in torch when fmt says so
-    lstm_state = L.LSTM(4, return_state=True, name="lstm_state")(x)
-    gru_state = L.GRU(3, return_state=True, return_sequences=True, name="gru_state")(x)
     branches = {
         "LSTM": L.LSTM(4, name="lstm")(x),
         "LSTM sequences": L.LSTM(4, return_sequences=True, name="lstm_seq")(x),
@@ -57,15 +72,10 @@ def test_recurrent_layer_options(fmt):
         "SimpleRNN": L.SimpleRNN(4, return_sequences=True, name="rnn")(x),
         "SimpleRNN relu": L.SimpleRNN(4, activation="relu", name="rnn_relu")(x),
         "SimpleRNN elu no bias": L.SimpleRNN(4, activation="elu", use_bias=False, name="rnn_elu")(x),
-        "LSTM state output": lstm_state[0],
-        "LSTM state h": lstm_state[1],
-        "LSTM state c": lstm_state[2],
-        "GRU state sequences": gru_state[0],
-        "GRU state h": gru_state[1],
+        "LSTM output, h, c": L.LSTM(4, return_state=True, name="lstm_state")(x),
+        "GRU sequences, h": L.GRU(3, return_state=True, return_sequences=True, name="gru_state")(x),
     }
-    model = keras.Model(x, list(branches.values()))
-    conversion, errors = assert_each_output_exact(model, fmt, list(branches))
-    code = unwrap(conversion.code)
+    code = unwrap(assert_branches_exact(x, branches, fmt).code)
     assert "self.lstm = nn.LSTM(3, 4, batch_first=True)" in code
     assert "self.gru = nn.GRU(3, 4, batch_first=True)" in code
     assert "self.gru_nobias = nn.GRU(3, 4, batch_first=True, bias=False)" in code
@@ -86,7 +96,6 @@ def test_masked_recurrent_layers(fmt):
     """Embedding(mask_zero=True): padding at the end, holes, fully masked rows."""
     tokens = keras.Input((6,), dtype="int32", name="tokens")
     embedded = L.Embedding(10, 3, mask_zero=True, name="embedding")(tokens)
-    lstm_state = L.LSTM(4, return_state=True, name="lstm_state")(embedded)
     branches = {
         "LSTM": L.LSTM(4, name="lstm")(embedded),
         "LSTM sequences": L.LSTM(4, return_sequences=True, name="lstm_seq")(embedded),
@@ -101,14 +110,10 @@ def test_masked_recurrent_layers(fmt):
         "SimpleRNN softsign sequences": L.SimpleRNN(
             3, activation="softsign", return_sequences=True, go_backwards=True, name="rnn_softsign"
         )(embedded),
-        "LSTM state output": lstm_state[0],
-        "LSTM state h": lstm_state[1],
-        "LSTM state c": lstm_state[2],
+        "LSTM output, h, c": L.LSTM(4, return_state=True, name="lstm_state")(embedded),
         "stacked": L.LSTM(3, name="top")(L.GRU(4, return_sequences=True, name="bottom")(embedded)),
     }
-    model = keras.Model(tokens, list(branches.values()))
-    conversion, _ = assert_each_output_exact(model, fmt, list(branches), inputs=[PADDED_IDS])
-    code = unwrap(conversion.code)
+    code = unwrap(assert_branches_exact(tokens, branches, fmt, inputs=[PADDED_IDS]).code)
     assert "keras_masked_rnn(self.lstm, embedding, " in code
     assert "pack_padded_sequence" in code
     assert "keras_rnn_loop(self.gru_before, embedding, mask=" in code
@@ -134,8 +139,7 @@ def test_masking_layer_feeds_recurrent_layers(fmt):
         "GRU sequences": L.GRU(4, return_sequences=True, name="gru")(masked),
         "Bidirectional": L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi")(masked),
     }
-    model = keras.Model(values, list(branches.values()))
-    assert_each_output_exact(model, fmt, list(branches), inputs=[_masked_floats()])
+    assert_branches_exact(values, branches, fmt, inputs=[_masked_floats()])
 
 
 MERGE_MODES = ["concat", "sum", "mul", "ave", None]
@@ -146,25 +150,18 @@ def test_bidirectional_merge_modes(merge_mode):
     tokens = keras.Input((6,), dtype="int32", name="tokens")
     embedded = L.Embedding(10, 3, mask_zero=True, name="embedding")(tokens)
     sequence = keras.Input((6, 3), name="sequence")
-    outputs = {}
-
-    def add(label, result):
-        for i, tensor in enumerate(result if isinstance(result, (list, tuple)) else [result]):
-            outputs[f"{label} {i}"] = tensor
-
+    branches = {}
     for source, x in (("masked", embedded), ("plain", sequence)):
-        add(f"{source} LSTM seq", L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode)(x))
-        add(f"{source} GRU last", L.Bidirectional(L.GRU(3), merge_mode)(x))
-        add(
-            f"{source} GRU reset_after=False seq",
-            L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True), merge_mode)(x),
-        )
-        add(
-            f"{source} SimpleRNN relu last", L.Bidirectional(L.SimpleRNN(3, activation="relu"), merge_mode)(x)
-        )
-    model = keras.Model([tokens, sequence], list(outputs.values()))
+        branches[f"{source} LSTM seq"] = L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode)(x)
+        branches[f"{source} GRU last"] = L.Bidirectional(L.GRU(3), merge_mode)(x)
+        branches[f"{source} GRU reset_after=False seq"] = L.Bidirectional(
+            L.GRU(3, reset_after=False, return_sequences=True), merge_mode
+        )(x)
+        branches[f"{source} SimpleRNN relu last"] = L.Bidirectional(
+            L.SimpleRNN(3, activation="relu"), merge_mode
+        )(x)
     inputs = [PADDED_IDS, np.random.default_rng(3).normal(size=(4, 6, 3)).astype("float32")]
-    conversion, _ = assert_each_output_exact(model, "channels_first", list(outputs), inputs=inputs)
+    conversion = assert_branches_exact([tokens, sequence], branches, inputs=inputs)
     assert "bidirectional=True" in conversion.code
 
 
@@ -174,20 +171,22 @@ def test_bidirectional_states_backward_layer_initial_state(masked):
     embedded = L.Embedding(10, 3, mask_zero=masked, name="embedding")(tokens)
     h = keras.Input((3,), name="h")
     c = keras.Input((3,), name="c")
-    states = L.Bidirectional(L.LSTM(3, return_state=True, return_sequences=True), name="states")(embedded)
-    backward = L.Bidirectional(
-        L.LSTM(3, return_sequences=True),
-        backward_layer=L.GRU(3, go_backwards=True, return_sequences=True),
-        name="mixed",
-    )(embedded)
-    started = L.Bidirectional(L.LSTM(3), merge_mode="sum", name="started")(
-        embedded, initial_state=[h, c, c, h]
-    )
-    model = keras.Model([tokens, h, c], [*states, backward, started])
+    branches = {
+        "sequence, h fwd, c fwd, h bwd, c bwd": L.Bidirectional(
+            L.LSTM(3, return_state=True, return_sequences=True), name="states"
+        )(embedded),
+        "backward_layer GRU": L.Bidirectional(
+            L.LSTM(3, return_sequences=True),
+            backward_layer=L.GRU(3, go_backwards=True, return_sequences=True),
+            name="mixed",
+        )(embedded),
+        "initial_state": L.Bidirectional(L.LSTM(3), merge_mode="sum", name="started")(
+            embedded, initial_state=[h, c, c, h]
+        ),
+    }
     rng = np.random.default_rng(2)
     inputs = [PADDED_IDS, *(rng.normal(size=(4, 3)).astype("float32") for _ in range(2))]
-    labels = ["sequence", "h fwd", "c fwd", "h bwd", "c bwd", "backward_layer GRU", "initial_state"]
-    assert_each_output_exact(model, "channels_first", labels, inputs=inputs)
+    assert_branches_exact([tokens, h, c], branches, inputs=inputs)
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -233,8 +232,7 @@ def test_rnn_with_builtin_cells(masked):
             L.StackedRNNCells([L.GRUCell(4), L.LSTMCell(3)]), go_backwards=True, name="stacked_back"
         )(embedded),
     }
-    model = keras.Model(tokens, list(branches.values()))
-    assert_each_output_exact(model, "channels_first", list(branches), inputs=[PADDED_IDS])
+    assert_branches_exact(tokens, branches, inputs=[PADDED_IDS])
 
 
 def test_refusals_name_layer_and_option():
@@ -320,37 +318,30 @@ def test_rnn_with_custom_cells_traced(masked):
     tokens = keras.Input((6,), dtype="int32", name="tokens")
     embedded = L.Embedding(10, 3, mask_zero=masked, name="embedding")(tokens)
     h = keras.Input((4,), name="h")
-    minimal_state = L.RNN(MinimalRNNCell(4), return_state=True, name="minimal_state")(embedded)
-    peephole_state = L.RNN(
-        PeepholeLSTMCell(4),
-        return_sequences=True,
-        return_state=True,
-        go_backwards=True,
-        name="peephole_state",
-    )(embedded)
     branches = {
         "minimal": L.RNN(MinimalRNNCell(4), name="minimal")(embedded),
         "minimal sequences backwards": L.RNN(
             MinimalRNNCell(3), return_sequences=True, go_backwards=True, name="minimal_back"
         )(embedded),
-        "minimal state output": minimal_state[0],
-        "minimal state h": minimal_state[1],
+        "minimal output, h": L.RNN(MinimalRNNCell(4), return_state=True, name="minimal_state")(embedded),
         "minimal initial_state": L.RNN(MinimalRNNCell(4), return_sequences=True, name="started")(
             embedded, initial_state=[h]
         ),
         "peephole": L.RNN(PeepholeLSTMCell(4), name="peephole")(embedded),
-        "peephole state sequences": peephole_state[0],
-        "peephole state h": peephole_state[1],
-        "peephole state c": peephole_state[2],
+        "peephole backwards sequences, h, c": L.RNN(
+            PeepholeLSTMCell(4),
+            return_sequences=True,
+            return_state=True,
+            go_backwards=True,
+            name="peephole_state",
+        )(embedded),
         "Bidirectional": L.Bidirectional(L.RNN(PeepholeLSTMCell(3), return_sequences=True), name="bi")(
             embedded
         ),
         "stacked": L.RNN(L.StackedRNNCells([MinimalRNNCell(4), L.GRUCell(3)]), name="stacked")(embedded),
     }
-    model = keras.Model([tokens, h], list(branches.values()))
     inputs = [PADDED_IDS, np.random.default_rng(6).normal(size=(4, 4)).astype("float32")]
-    conversion, _ = assert_each_output_exact(model, "channels_first", list(branches), inputs=inputs)
-    code = unwrap(conversion.code)
+    code = unwrap(assert_branches_exact([tokens, h], branches, inputs=inputs).code)
     # One class per traced step (sizes differ: numbered), the weights named after Keras's.
     assert "class MinimalRNNCell(nn.Module):" in code and "class PeepholeLSTMCell(nn.Module):" in code
     assert re.search(r"def forward\(self, inputs, \w+, \w+\):", code)  # the states, flat
@@ -413,8 +404,7 @@ def test_time_distributed(fmt):
         "BatchNormalization": L.TimeDistributed(L.BatchNormalization(), name="norm")(features),
         "nested model": L.TimeDistributed(frame_encoder, name="encoded")(frames),
     }
-    model = keras.Model([frames, features], list(branches.values()))
-    conversion, _ = assert_each_output_exact(model, fmt, list(branches))
+    conversion = assert_branches_exact([frames, features], branches, fmt)
     assert "class FrameEncoderStep(nn.Module):" in conversion.code  # the nested model's own class
 
 
@@ -435,22 +425,19 @@ def test_conv_lstm(fmt):
     steps = keras.Input((4, 8, 3), name="steps")
     volume = keras.Input((2, 4, 4, 4, 1), name="volume")
     first = keras.Input((3, 2, 6, 5), name="channels_first_video")
-    state = L.ConvLSTM2D(2, 3, padding="same", dilation_rate=2, return_state=True, go_backwards=True)(video)
     branches = {
         "2D same sequences": L.ConvLSTM2D(3, 3, padding="same", return_sequences=True)(video),
         "2D valid strides": L.ConvLSTM2D(3, 2, strides=2)(video),
         "2D same strides": L.ConvLSTM2D(2, 3, strides=2, padding="same")(video),
-        "2D state output": state[0],
-        "2D state h": state[1],
-        "2D state c": state[2],
+        "2D dilated backwards output, h, c": L.ConvLSTM2D(
+            2, 3, padding="same", dilation_rate=2, return_state=True, go_backwards=True
+        )(video),
         "1D same even kernel": L.ConvLSTM1D(2, 2, padding="same", return_sequences=True)(steps),
         "1D relu no bias": L.ConvLSTM1D(2, 3, activation="relu", use_bias=False)(steps),
         "3D valid": L.ConvLSTM3D(2, 2)(volume),
         "2D data_format channels_first": L.ConvLSTM2D(2, 3, data_format="channels_first")(first),
     }
-    model = keras.Model([video, steps, volume, first], list(branches.values()))
-    conversion, _ = assert_each_output_exact(model, fmt, list(branches))
-    code = unwrap(conversion.code)
+    code = unwrap(assert_branches_exact([video, steps, volume, first], branches, fmt).code)
     assert 'nn.Conv2d(2, 8, kernel_size=3, padding="same", bias=False)' in code  # recurrent conv
     assert "class ConvLSTMCell(nn.Module):" in code
 
