@@ -306,12 +306,12 @@ class EinsumAttention(layers.Layer):
         self.proj = layers.Dense(dim)
 
     def call(self, x):
-        length = ops.shape(x)[1]
-        qkv = ops.reshape(self.qkv(x), (-1, length, 3, self.heads, self.dim // self.heads))
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]  # batch is None while tracing
+        qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.heads, self.dim // self.heads))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / (self.dim // self.heads) ** 0.5
         out = ops.einsum("bhqk,bkhd->bqhd", ops.softmax(scores, axis=-1), v)
-        return self.proj(ops.reshape(out, (-1, length, self.dim)))
+        return self.proj(ops.reshape(out, (batch, -1, self.dim)))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -517,6 +517,7 @@ class TfPatches(layers.Layer):
     def call(self, images):
         import tensorflow as tf
 
+        batch_size = tf.shape(images)[0]
         patches = tf.image.extract_patches(
             images=images,
             sizes=[1, self.patch_size, self.patch_size, 1],
@@ -524,10 +525,8 @@ class TfPatches(layers.Layer):
             rates=[1, 1, 1, 1],
             padding="VALID",
         )
-        # (keras-io writes [batch_size, -1, patch_dims] with batch_size = tf.shape(images)[0]:
-        # a reshape to (None, -1, 48) the Reshape converter does not take yet)
-        count, patch_dims = patches.shape[1] * patches.shape[2], patches.shape[-1]
-        return tf.reshape(patches, [-1, count, patch_dims])
+        patch_dims = patches.shape[-1]
+        return tf.reshape(patches, [batch_size, -1, patch_dims])  # batch_size is None while tracing
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from ..registry import ConversionError
 from .init_recovery import initializer_of, recover_initializers
 from .pseudo import constant, is_constant, is_random_draw, is_variable_read, random_draw, variable_read
-from .scope import active, layer_calls_patched, random_patched, weights_symbolic
+from .scope import active, layer_calls_patched, random_patched, reshape_patched, weights_symbolic
 from .tf_twins import tensorflow_twins
 
 __all__ = [
@@ -279,6 +279,7 @@ def _run(layer, args, kwargs, inputs, qualified_name: str) -> Trace:
         with (
             layer_calls_patched(),
             random_patched(),
+            reshape_patched(),
             tensorflow_twins(),
             weights_symbolic(layer, attributes),
             active(True),

@@ -3,6 +3,8 @@
 * ``Layer.__call__``: an inner layer called on arrays computed eagerly from shapes gets them as
   graph constants (so the call is recorded and its weights stay weights);
 * ``keras.random.normal``/``uniform``: recorded as draws, not drawn once and baked in;
+* ``keras.ops.reshape`` to ``(batch, -1, d)`` with ``batch = ops.shape(x)[0]`` (None while
+  tracing): the batch is kept and the ``-1`` computed, ``(-1, n, d)``, which converts;
 * the traced layer's attributes holding Variables hold :func:`pseudo.variable_read` tensors.
 
 Only the traced layer's own code sees these: an inner layer's ``call`` runs with tracing off.
@@ -131,3 +133,60 @@ def weights_symbolic(layer, attributes: dict[int, str]):
     finally:
         for name, value in swapped:
             object.__setattr__(layer, name, value)
+
+
+def batch_reshape_target(x, newshape):
+    """``(None, -1, 48)`` for an input of shape ``(None, 2, 2, 48)`` -> ``(-1, 4, 48)``.
+
+    While tracing, ``ops.shape(x)[0]`` is None; a reshape to ``(batch, -1, ...)`` then has two
+    unknown sizes, which no converter can take. The batch is what None stands for (every tensor
+    of the trace shares it), so the other -1 follows from the sample's size. Unchanged otherwise.
+    """
+    shape = tuple(getattr(x, "shape", ()) or ())
+    if not isinstance(newshape, (tuple, list)) or not newshape or newshape[0] is not None:
+        return newshape
+    if not shape or shape[0] is not None or any(d is None for d in shape[1:]):
+        return newshape
+    rest = list(newshape[1:])
+    if any(d is None for d in rest) or rest.count(-1) > 1:
+        return newshape
+    size = 1
+    for d in shape[1:]:
+        size *= d
+    known = 1
+    for d in rest:
+        known *= d if d != -1 else 1
+    if -1 in rest:
+        if known == 0 or size % known:
+            return newshape
+        rest[rest.index(-1)] = size // known
+    return (-1, *rest)
+
+
+def _patched_reshape(original):
+    def reshape(x, newshape):
+        if is_tracing():
+            newshape = batch_reshape_target(x, newshape)
+        return original(x, newshape)
+
+    reshape._kerastorch_patch = True
+    return reshape
+
+
+@contextlib.contextmanager
+def reshape_patched():
+    """keras.ops.reshape called by the traced code gets :func:`batch_reshape_target`'s shape."""
+    import keras
+    from keras.src.ops import numpy as keras_numpy
+
+    saved = []
+    for module in (keras.ops, keras_numpy):
+        original = module.reshape
+        if not getattr(original, "_kerastorch_patch", False):
+            saved.append((module, original))
+            module.reshape = _patched_reshape(original)
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            module.reshape = original

@@ -11,7 +11,7 @@ import contextlib
 import sys
 
 from .pseudo import random_draw
-from .scope import is_tracing
+from .scope import batch_reshape_target, is_tracing
 
 
 # keras-io examples written for Keras 2 call tf.* on tensors inside call(). While tracing, the
@@ -53,7 +53,7 @@ def _tf_extract_patches(ops, images, sizes, strides, rates, padding):
 
 _TF_EQUIVALENTS = {
     "shape": lambda ops, input, out_type=None: ops.shape(input),
-    "reshape": lambda ops, tensor, shape: ops.reshape(tensor, tuple(shape)),
+    "reshape": lambda ops, tensor, shape: ops.reshape(tensor, batch_reshape_target(tensor, tuple(shape))),
     "transpose": lambda ops, a, perm=None: ops.transpose(a, perm),
     "matmul": _tf_matmul,
     "concat": lambda ops, values, axis: ops.concatenate(values, axis=axis),
