@@ -392,7 +392,12 @@ class Extraction:
             self.counts["ran"] += 1
             self.called |= {_called_name(n) for n in ast.walk(statement) if isinstance(n, ast.Call)}
             substitute = generic_size(statement)
-            if substitute and self.namespace.get(substitute[0]) == 0:  # len() of data never loaded
+            if (
+                substitute
+                and type(self.namespace.get(substitute[0])) is int
+                and self.namespace[substitute[0]] == 0
+            ):
+                # a len() of data never loaded
                 self.namespace[substitute[0]] = substitute[1]
                 self.substituted[substitute[0]] = substitute[1]
         self.collect(statement.lineno)
@@ -537,11 +542,32 @@ def refusal_reason(error) -> str:
 def _normalise(text: str) -> str:
     """Group equal reasons: no layer names, numbers, quoted source or long parentheses."""
     text = re.sub(r"\s*\((kerastorch_magic\.converter|load the file)[^)]*\)", "", text)
-    text = re.sub(r"\s*\([^()]{40,}\)", "", text)
+    text = _drop_long_parentheses(text)
     text = re.sub(r"\s+at [\w.-]+:\d+.*$", "", text)  # "... at vae.py:33: `source`"
     text = re.sub(r"`[^`]*`|'[^']*'", "'…'", text)
     text = re.sub(r"\d+", "N", text)
     return text.strip()[:140]
+
+
+def _drop_long_parentheses(text: str, longest: int = 40) -> str:
+    """Remove parenthesised asides over ``longest`` characters (quoted exception texts), nested too."""
+    out, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            if depth == 0:
+                start = index
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                aside = text[start : index + 1]
+                out.append(aside if len(aside) <= longest else "")
+            continue
+        if depth == 0:
+            out.append(char)
+    if depth:  # unbalanced (cut off): keep what was open if short
+        out.append(text[start:] if len(text) - start <= longest else "")
+    return re.sub(r"\s+([;,.:])", r"\1", "".join(out)).strip()
 
 
 def check_model(found: Found, tolerance: float, timeout: float, randomise: bool) -> dict:
@@ -843,6 +869,7 @@ def summarise(records: list[dict]) -> dict:
     examples = [r for r in records if r["type"] == "example"]
     models = [r for r in records if r["type"] == "model"]
     by_result = collections.Counter(r["result"] for r in models)
+    refused = [_normalise(r["reason"]) for r in models if r["result"] == "refused"]  # older runs' too
     blocking = collections.Counter()
     for record in models:
         for cls in {layer[1] for layer in record.get("layers", [])}:
@@ -859,9 +886,8 @@ def summarise(records: list[dict]) -> dict:
         "models": len(models),
         "results": {name: by_result.get(name, 0) for name in RESULTS},
         "per_source": {source: dict(counts) for source, counts in sorted(per_source.items())},
-        "refusal_reasons": collections.Counter(
-            r["reason"] for r in models if r["result"] == "refused"
-        ).most_common(),
+        "refusal_reasons": collections.Counter(refused).most_common(),
+        "refusal_kinds": collections.Counter(_kind(reason) for reason in refused).most_common(),
         "blocking_classes": blocking.most_common(),
         "mismatches": [
             _brief(r, "first_failure", "max_rel_diff", "reason") for r in models if r["result"] == "mismatch"
@@ -875,6 +901,11 @@ def summarise(records: list[dict]) -> dict:
         ],
         "examples_with_substituted_sizes": sum(bool(r.get("substituted")) for r in examples),
     }
+
+
+def _kind(reason: str) -> str:
+    """A refusal reason without its layer class (internal errors keep their label)."""
+    return reason if reason.startswith("internal ") else reason.split(": ", 1)[-1]
 
 
 def _brief(record: dict, *keys: str) -> dict:
@@ -920,6 +951,12 @@ def render(summary: dict, top: int = 15) -> str:
         "| models | reason |",
         "| ---: | --- |",
         *(f"| {count} | {reason} |" for reason, count in summary["refusal_reasons"][:top]),
+        "",
+        f"## Top {top} refusal kinds (the reasons above without the class)",
+        "",
+        "| models | kind |",
+        "| ---: | --- |",
+        *(f"| {count} | {kind} |" for kind, count in summary["refusal_kinds"][:top]),
         "",
         f"## Layer classes blocking the most models (any reason, top {top})",
         "",
