@@ -117,7 +117,9 @@ def test_adaptive_pooling_spectral_normalization_auto_contrast(fmt):
         out[f"{kind} 2D"] = getattr(keras.layers, f"Adaptive{kind}Pooling2D")(5)(image)
         out[f"{kind} 3D"] = getattr(keras.layers, f"Adaptive{kind}Pooling3D")((3, 2, 4))(volume)
     out["SpectralNormalization(Dense)"] = keras.layers.SpectralNormalization(keras.layers.Dense(5))(vector)
-    out["SpectralNormalization(Conv2D)"] = keras.layers.SpectralNormalization(keras.layers.Conv2D(3, 2))(image)
+    out["SpectralNormalization(Conv2D)"] = keras.layers.SpectralNormalization(keras.layers.Conv2D(3, 2))(
+        image
+    )
     out["AutoContrast"] = keras.layers.AutoContrast()(image)
     out["AutoContrast (0, 1) after a conv"] = keras.layers.AutoContrast(value_range=(0, 1))(conv)
     model = keras.Model([sequence, image, volume, vector], list(out.values()))
@@ -142,3 +144,27 @@ def test_reversible_embedding():
 
     code = assert_each_output_exact(model, "channels_first", list(out))[0].code
     assert "F.linear(" in code and "nn.Linear(8, 30, bias=False)" in code and "torch.tanh(" in code
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_stft_spectrogram(fmt):
+    pytest.importorskip("scipy")  # Keras builds the layer's window with scipy.signal
+    signal, planar = keras.Input((64, 2), name="signal"), keras.Input((2, 50), name="planar")
+    stft = keras.layers.STFTSpectrogram
+    out = {}
+    for mode in ("log", "magnitude", "psd", "real", "imag", "angle", "stft"):
+        out[mode] = stft(mode=mode, frame_length=16, frame_step=8, fft_length=16)(signal)
+    out["same padding, expand_dims"] = stft(
+        frame_length=16, frame_step=6, fft_length=32, padding="same", expand_dims=True, window="hamming"
+    )(signal)
+    out["channels_first, same"] = stft(
+        frame_length=12, frame_step=5, padding="same", data_format="channels_first"
+    )(planar)
+    out["channels_first, expand_dims"] = stft(
+        mode="psd", frame_length=10, expand_dims=True, data_format="channels_first"
+    )(planar)
+    model = keras.Model([signal, planar], list(out.values()))
+    from test_activations import assert_each_output_exact
+
+    code = assert_each_output_exact(model, fmt, list(out))[0].code
+    assert "nn.Conv1d(1, 9, 16, stride=8, bias=False)" in code

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     adaptive_pooling,
     applications,
     attention,
+    audio,
     conv,
     core,
     einsum_dense,

@@ -57,12 +57,8 @@ REFUSED: dict[str, str] = {
         "torch counterpart; it has no weights, so apply it in the data pipeline"
     ),
     "MelSpectrogram": (
-        "audio preprocessing (STFT with TensorFlow's framing and mel filterbank) not converted: "
-        "compute the spectrogram in the data pipeline (torchaudio) and feed it to the model"
-    ),
-    "STFTSpectrogram": (
-        "audio preprocessing (a trainable STFT as convolutions with Keras's own framing) not "
-        "converted: compute it in the data pipeline (torch.stft) and feed it to the model"
+        "audio preprocessing (tf.signal's STFT framing and mel filterbank) not converted: compute the "
+        "spectrogram in the data pipeline (torchaudio) and feed it to the model; STFTSpectrogram converts"
     ),
 }
 
