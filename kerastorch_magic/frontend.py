@@ -175,7 +175,9 @@ class FrontendLink:
         kind = data.get("type") if isinstance(data, dict) else None
         if kind in ("hello_ack", "hello"):
             if data.get("version") != PROTOCOL_VERSION:
-                log.warning("keras2torch: frontend speaks protocol %r, not %d", data.get("version"), 1)
+                log.warning(
+                    "keras2torch: frontend speaks protocol %r, not %d", data.get("version"), PROTOCOL_VERSION
+                )
                 return
             self.acked[session] = comm
             self.greeted.add(session)

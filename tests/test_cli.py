@@ -10,10 +10,11 @@ from pathlib import Path
 import keras
 import pytest
 import torch
+from exactness import ruff_binary
 from saved_models import assert_same_outputs, build_cnn, save_all
 
 import kerastorch_magic as k2t
-from kerastorch_magic import cli, codegen
+from kerastorch_magic import cli
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _import(path):
 
 
 def _ruff_clean(path) -> None:
-    ruff = codegen._ruff() or "ruff"
+    ruff = ruff_binary()
     result = subprocess.run(
         [ruff, "check", "--isolated", "--no-cache", str(path)], capture_output=True, text=True
     )

@@ -7,31 +7,19 @@ generated code's readability, Keras-equivalent initialisers, inputs of unknown s
 """
 
 import re
-import subprocess
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import torch
-from exactness import assert_exact, unwrap
+from exactness import assert_exact, check_sources, unwrap
 
 import kerastorch_magic as k2t
-from kerastorch_magic.codegen import _ruff
 
 FORMATS = ["channels_first", "channels_last"]
 L = keras.layers
 WORST: dict[str, float] = {}  # test id -> relative error, summarised at the end of the module
 GENERATED: dict[str, str] = {}  # test id -> generated source, linted in one ruff run at the end
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    """conftest's per-test reset, minus clear_session's gc.collect() (0.2 s a test, most of the file)."""
-    keras.backend.clear_session(free_memory=False)  # fresh layer names: snippets below rely on them
-    keras.utils.set_random_seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,17 +38,7 @@ def _lint_generated_code_and_report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("generated")
     for name, code in GENERATED.items():
         (folder / (re.sub(r"\W+", "_", name)[:150] + ".py")).write_text(code)
-    config = Path(__file__).parents[1] / "pyproject.toml"
-    lint = subprocess.run(
-        [_ruff(), "check", "--no-cache", "--config", str(config), str(folder)], capture_output=True, text=True
-    )
-    assert lint.returncode == 0, f"ruff check failed on generated code:\n{lint.stdout}{lint.stderr}"
-    fmt = subprocess.run(
-        [_ruff(), "format", "--check", "--no-cache", "--isolated", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    assert fmt.returncode == 0, f"generated code is not ruff-format stable:\n{fmt.stdout}{fmt.stderr}"
+    check_sources(folder)
 
 
 def exact(layer: str, shape: tuple, fmt: str, inputs=None, **options):
