@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/realworld.py REPO_OR_FILE... [--out DIR] [--timeout S] [--only TEXT]
     .venv/bin/python scripts/realworld.py --summarize test-artifacts/realworld/results.jsonl
+    .venv/bin/python scripts/realworld.py REPO... --compare-with OLD/results.jsonl   # before/after
 
 Check out the repositories first (this script never downloads anything), e.g.
 ``git clone --depth 1 https://github.com/keras-team/keras-io``, the same for
@@ -984,12 +985,44 @@ def render(summary: dict, top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def write_summary(records: list[dict], out: Path) -> str:
+def changes(before: list[dict], after: list[dict]) -> str:
+    """Markdown: how each model's result moved between two runs (matched by example, variable, name, line)."""
+
+    def keyed(records):
+        return {
+            (r["example"], r.get("variable"), r.get("model"), r.get("line")): r
+            for r in records
+            if r["type"] == "model"
+        }
+
+    old, new = keyed(before), keyed(after)
+    moves = collections.Counter((old[k]["result"], new[k]["result"]) for k in old.keys() & new.keys())
+    lines = ["## Changes since the previous run", "", "| before | after | models |", "| --- | --- | ---: |"]
+    lines += [f"| {a} | {b} | {n} |" for (a, b), n in sorted(moves.items(), key=lambda m: -m[1]) if a != b]
+    lines += [f"| (same) | | {sum(n for (a, b), n in moves.items() if a == b)} |", ""]
+    lines.append(
+        f"Models only before: {len(old.keys() - new.keys())}; only now: {len(new.keys() - old.keys())}."
+    )
+    worse = [
+        k for k in old.keys() & new.keys() if old[k]["result"] == "exact" and new[k]["result"] != "exact"
+    ]
+    lines += ["", f"### Regressions: exact before, not now ({len(worse)})", ""]
+    lines += [
+        f"- {k[0]} `{k[1]}` ({k[2]}): {new[k]['result']}: {new[k].get('reason', '')}" for k in sorted(worse)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(records: list[dict], out: Path, previous: list[dict] | None = None) -> str:
     summary = summarise(records)
-    text = render(summary)
+    text = render(summary) + ("\n" + changes(previous, records) if previous is not None else "")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(text)
     return text
+
+
+def _read(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1010,6 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per example (slower)")
     parser.add_argument("--no-randomise", action="store_true", help="keep the models' initial weights")
     parser.add_argument("--summarize", metavar="RESULTS_JSONL", help="only re-render the summary of a run")
+    parser.add_argument(
+        "--compare-with",
+        metavar="RESULTS_JSONL",
+        help="a previous run's results: the summary adds what changed",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # --no-fork's subprocess: one example
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1019,9 +1057,9 @@ def main(argv: list[str] | None = None) -> int:
         _single_threaded()
         run_example(Path(args.worker), args)
         return 0
+    previous = _read(args.compare_with) if args.compare_with else None
     if args.summarize:
-        records = [json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]
-        print(write_summary(records, Path(args.summarize).parent))
+        print(write_summary(_read(args.summarize), Path(args.summarize).parent, previous))
         return 0
     if not args.paths:
         parser.error("give the paths of checked-out repositories (see above)")
@@ -1029,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = examples[: args.limit] if args.limit else examples
     print(f"{len(examples)} examples -> {args.out}", flush=True)
     records = run_all(examples, args)
-    print(write_summary(records, Path(args.out)))
+    print(write_summary(records, Path(args.out), previous))
     return 0
 
 

@@ -217,3 +217,18 @@ def test_a_stalled_example_is_killed_and_recorded(realworld, tmp_path):
     assert records[-1]["reason"] == "the subprocess ended: timeout, at line 2: time.sleep(60)"
     results = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert json.loads(results[-1])["status"] == "timeout"
+
+
+def test_changes_between_two_runs(realworld):
+    def model(variable, result, line=1):
+        return {"type": "model", "example": "e.py", "variable": variable, "model": variable, "line": line,
+                "result": result, "reason": "why"}  # fmt: skip
+
+    before = [model("a", "refused"), model("b", "exact"), model("c", "exact"), model("m", "exact", line=2)]
+    after = [model("a", "exact"), model("b", "crashed"), model("c", "exact"), model("m", "refused", line=9)]
+    text = realworld.changes(before, after)
+    assert (
+        "| refused | exact | 1 |" in text and "| exact | crashed | 1 |" in text and "| (same) | | 1 |" in text
+    )
+    assert "Models only before: 1; only now: 1." in text  # `m` came from another line: another model
+    assert "### Regressions: exact before, not now (1)" in text and "- e.py `b` (b): crashed: why" in text
