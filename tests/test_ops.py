@@ -488,6 +488,7 @@ def test_conv_and_pool_ops(fmt):
         (lambda x: ops.image.resize(x, (4, 4), interpolation="bicubic"), "bicubic without antialias"),
         (lambda x: ops.image.resize(x, (4, 4), interpolation="area"), "interpolation='area'"),
         (lambda x: ops.average_pool(x, 2, strides=2, padding="same"), "uneven padding"),
+        (lambda x: ops.broadcast_to(ops.mean(x, axis=0, keepdims=True), ops.shape(x)), "known only when"),
         (lambda x: ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric"), "symmetric"),
         (lambda x: x[:, 4:1:-2], None),
         (lambda x: ops.dot(x, np.ones((2, 3, 2), "float32")), "rank > 2"),
@@ -496,9 +497,10 @@ def test_conv_and_pool_ops(fmt):
         "bicubic",
         "area",
         "uneven average_pool",
+        "broadcast to the batch",
         "symmetric pad",
         "negative step ok",
-        "dot of ranks 4 and 4",
+        "dot of ranks 4 and 3",
     ],
 )
 def test_unsupported_options_are_refused_by_name(make, match):

@@ -197,11 +197,16 @@ def convert_repeat(call: LayerCall) -> Converted:
 
 @converter("BroadcastTo", operation=True)
 def convert_broadcast_to(call: LayerCall) -> Converted:
-    shape = call.layer.shape
-    rank = call.inputs[0].rank
-    # -1 keeps a size (the batch): only for the input's own axes, aligned on the last ones.
-    if any(d is None for d in shape[: len(shape) - rank]):
-        raise call.unsupported(f"broadcast_to {tuple(shape)}: a new axis of unknown size")
+    shape = tuple(call.layer.shape)
+    spec = call.inputs[0]
+    # An unknown target size (ops.shape(x)[0] of another tensor) becomes -1, which keeps the
+    # input's size: right only where the input's own size is unknown too (the same batch).
+    sizes = (None,) * (len(shape) - spec.rank) + tuple(spec.keras_shape)
+    if any(target is None and size is not None for target, size in zip(shape, sizes)):
+        raise call.unsupported(
+            f"broadcast_to {shape} of a {tuple(spec.keras_shape)} tensor: a size known only when the "
+            "model runs (another tensor's batch size); tile or broadcast against that tensor instead"
+        )
     return result(call, f"{keras_layout(call, 0)}.expand({_shape_source(shape)})")
 
 
