@@ -8,6 +8,8 @@ import torch
 from ..graph import read_model
 from ..ir import Graph
 
+UNKNOWN_SIZE = 64  # drawn for an axis Keras leaves unknown (a sequence's length), at most
+
 
 def prepare(graph: Graph, inputs, batch_size: int, seed: int) -> tuple[list[np.ndarray], str]:
     """Keras-layout numpy arrays for each model input, and a description for the header.
@@ -20,8 +22,9 @@ def prepare(graph: Graph, inputs, batch_size: int, seed: int) -> tuple[list[np.n
         rng = np.random.default_rng(seed)
         arrays = []
         vocab = _embedding_sizes(graph)
+        unknown = _unknown_size(graph)
         for value in graph.inputs:
-            shape = (batch_size, *(64 if d is None else d for d in value.shape[1:]))
+            shape = (batch_size, *(unknown if d is None else d for d in value.shape[1:]))
             dtype = np.dtype(value.dtype if value.dtype != "string" else "float32")
             if np.issubdtype(dtype, np.integer):
                 arrays.append(rng.integers(0, vocab.get(id(value), 10), shape).astype(dtype))
@@ -59,6 +62,30 @@ def _embedding_sizes(graph: Graph) -> dict[int, int]:
             if node.class_name == "Embedding" and dim:
                 sizes[id(value)] = min(sizes.get(id(value), dim), int(dim))
     return sizes
+
+
+def _unknown_size(graph: Graph) -> int:
+    """The size drawn for unknown axes: :data:`UNKNOWN_SIZE`, or the rows of a position table.
+
+    An Embedding that reads computed indices, not an input of its graph, looks up positions
+    (``ops.arange(length)`` or ``ops.cumsum(ops.ones_like(ids)) - 1`` in a PositionalEmbedding,
+    traced layers included): Keras itself fails on a sequence longer than its ``input_dim``.
+    """
+    size = UNKNOWN_SIZE
+    for node, owner in _nodes_with_owner(graph):
+        dim = getattr(node.layer, "input_dim", None)
+        entry = {id(v) for v in owner.inputs}
+        if node.class_name == "Embedding" and dim and not any(id(v) in entry for v in node.inputs):
+            size = min(size, int(dim))
+    return size
+
+
+def _nodes_with_owner(graph: Graph):
+    """Every node with the graph it belongs to, looking into traced layers' graphs."""
+    for node in graph.nodes:
+        yield node, graph
+        if node.subgraph is not None:
+            yield from _nodes_with_owner(node.subgraph)
 
 
 def _to_numpy(array) -> np.ndarray:
