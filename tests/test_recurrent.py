@@ -412,11 +412,13 @@ def test_compare_shows_recurrent_layers():
     tokens = keras.Input((6,), dtype="int32")
     embedded = L.Embedding(10, 3, mask_zero=True)(tokens)
     x = L.Bidirectional(L.LSTM(4, return_sequences=True))(embedded)
+    x = L.RNN(PeepholeLSTMCell(3), return_sequences=True, name="custom_cell")(x)  # traced
     model = keras.Model(tokens, L.Dense(2)(L.GRU(3)(x)))
     randomise_weights(model, inputs=[PADDED_IDS])
     conversion = k2t.convert(model)
     comparison = k2t.compare(model, conversion, inputs=[PADDED_IDS])
-    assert comparison.ok
+    assert comparison.ok, comparison
+    assert "custom_cell" in [layer.keras_layer for layer in comparison.layers]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

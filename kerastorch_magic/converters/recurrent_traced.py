@@ -49,6 +49,7 @@ class TracedCellPlan:
 
 
 def is_custom_cell(cell) -> bool:
+    """A cell the user wrote (traced), as opposed to one of Keras's own."""
     return tracing.traceable(cell)
 
 
@@ -119,7 +120,11 @@ def _check_supported(call: LayerCall, graph) -> None:
             _check_supported(call, node.subgraph)
             continue
         operation = node.layer
-        pseudo = tracing.is_variable_read(operation) or tracing.is_constant(operation)
+        pseudo = (
+            tracing.is_variable_read(operation)
+            or tracing.is_constant(operation)
+            or tracing.is_random_draw(operation)
+        )
         if not pseudo and spec_of(node) is None:
             what = f"keras.ops.{node.class_name}" if node.is_operation else f"layer {node.class_name}"
             raise call.unsupported(
