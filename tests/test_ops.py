@@ -481,6 +481,23 @@ def test_conv_and_pool_ops(fmt):
     assert "kernel" in dict(conversion.build().named_parameters())
 
 
+class _LogScale(L.Layer):
+    """A traced custom layer applying an op to its weight alone (``ops.exp(self.log_scale)``)."""
+
+    def build(self, shape):
+        self.log_scale = self.add_weight(shape=(shape[-1],), initializer="zeros", name="log_scale")
+
+    def call(self, x):
+        return x * ops.exp(self.log_scale)
+
+
+def test_an_op_on_a_weight_alone_reads_the_parameter_without_assigning_it():
+    inputs = keras.Input((5, 4))
+    conversion = assert_outputs_exact(keras.Model(inputs, _LogScale()(inputs)), ["scaled"], "channels_first")
+    assert "self.log_scale = torch" not in conversion.code
+    assert "torch.exp(self.log_scale)" in conversion.code
+
+
 # -- refusals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make, match",
