@@ -72,7 +72,8 @@ class Preview:
     """Downsampled activations of the first sample.
 
     ``kind == "image"``: ``keras``/``torch`` are uint8 maps (K, h, w) quantised per channel with a
-    shared ``[low[k], high[k]]`` range; ``diff`` is |Δ| quantised to ``[0, diff_high[k]]``.
+    shared ``[low[k], high[k]]`` range; ``diff`` is |Δ| quantised to ``[0, diff_high[k]]``. A
+    sequence (N, T, C) is one such map of (features, time): time runs left to right.
     ``kind == "lines"``: ``keras``/``torch`` are float32 (K, L) series; ``diff`` is None.
     """
 
@@ -214,8 +215,10 @@ def preview(
 
     Rank ≥ 4 (N, [D,] H, W, C): the first ``channels - 1`` channels plus the one with the largest
     |Δ| as (h, w) maps (middle slice of extra spatial axes), area-downsampled (|Δ| max-pooled so
-    that a single wrong pixel stays visible). Rank 3 (N, T, C): up to 4 channels as lines over T
-    when C is small, else a (T, C) map. Rank ≤ 2: the first ``length`` values as lines.
+    that a single wrong pixel stays visible). Rank 3 (N, T, C), a sequence (recurrent layers,
+    Conv1D, attention): one (features × time) map, like a spectrogram, each axis downsampled to
+    at most ``side`` on its own (a 500-step, 4-feature sequence stays 4 rows high). Rank ≤ 2:
+    the first ``length`` values as lines.
     """
     import torch
 
@@ -229,15 +232,8 @@ def preview(
             k, t = k[k.shape[0] // 2], t[t.shape[0] // 2]
         k, t = k.permute(2, 0, 1), t.permute(2, 0, 1)  # (C, H, W)
         return _image_preview(k, t, side, channels, source, "channel")
-    if k.dim() == 2:
-        steps, width = k.shape
-        if width <= 8:
-            series_k, series_t = k.T[:channels, :length], t.T[:channels, :length]
-            label = f"{min(width, channels)} channel(s) over {steps} steps"
-            if steps > length:
-                label += f" (first {length})"
-            return _lines(series_k, series_t, source, label)
-        return _image_preview(k[None], t[None], side, 1, source, "map")
+    if k.dim() == 2:  # (T, C): features down, time across
+        return _image_preview(k.T[None], t.T[None], side, 1, source, "sequence")
     flat_k, flat_t = k.reshape(1, -1), t.reshape(1, -1)
     count = flat_k.shape[1]
     label = f"{count} values" if count <= length else f"first {length} of {count} values"
@@ -245,10 +241,12 @@ def preview(
 
 
 def _lines(k, t, source, label) -> Preview:
+    # Copies: on the CPU ``.numpy()`` shares memory with the activation, which a comparison then
+    # overwrites in place with Keras's values (isolation, random layers).
     return Preview(
         "lines",
-        np.ascontiguousarray(k.cpu().numpy(), dtype=np.float32),
-        np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32),
+        np.array(k.cpu().numpy(), dtype=np.float32),
+        np.array(t.cpu().numpy(), dtype=np.float32),
         source_shape=source,
         label=label,
     )
@@ -272,9 +270,14 @@ def _image_preview(k, t, side, channels, source, what) -> Preview:
     index = torch.tensor(chosen, device=k.device)
     k, t, diff = k.index_select(0, index), t.index_select(0, index), diff.index_select(0, index)
     height, width = k.shape[1:]
-    if max(height, width) > side:
+    if what == "sequence":  # each axis on its own: keep every feature row of a long sequence
+        size = (min(height, side), min(width, side))
+    elif max(height, width) > side:
         scale = side / max(height, width)
         size = (max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale)))
+    else:
+        size = (height, width)
+    if size != (height, width):
         k = F.adaptive_avg_pool2d(k[None], size)[0]
         t = F.adaptive_avg_pool2d(t[None], size)[0]
         diff = F.adaptive_max_pool2d(diff[None], size)[0]
@@ -288,8 +291,11 @@ def _image_preview(k, t, side, channels, source, what) -> Preview:
     qt = ((t - low[:, None, None]) / span * 255).round().clamp(0, 255).to(torch.uint8)
     qd = (finite_diff / diff_high.clamp_min(1e-30)[:, None, None] * 255).round().clamp(0, 255)
     qd = torch.where(torch.isinf(diff), torch.full_like(qd, 255), qd).to(torch.uint8)
-    if what == "map":
-        label = f"(steps × features) map of {source[0]} × {source[1]}"
+    if what == "sequence":
+        steps, features = source
+        label = f"features × time: {features} feature{'s' if features > 1 else ''} over {steps} steps"
+        if size != (height, width):
+            label += f" (shown {size[0]} × {size[1]})"
     else:
         names = ", ".join(str(c) for c in chosen)
         label = f"channel{'s' if len(chosen) > 1 else ''} {names} of {count}{label}"
@@ -298,7 +304,7 @@ def _image_preview(k, t, side, channels, source, what) -> Preview:
         qk.cpu().numpy(),
         qt.cpu().numpy(),
         qd.cpu().numpy(),
-        channels=chosen,
+        channels=[] if what == "sequence" else chosen,  # a sequence map has no channel to name
         low=low.cpu().tolist(),
         high=high.cpu().tolist(),
         diff_high=diff_high.cpu().tolist(),
@@ -308,12 +314,16 @@ def _image_preview(k, t, side, channels, source, what) -> Preview:
 
 
 def thumbnail(array: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
-    """A (≤ side, ≤ side) float map in [0, 1] from a uint8 (h, w) preview map (block means)."""
+    """A (≤ side, ≤ side) float map in [0, 1] from a uint8 (h, w) preview map (block means).
+
+    Each axis is reduced on its own, so a long sequence's few feature rows stay rows."""
     array = array.astype(np.float32) / 255.0
     height, width = array.shape
-    step = max(1, math.ceil(max(height, width) / side))
-    if step == 1:
+    step_h, step_w = max(1, math.ceil(height / side)), max(1, math.ceil(width / side))
+    if step_h == step_w == 1:
         return array
-    pad_h, pad_w = (-height) % step, (-width) % step
+    pad_h, pad_w = (-height) % step_h, (-width) % step_w
     padded = np.pad(array, ((0, pad_h), (0, pad_w)), mode="edge")
-    return padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).mean(axis=(1, 3))
+    return padded.reshape(padded.shape[0] // step_h, step_h, padded.shape[1] // step_w, step_w).mean(
+        axis=(1, 3)
+    )

@@ -116,8 +116,16 @@ def test_histogram_and_previews_are_small():
     assert preview.diff[worst].max() == 255 and preview.diff_high[worst] == pytest.approx(5.0)
     vector = stats.preview(torch.randn(2, 1000), torch.randn(2, 1000))
     assert vector.kind == "lines" and vector.keras.shape == (1, stats.PREVIEW_LENGTH)
-    sequence = stats.preview(torch.randn(2, 50, 3), torch.randn(2, 50, 3))
-    assert sequence.kind == "lines" and sequence.keras.shape == (3, 50)
+    keras_seq = torch.randn(2, 500, 4)
+    torch_seq = keras_seq.clone()
+    torch_seq[0, 321, 2] += 3.0  # one wrong step of feature 2
+    sequence = stats.preview(keras_seq, torch_seq)
+    # A (features x time) map: every feature keeps its row, time is downsampled on its own.
+    assert sequence.kind == "image" and sequence.keras.shape == (1, 4, stats.PREVIEW_SIDE)
+    assert sequence.channels == [] and "4 features over 500 steps" in sequence.label
+    assert sequence.diff[0].max() == 255 and int(sequence.diff[0].argmax()) // stats.PREVIEW_SIDE == 2
+    short = stats.preview(torch.randn(2, 5, 3), torch.randn(2, 5, 3))
+    assert short.kind == "image" and short.keras.shape == (1, 3, 5) and "(shown" not in short.label
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,3 +570,134 @@ def test_fused_activations_come_from_the_converters_table():
         want = keras.ops.convert_to_numpy(keras.activations.get(name)(x))
         got = x if function is None else function(torch.from_numpy(x)).numpy()
         assert np.allclose(got, want, rtol=1e-5, atol=1e-6), name
+
+
+# --------------------------------------------------------------------------------------------------
+# recurrent layers: sequences and states
+# --------------------------------------------------------------------------------------------------
+def recurrent_model():
+    """An LSTM returning its sequence and both states, and a Bidirectional LSTM returning its four."""
+    inputs = keras.Input((7, 3), name="tokens")
+    sequence, state_h, state_c = keras.layers.LSTM(5, return_sequences=True, return_state=True, name="lstm")(
+        inputs
+    )
+    both = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True, return_state=True), name="bi"
+    )(sequence)
+    head = keras.layers.Dense(2, name="head")(both[0])
+    return keras.Model(inputs, [head, state_h, state_c, *both[1:]], name="recurrent")
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_recurrent_sequences_and_states_are_rows_like_any_other(fmt):
+    model = recurrent_model()
+    randomise_weights(model)
+    result = k2t.compare(model, k2t.convert(model, input_format=fmt), device="cpu", progress=False)
+    assert result.ok, result.to_dataframe()
+    rows = [(layer.keras_layer, layer.output) for layer in result.layers]
+    assert rows == [
+        ("lstm", "sequence"),
+        ("lstm", "state h"),
+        ("lstm", "state c"),
+        ("bi", "sequence"),
+        ("bi", "forward state h"),
+        ("bi", "forward state c"),
+        ("bi", "backward state h"),
+        ("bi", "backward state c"),
+        ("head", ""),
+    ]
+    assert all(layer.compared and layer.rel_diff <= 1e-5 for layer in result.layers)
+    frame = result.to_dataframe()
+    assert list(frame["output"][:3]) == ["sequence", "state h", "state c"]
+    assert frame["keras_shape"].tolist()[:4] == [(2, 7, 5), (2, 5), (2, 5), (2, 7, 8)]
+    assert result.layers[0].torch_module == "lstm" and result.layers[3].torch_module == "bi"
+    # torch's zero second bias (bias_hh) is not counted against Keras's one bias: no false mismatch.
+    for layer in (result.layers[0], result.layers[3]):
+        assert layer.torch_params == layer.keras_params == model.get_layer(layer.keras_layer).count_params()
+        assert "bias_hh" in layer.note
+    sequence = result.layers[3].preview  # (2, 7, 8): a (features x time) map, every value shown
+    assert sequence.kind == "image" and sequence.keras.shape == (1, 8, 7)
+    assert "8 features over 7 steps" in sequence.label
+    assert result.layers[1].preview.kind == "lines"  # a state: one vector per sample
+
+
+# --------------------------------------------------------------------------------------------------
+# traced layers: custom layers, subclassed models, random at inference
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_a_traced_custom_layer_is_one_row_mapped_to_its_submodule(fmt):
+    from test_tracing import SqueezeExcite
+
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    x = SqueezeExcite(4, name="excite")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(x))
+    randomise_weights(model)
+    conversion = k2t.convert(model, input_format=fmt)
+    result = k2t.compare(model, conversion, device="cpu", progress=False)
+    assert result.ok, result.to_dataframe()
+    frame = result.to_dataframe().set_index("keras_layer")
+    assert list(frame.index) == ["stem", "excite", "head"]  # the layer's own call() has no rows
+    assert frame.loc["excite", "keras_class"] == "SqueezeExcite"
+    assert (
+        frame.loc["excite", "torch_module"] == "excite" and "self.excite = SqueezeExcite()" in conversion.code
+    )
+    assert frame.loc["excite", "torch_params"] == frame.loc["excite", "keras_params"] == 4 * 2 + 2 + 2 * 4 + 4
+    assert (frame["rel_diff"] <= 1e-5).all()
+
+
+def test_a_subclassed_model_rows_use_its_attribute_names():
+    from test_subclassed import SmallCNN
+
+    model = SmallCNN()
+    model.build((None, 8, 8, 2))
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype("float32")
+    randomise_weights(model, inputs=[images])
+    result = k2t.compare(model, k2t.convert(model), inputs=images, device="cpu", progress=False)
+    assert result.ok, result.to_dataframe()
+    modules = {layer.keras_class: layer.torch_module for layer in result.layers}
+    assert modules["Conv2D"] == "conv" and modules["SqueezeExcite"] == "excite"
+    assert modules["Dense"] == "classifier"
+    assert all(layer.rel_diff <= 1e-5 for layer in result.compared)
+
+
+def vae_decoder_model():
+    """The keras-io VAE's sampling between an encoder and a decoder."""
+    from test_tracing import Sampling
+
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu", name="encoder")(inputs)
+    z_mean = keras.layers.Dense(3, name="z_mean")(hidden)
+    z_log_var = keras.layers.Dense(3, name="z_log_var")(hidden)
+    z = Sampling(name="sampling")([z_mean, z_log_var])
+    decoded = keras.layers.Dense(6, activation="sigmoid", name="decoder")(z)
+    return keras.Model(inputs, keras.layers.Dense(4, name="head")(decoded), name="vae")
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_random_at_inference_is_marked_and_the_next_layers_get_keras_draw(isolate):
+    model = vae_decoder_model()
+    randomise_weights(model)
+    result = k2t.compare(model, k2t.convert(model), device="cpu", progress=False, isolate=isolate)
+    statuses = dict(zip((layer.keras_layer for layer in result.layers), result.statuses()))
+    assert statuses.pop("sampling") == "random"
+    assert set(statuses.values()) == {"ok"}, result.to_dataframe()
+    sampling = next(layer for layer in result.layers if layer.keras_layer == "sampling")
+    assert sampling.random and sampling.rel_diff > 1e-2  # different draws, not compared by value
+    assert "random at inference" in sampling.note
+    after = [layer for layer in result.layers if layer.keras_layer in ("decoder", "head")]
+    assert all(layer.rel_diff <= 1e-6 for layer in after)  # fed Keras's draw: exact again
+    assert result.ok and result.max_rel_diff <= 1e-6
+    assert "random at inference: 'sampling'" in result.summary()
+    assert result.to_dataframe().loc[sampling.index, "status"] == "random"
+
+
+def test_random_rows_in_a_module_compared_through_hooks():
+    model = vae_decoder_model()
+    randomise_weights(model)
+    net = k2t.convert(model).build()  # a plain nn.Module: matched by name, read through hooks
+    result = k2t.compare(model, net, device="cpu", progress=False)
+    assert result.ok, result.to_dataframe()
+    assert [layer.keras_layer for layer in result.layers if layer.status(1e-4) == "random"] == ["sampling"]
+    head = result.layers[-1]
+    assert head.keras_layer == "head" and head.rel_diff <= 1e-6

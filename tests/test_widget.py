@@ -1,6 +1,7 @@
 """The comparison widget without a kernel: traits, binary previews, the static HTML fallback."""
 
 import base64
+import html
 import json
 import re
 import struct
@@ -365,5 +366,96 @@ def test_live_widget_shows_drift_and_the_converter():
             tolerance.press("Enter")
             shown = [rows.nth(i).get_attribute("data-status") for i in range(rows.count())]
             assert "fail" not in shown and shown.count("drift") >= statuses.count("drift")
+        finally:
+            browser.close()
+
+
+def _recurrent_and_random_comparisons():
+    from test_compare import recurrent_model, vae_decoder_model
+
+    comparisons = []
+    for model in (recurrent_model(), vae_decoder_model()):
+        randomise_weights(model)
+        comparisons.append(k2t.compare(model, k2t.convert(model), device="cpu", progress=False))
+    return comparisons
+
+
+def test_sequences_states_and_random_layers_in_the_widget_and_static_table():
+    recurrent, vae = _recurrent_and_random_comparisons()
+    widget = ComparisonWidget(recurrent)
+    assert [row["outl"] for row in widget.rows[:3]] == ["sequence", "state h", "state c"]
+    assert widget.rows[4]["outl"] == "forward state h" and widget.rows[-1]["outl"] == ""
+    sequence = _check_entry(widget, 3)  # Bidirectional's (2, 7, 8) sequence: a features x time map
+    assert sequence["kind"] == "image" and sequence["shape"] == [1, 8, 7] and sequence["channels"] == []
+    assert "8 features over 7 steps" in sequence["label"]
+    assert _check_entry(widget, 1)["kind"] == "lines"  # a state
+    text = html.unescape(recurrent.to_html())  # (exported as ASCII: character references)
+    assert "lstm · state h" in text and "bi · backward state c" in text
+    assert text.count('<tr class="k2t-s-row-ok"') == len(recurrent.layers)
+    # The three sequences (LSTM's, Bidirectional's, the head's) as (features x time) thumbnails,
+    # the six states as sparklines.
+    assert len(re.findall(r'alt="Keras, features × time"', text)) == 3
+    assert text.count("<svg") == 2 * 6
+
+    widget = ComparisonWidget(vae)
+    random = [row for row in widget.rows if row["rnd"]]
+    assert [row["layer"] for row in random] == ["sampling"] and not widget.rows[-1]["rnd"]
+    assert widget.header["counts"]["random"] == 1 and widget.header["counts"]["fail"] == 0
+    text = html.unescape(vae.to_html())
+    assert text.count('<tr class="k2t-s-row-random"') == 1 and "k2t-b-random" in text
+    assert "✔ all 5 compared layer outputs match" in text and "random at inference: 'sampling'" in text
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the system Chromium")
+def test_live_widget_shows_random_rows_and_sequence_maps():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    recurrent, vae = _recurrent_and_random_comparisons()
+    source, css = (STATIC / "widget.js").read_text(), (STATIC / "widget.css").read_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            for name, comparison, selected in (("random", vae, 3), ("sequence", recurrent, 3)):
+                widget = ComparisonWidget(comparison)
+                widget.selected = selected
+                state = {
+                    key: getattr(widget, key)
+                    for key in (
+                        "header",
+                        "rows",
+                        "tolerance",
+                        "warn_fraction",
+                        "selected",
+                        "detail_meta",
+                        "code",
+                    )
+                }
+                detail = base64.b64encode(widget.detail).decode("ascii")
+                page = browser.new_page(viewport={"width": 1300, "height": 1200})
+                errors: list[str] = []
+                page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
+                page.evaluate(FAKE_MODEL, [source, css, state, detail])
+                rows = page.locator("tr.k2t-row")
+                rows.first.wait_for()
+                assert errors == []
+                statuses = comparison.statuses()
+                for i in range(rows.count()):  # the browser's statuses are Python's
+                    row = rows.nth(i)
+                    assert row.get_attribute("data-status") == statuses[int(row.get_attribute("data-index"))]
+                if name == "random":
+                    assert "k2t-verdict-ok" in page.locator(".k2t-verdict").get_attribute("class")
+                    assert "1 random at inference" in page.locator(".k2t-verdict").inner_text()
+                    badge = page.locator(".k2t-counts .k2t-badge-random")
+                    assert badge.inner_text() == "1 random"
+                else:
+                    assert "bi · sequence" in page.locator(".k2t-detail-name").inner_text()
+                    maps = page.locator(".k2t-detail canvas.k2t-map-canvas")
+                    assert maps.count() == 3  # Keras, PyTorch, |Δ| of the one (features x time) map
+                    width, height = maps.first.evaluate("(e) => [e.clientWidth, e.clientHeight]")
+                    assert width < height * 1.5  # 8 features down, 7 steps across
+                page.locator(".k2t-widget").screenshot(path=str(ARTIFACTS / f"widget-{name}.png"))
+                page.close()
         finally:
             browser.close()

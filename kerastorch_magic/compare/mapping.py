@@ -88,6 +88,31 @@ def count_parameters(module: torch.nn.Module) -> int:
     return int(total)
 
 
+def count_like_keras(modules: list[torch.nn.Module], keras_count: int) -> tuple[int, str]:
+    """The parameters of a layer's port as Keras counts them, and a note when that differs.
+
+    torch's recurrent modules have two biases (``bias_ih``, ``bias_hh``) where Keras's LSTM,
+    SimpleRNN and GRU(``reset_after=False``) have one: a port keeps ``bias_hh`` at zero. Those
+    zero biases are left out when that makes the counts agree; any other difference stays.
+    """
+    total = sum(count_parameters(module) for module in modules)
+    if total == keras_count:
+        return total, ""
+    with torch.no_grad():
+        extra = sum(
+            p.numel()
+            for module in modules
+            for name, p in module.named_parameters()
+            if name.rsplit(".", 1)[-1].startswith("bias_hh") and not p.any()
+        )
+    if extra and total - extra == keras_count:
+        return keras_count, (
+            f"parameters: PyTorch's second recurrent bias (bias_hh, {extra} zeros) is not counted; "
+            "Keras has one bias"
+        )
+    return total, ""
+
+
 def align_auto(tensor, keras_shape: tuple, wanted, node: Node, shapes: dict):
     """A hooked tensor in Keras's layout, or None when its shape cannot be lined up."""
     if not isinstance(tensor, torch.Tensor):

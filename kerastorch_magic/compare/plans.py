@@ -18,10 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .. import devices, layout, registry
+from .. import devices, layout, registry, traced
 from ..ir import Graph, Node
 from . import inputs as input_data
-from .mapping import TapSpec, align_auto, candidate_names, count_parameters, fused_activation, pick, unalign
+from .mapping import TapSpec, align_auto, candidate_names, count_like_keras, fused_activation, pick, unalign
 
 # tap(row index, torch tensor) -> a replacement for the tensor (None keeps it): what a plan's
 # forward calls for every row it reaches.
@@ -37,8 +37,38 @@ class Row:
     output_index: int
     torch_module: str = ""
     torch_params: int | None = None
+    params_note: str = ""  # why the PyTorch count leaves parameters out (a zero second bias)
     note: str = ""
     converter: str = ""
+    # Random at inference (a traced layer drawing keras.random): the runner marks the row
+    # ``random`` and feeds the next layers Keras's own output instead of comparing values.
+    random: bool = False
+
+    @property
+    def output(self) -> str:
+        """Which output of a layer with several this row is (``""`` for a single output)."""
+        return output_label(self.node, self.output_index)
+
+
+def output_label(node: Node, index: int) -> str:
+    """``"sequence"``, ``"state h"``, ``"backward state c"`` for a recurrent layer returning its
+    states (Keras's order: the output, then each direction's states), else ``"output 2 of 3"``."""
+    count = len(node.outputs)
+    if count == 1:
+        return ""
+    layer = node.layer
+    if getattr(layer, "return_state", False):
+        if index == 0:
+            return "sequence" if getattr(layer, "return_sequences", False) else "last step"
+        directions = ("forward ", "backward ") if node.class_name == "Bidirectional" else ("",)
+        per_direction = (count - 1) // len(directions)
+        names = {1: ["state"], 2: ["state h", "state c"]}.get(per_direction)
+        position = index - 1
+        prefix = directions[position // per_direction] if per_direction else ""
+        if names is not None:
+            return prefix + names[position % per_direction]
+        return f"{prefix}state {position % per_direction}"
+    return f"output {index} of {count}"
 
 
 class Plan(Protocol):
@@ -92,9 +122,16 @@ def _conversion_rows(conversion, graph: Graph) -> list[Row]:
                 ", ".join(trace.modules),
                 note=trace.fused_into,  # a layer fused into a later one: skipped, compared there
                 converter=_converter_name(node),
+                random=trace.random,
             )
         )
     return rows
+
+
+def keras_params(node: Node) -> int:
+    """The Keras layer's parameter count (0 for an unbuilt layer or an operation)."""
+    built = getattr(node.layer, "built", False) and hasattr(node.layer, "count_params")
+    return int(node.layer.count_params()) if built else 0
 
 
 def _converter_name(node: Node) -> str:
@@ -126,7 +163,8 @@ class ConversionPlan:
         for row in self.rows:
             trace = self.conversion.traces[row.index]
             if trace.output_index == 0 and not trace.fused_into:
-                row.torch_params = sum(count_parameters(getattr(module, name)) for name in trace.modules)
+                modules = [getattr(module, name) for name in trace.modules]
+                row.torch_params, row.params_note = count_like_keras(modules, keras_params(row.node))
         with torch.no_grad():
             module(*inputs)
 
@@ -168,7 +206,11 @@ class ModulePlan:
         self, module: torch.nn.Module, graph: Graph, mapping, device: torch.device, input_format: str
     ):
         self.module, self.graph, self.device, self.input_format = module, graph, device, input_format
-        self.rows = [Row(0, node, index) for node in graph.nodes for index in range(len(node.outputs))]
+        self.rows = [
+            Row(0, node, index, random=traced.is_random(node))
+            for node in graph.nodes
+            for index in range(len(node.outputs))
+        ]
         for position, row in enumerate(self.rows):
             row.index = position
         self.taps: dict[int, TapSpec] = {}  # row index -> how to read it
@@ -196,7 +238,9 @@ class ModulePlan:
                 continue
             row.torch_module = tap.module if tap.module else "(module output)"
             if tap.module and row.output_index == 0:
-                row.torch_params = count_parameters(named[tap.module])
+                row.torch_params, row.params_note = count_like_keras(
+                    [named[tap.module]], keras_params(row.node)
+                )
             tap.activation_fn, tap.activation_note = fused_activation(row.node, tap, named.get(tap.module))
 
     def _map(self, mapping: dict, named: dict) -> None:

@@ -8,6 +8,9 @@ Statuses (:data:`Status`) of one Keras layer output, at a tolerance on the relat
 * ``drift``: beyond tolerance end to end, but this layer and every layer it reads from are within
   tolerance when fed Keras's own inputs (the drift check of :mod:`.run`): float32 round-off grown
   through the layers before, not a conversion error;
+* ``random``: random at inference (a traced layer drawing ``keras.random``, e.g. a VAE's
+  ``Sampling``): the two sides draw different values, so its numbers say nothing about the port
+  and the next layers are fed Keras's own output (their rows stay exact);
 * ``skip``: nothing to compare it with.
 """
 
@@ -21,8 +24,8 @@ import pandas as pd
 
 from .. import stats
 
-Status = Literal["ok", "warn", "drift", "fail", "skip"]
-STATUSES: tuple[Status, ...] = ("ok", "warn", "drift", "fail", "skip")
+Status = Literal["ok", "warn", "drift", "fail", "random", "skip"]
+STATUSES: tuple[Status, ...] = ("ok", "warn", "drift", "fail", "random", "skip")
 
 
 @dataclass
@@ -93,6 +96,8 @@ class LayerResult:
     note: str = ""
     is_output: bool = False
     converter: str = ""  # the converter that produced this layer's code ("" for your own module)
+    random: bool = False  # random at inference: never compared by value (status ``random``)
+    output: str = ""  # which of a layer's several outputs ("state h", "output 2 of 3"; "" if one)
     drift: DriftCheck | None = field(default=None, repr=False)  # shared by the rows of one run
 
     @property
@@ -118,6 +123,8 @@ class LayerResult:
     def status(self, tolerance: float) -> Status:
         if self.compared and self.numbers is None:  # compared, but the shapes did not match
             return "fail"
+        if self.random and self.compared:
+            return "random"
         status = stats.status(self.rel_diff, tolerance, self.compared)
         drift = self.drift
         if status == "fail" and drift is not None and drift.isolated[self.index] is not None:
@@ -188,7 +195,8 @@ class Comparison:
 
     @property
     def max_rel_diff(self) -> float:
-        values = [layer.rel_diff for layer in self.compared]
+        """The largest relative error among compared layers (random ones left out)."""
+        values = [layer.rel_diff for layer in self.compared if not layer.random]
         return max(values) if values else math.nan
 
     # -- tables -----------------------------------------------------------------------------------
@@ -213,6 +221,7 @@ class Comparison:
                     "status": layer.status(self.tolerance),
                     "isolated_rel_diff": layer.isolated_rel_diff,
                     "converter": layer.converter,
+                    "output": layer.output,  # which of several outputs ("state h"), "" for one
                     "keras_mean": numbers.keras_mean if numbers else math.nan,
                     "keras_std": numbers.keras_std if numbers else math.nan,
                     "torch_mean": numbers.torch_mean if numbers else math.nan,
@@ -245,10 +254,15 @@ class Comparison:
         if drifting:
             return self._drift_summary(drifting)
         warned = sum(layer.status(self.tolerance) == "warn" for layer in self.layers)
-        text = f"all {compared} compared layer outputs match within {self.tolerance:g}"
+        random = [layer.keras_layer for layer in self.layers if layer.status(self.tolerance) == "random"]
+        exact = compared - len(random)
+        text = f"all {exact} compared layer outputs match within {self.tolerance:g}"
         text += f" (max relative error {self.max_rel_diff:.2g})"
         if warned:
             text += f"; {warned} close to the tolerance"
+        if random:
+            names = ", ".join(repr(name) for name in dict.fromkeys(random))
+            text += f"; random at inference: {names} (the next layers fed Keras's draw)"
         return text
 
     def _drift_summary(self, drifting: list[LayerResult]) -> str:

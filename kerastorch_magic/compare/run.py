@@ -11,6 +11,9 @@ end to end whose own error and whose upstream layers' own errors are within it i
 deep untrained networks amplify float32 round-off (Keras's float32 output is as far from a
 float64 run as the port's) until whole stages disagree; a wrong layer shows in isolation too.
 Its cost is one more pass without histograms or previews, only when something failed.
+
+A row random at inference (``Row.random``) is always fed forward from Keras's output, as in
+isolation: the two draws differ, and the layers after it should not inherit that difference.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..ir import Graph
 from ..layout import INPUT_FORMATS
 from . import inputs as input_data
 from . import keras_side
-from .plans import ConversionPlan, ModulePlan, Plan, Row
+from .plans import ConversionPlan, ModulePlan, Plan, Row, keras_params
 from .progress import Reporter, callback
 from .results import Comparison, DriftCheck, LayerResult, RunInfo
 
@@ -165,6 +168,8 @@ def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter, failing: 
     run.execute()
     isolated: list[float | None] = [None] * len(plan.rows)
     for index, observed in run.observed.items():
+        if plan.rows[index].random:  # different draws: no evidence either way
+            continue
         isolated[index] = observed.rel_diff if observed.rel_diff is not None else float("inf")
     return DriftCheck(isolated, _upstream_rows(graph, plan.rows), time.perf_counter() - started)
 
@@ -228,6 +233,12 @@ def _full_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
         if tf_saved is not None:
             tf.config.experimental.enable_tensor_float_32_execution(tf_saved)
+
+
+_RANDOM_NOTE = (
+    "random at inference: Keras and PyTorch draw different values, so the values are not compared "
+    "(the histograms show the two distributions) and the next layers are fed Keras's output"
+)
 
 
 class _Enough(Exception):
@@ -309,18 +320,19 @@ class _Run:
     def _result(self, row: Row) -> LayerResult:
         node = row.node
         value = node.outputs[row.output_index]
-        built = getattr(node.layer, "built", False) and hasattr(node.layer, "count_params")
         result = LayerResult(
             index=row.index,
             keras_layer=node.qualified_name,
             keras_class=node.class_name,
             keras_shape=self.keras.shapes.get(id(value), tuple(value.shape)),
             torch_module=row.torch_module,
-            keras_params=int(node.layer.count_params()) if built and row.output_index == 0 else 0,
+            keras_params=keras_params(node) if row.output_index == 0 else 0,
             torch_params=row.torch_params,
             note=row.note,
             is_output=any(value is output for output in self.graph.outputs),
             converter=row.converter,
+            random=row.random,
+            output=row.output,
         )
         found = self.observed.get(row.index)
         if found is not None:
@@ -334,6 +346,7 @@ class _Run:
                 if self.error
                 else self.plan.missing(row.index)
             )
+        result.note = "; ".join(filter(None, (result.note, row.params_note)))
         return result
 
     def observe(self, index: int, tensor):
@@ -367,7 +380,9 @@ class _Run:
                             keras_tensor, aligned
                         )
                     observed.note = self.plan.note(index)
-                    if self.isolate:
+                    if row.random:
+                        observed.note = "; ".join(filter(None, (_RANDOM_NOTE, observed.note)))
+                    if self.isolate or row.random:
                         replacement, why = self.plan.force(index, tensor, keras_tensor)
                         if why:
                             observed.note = "; ".join(filter(None, (observed.note, why)))

@@ -66,6 +66,10 @@ def row_state(layer) -> dict:
         "note": layer.note,
         "out": layer.is_output,
         "conv": layer.converter,
+        # Which output of a layer with several ("state h"; "" for one), and whether the row is random
+        # at inference (status "random" at any tolerance: its values are not compared).
+        "outl": layer.output,
+        "rnd": layer.random and layer.numbers is not None,
         # The drift check's evidence (null when it did not run or did not reach the row), and the
         # rows this one reads from: the front end re-derives ``drift`` from them per tolerance.
         "irel": _finite(layer.drift.isolated[layer.index]) if _isolated(layer) else None,

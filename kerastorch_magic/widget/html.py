@@ -73,7 +73,7 @@ def _img(rgb: np.ndarray, title: str) -> str:
     scale = 24 / max(height, width)
     return (
         f'<img class="k2t-thumb" alt="{html.escape(title)}" title="{html.escape(title)}" '
-        f'width="{max(1, round(width * scale))}" height="{max(1, round(height * scale))}" '
+        f'width="{max(6, round(width * scale))}" height="{max(6, round(height * scale))}" '
         f'src="data:image/png;base64,{data}">'
     )
 
@@ -111,10 +111,11 @@ def thumbnails(layer, tolerance: float) -> tuple[str, str]:
         diff = stats.thumbnail(preview.diff[0]) * (preview.diff_high[0] if preview.diff_high else 0.0)
         scale = max(layer.max_abs_diff if math.isfinite(layer.max_abs_diff) else 0.0, 0.0)
         scale = max(scale, tolerance * (layer.numbers.keras_absmax if layer.numbers else 0.0)) or 1.0
-        channel = preview.channels[0] if preview.channels else 0
+        # An image's first shown channel, or a sequence's (features × time) map.
+        what = f"channel {preview.channels[0]}" if preview.channels else "features × time"
         return (
-            _img(keras, f"Keras, channel {channel}"),
-            _img(colormap(diff / scale, _MAGMA), f"|Δ|, channel {channel} (bright: the largest error)"),
+            _img(keras, f"Keras, {what}"),
+            _img(colormap(diff / scale, _MAGMA), f"|Δ|, {what} (bright: the largest error)"),
         )
     keras, torch = preview.keras[0][:64], preview.torch[0][:64]
     diff = np.abs(torch - keras)
@@ -172,6 +173,7 @@ _CSS = """
 .k2t-static .k2t-b-warn{background:#fff8c5;color:#7d4e00}
 .k2t-static .k2t-b-drift{background:#ddf4ff;color:#0550ae}
 .k2t-static .k2t-b-fail{background:#ffebe9;color:#a40e26}
+.k2t-static .k2t-b-random{background:#fbefff;color:#6639ba}
 .k2t-static .k2t-b-skip{background:#eef1f4;color:#59636e}
 .k2t-static tr.k2t-s-row-fail td{background:rgba(255,129,130,.08)}
 .k2t-static .k2t-s-bad{color:#a40e26;font-weight:600}
@@ -231,10 +233,12 @@ def _row(layer, status: str, thumbs: tuple[str, str]) -> str:
     if layer.torch_params is not None and layer.torch_params != layer.keras_params:
         params = f'<span class="k2t-s-bad">{params} &ne; {layer.torch_params:,}</span>'
     note = f' title="{html.escape(layer.note)}"' if layer.note else ""
-    name = f"{layer.keras_layer} {layer.keras_class}"
+    output = f" · {layer.output}" if layer.output else ""  # which of several outputs ("state h")
+    name = f"{layer.keras_layer}{output} {layer.keras_class}"
     title = name + (f" · converter: {layer.converter}" if layer.converter else "")
     name_html = (
-        f'{html.escape(layer.keras_layer)} <span class="k2t-s-dim">{html.escape(layer.keras_class)}</span>'
+        f"{html.escape(layer.keras_layer + output)} "
+        f'<span class="k2t-s-dim">{html.escape(layer.keras_class)}</span>'
     )
     module = _clip(layer.torch_module) if layer.torch_module else '<span class="k2t-s-dim">·</span>'
     cells = [

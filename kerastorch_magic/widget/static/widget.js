@@ -83,8 +83,10 @@ export function taintOf(rows, tolerance) {
 }
 
 // "drift": beyond tolerance end to end, but exact on Keras's inputs all the way up (float32 round-off).
+// "random": random at inference (a VAE's sampling): different draws, the values are not compared.
 export function statusOf(row, tolerance, warnFraction, tainted = true) {
   if (!row.cmp) return "skip";
+  if (row.rnd) return "random";
   if (row.rel === null || row.rel === undefined) return "fail";
   if (!(row.rel <= tolerance)) {
     const checked = Boolean(row.ifail) || (row.irel !== null && row.irel !== undefined);
@@ -151,10 +153,11 @@ function cssVar(el, name, fallback) {
 // Drawing
 // ------------------------------------------------------------------------------------------------
 function drawMap(canvas, values, height, width, colour, box) {
-  // values: function(index) -> [0, 1]; drawn at `box` css px on the longer side, pixelated.
+  // values: function(index) -> [0, 1]; drawn at `box` css px on the longer side, pixelated; the
+  // shorter side at least a quarter of it (a 4-feature, 64-step sequence map stays readable).
   const scale = box / Math.max(height, width);
-  const cssW = Math.max(1, Math.round(width * scale));
-  const cssH = Math.max(1, Math.round(height * scale));
+  const cssW = Math.max(Math.round(box / 4), Math.round(width * scale));
+  const cssH = Math.max(Math.round(box / 4), Math.round(height * scale));
   const context = setupCanvas(canvas, cssW, cssH);
   const source = document.createElement("canvas");
   source.width = width;
@@ -501,7 +504,7 @@ function render({ model, el }) {
     tr.appendChild(statusCell);
     const cells = [
       [String(row.i), "k2t-c-index"],
-      [row.layer, "k2t-c-layer"],
+      [row.outl ? `${row.layer} · ${row.outl}` : row.layer, "k2t-c-layer"],
       [row.cls, "k2t-c-class"],
       [fmtShape(row.kshape), "k2t-c-shape"],
       [row.tmod || "·", "k2t-c-module" + (row.tmod ? "" : " k2t-dim")],
@@ -607,7 +610,7 @@ function render({ model, el }) {
         if (status !== "fail" && status !== "drift" && status !== "warn") continue;
       }
       if (query) {
-        const haystack = `${row.layer} ${row.cls} ${row.tmod}`.toLowerCase();
+        const haystack = `${row.layer} ${row.outl || ""} ${row.cls} ${row.tmod}`.toLowerCase();
         if (!haystack.includes(query)) continue;
       }
       state.visible.push(i);
@@ -617,7 +620,7 @@ function render({ model, el }) {
   }
 
   function refresh() {
-    const tally = { ok: 0, warn: 0, drift: 0, fail: 0, skip: 0 };
+    const tally = { ok: 0, warn: 0, drift: 0, fail: 0, random: 0, skip: 0 };
     let first = null;
     for (const row of rows) {
       const status = statusOfRow(row);
@@ -639,12 +642,14 @@ function render({ model, el }) {
         "drift end to end (float32 round-off)";
       verdictText.title = header.summary || "";
     } else if (ok) {
-      verdictText.textContent = `All ${compared} compared layer outputs match`;
+      verdictText.textContent =
+        `All ${compared - tally.random} compared layer outputs match` +
+        (tally.random ? ` (${tally.random} random at inference, not compared by value)` : "");
     } else {
       verdictText.textContent = `${tally.fail} of ${compared} layer outputs differ — first: ${first.layer} (${first.cls})`;
     }
     counts.replaceChildren();
-    for (const status of ["ok", "warn", "drift", "fail", "skip"]) {
+    for (const status of ["ok", "warn", "drift", "fail", "random", "skip"]) {
       if (!tally[status] && status !== "ok") continue;
       const badge = h("span", `k2t-badge k2t-badge-${status}`, `${tally[status]} ${status}`);
       badge.title = {
@@ -654,6 +659,9 @@ function render({ model, el }) {
           "above the tolerance end to end, but within it fed Keras's own inputs, as is every layer " +
           "before it: float32 round-off amplified through the layers, not a conversion error",
         fail: "above the tolerance (or NaN, or shapes that do not line up)",
+        random:
+          "random at inference (keras.random): the two sides draw different values, so the values " +
+          "are not compared; the next layers are fed Keras's output",
         skip: "no PyTorch counterpart to compare with",
       }[status];
       counts.appendChild(badge);
@@ -727,14 +735,21 @@ function render({ model, el }) {
       return height - 2 - ((exponent - lowExp) / -lowExp) * (height - 4 - topBand);
     };
     const slot = Math.min(16, width / Math.max(1, count));
-    const colours = { ok: "#2da44e", warn: "#bf8700", drift: "#0969da", fail: "#cf222e", skip: "#8c959f" };
+    const colours = {
+      ok: "#2da44e",
+      warn: "#bf8700",
+      drift: "#0969da",
+      fail: "#cf222e",
+      random: "#8250df",
+      skip: "#8c959f",
+    };
     for (let i = 0; i < count; i++) {
       const row = rows[i];
       const status = statusOfRow(row);
       context.fillStyle = colours[status];
       const x = i * slot;
       const barW = Math.max(1, slot - (slot > 3 ? 1 : 0));
-      if (status === "skip") {
+      if (status === "skip" || status === "random") {
         context.fillRect(x, height - 3, barW, 2);
         continue;
       }
@@ -805,7 +820,7 @@ function render({ model, el }) {
     const title = h("div", "k2t-detail-title");
     title.append(
       h("span", `k2t-badge k2t-badge-${status}`, status),
-      h("span", "k2t-detail-name", row.layer + (row.out ? " (model output)" : "")),
+      h("span", "k2t-detail-name", row.layer + (row.outl ? ` · ${row.outl}` : "") + (row.out ? " (model output)" : "")),
       h("span", "k2t-dim", `${row.cls} · Keras ${fmtShape(row.kshape)} ↔ PyTorch ${row.tmod || "(forward)"} ${fmtShape(row.tshape)}`),
     );
     detail.appendChild(title);
