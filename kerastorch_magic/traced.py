@@ -135,9 +135,14 @@ def safe_config(layer) -> dict | None:
     """``layer.get_config()``, even when a custom regularizer or constraint cannot serialise.
 
     Such objects do not change the forward pass (the keras-io PointNet's OrthogonalRegularizer has
-    no get_config()); they are left out of the config instead of failing the conversion. None
-    (read lazily by the converter) for layers with nothing custom in those options.
+    no get_config()); they are left out of the config instead of failing the conversion. A layer
+    whose activation was set to None after it was built (keras-io's grad_cam:
+    ``model.layers[-1].activation = None``) computes no activation (Keras's call() skips None) but
+    cannot serialise it: its config says ``"linear"``. None (read lazily by the converter) for
+    layers with neither.
     """
+    import keras
+
     custom = [
         name
         for name, value in vars(layer).items()
@@ -146,19 +151,27 @@ def safe_config(layer) -> dict | None:
         and not tracing.is_builtin(value)
         and not isinstance(value, (str, dict))
     ]
-    if not custom:
+    unset = {"activation": keras.activations.linear} if getattr(layer, "activation", "") is None else {}
+    if not custom and not unset:
         return None
     try:
-        return layer.get_config()
+        return _config_with(layer, unset)
     except Exception:  # noqa: BLE001 - fall back to a config without the custom objects
-        saved = {name: vars(layer)[name] for name in custom}
-        try:
-            for name in custom:
-                object.__setattr__(layer, name, None)
-            return layer.get_config()
-        finally:
-            for name, value in saved.items():
-                object.__setattr__(layer, name, value)
+        if not custom:
+            raise
+        return _config_with(layer, {**unset, **dict.fromkeys(custom)})
+
+
+def _config_with(layer, attributes: dict) -> dict:
+    """``layer.get_config()`` with ``attributes`` set for the call (bypassing Keras's tracking)."""
+    saved = {name: getattr(layer, name) for name in attributes}
+    try:
+        for name, value in attributes.items():
+            object.__setattr__(layer, name, value)
+        return layer.get_config()
+    finally:
+        for name, value in saved.items():
+            object.__setattr__(layer, name, value)
 
 
 RANDOM_COMMENT = (

@@ -71,6 +71,21 @@ def test_dense_with_lora_merges_the_adapter():
     assert set(conversion.state_dict) == {"dense.weight", "dense.bias"}
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_activation_set_to_none_after_building(fmt):
+    """keras-io's grad_cam: ``model.layers[-1].activation = None`` (logits): Keras skips it, and
+    its get_config() cannot serialise None."""
+    image = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(image)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(image, keras.layers.Dense(4, activation="softmax", name="head")(x))
+    for name in ("conv", "head"):
+        model.get_layer(name).activation = None
+    conversion, _ = assert_exact(model, fmt)
+    assert "softmax" not in conversion.code and "relu" not in conversion.code
+    assert model.get_layer("head").activation is None  # the user's layer is left as it was
+
+
 def test_quantized_dense_is_refused_by_name():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="q")])
     model.quantize("int8")
