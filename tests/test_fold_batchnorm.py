@@ -161,3 +161,22 @@ def test_default_is_unchanged():
     model = _resnet_blocks()
     conversion = k2t.convert(model)
     assert conversion.code.count("nn.BatchNorm2d(") == 7 and "folded" not in conversion.code
+
+
+def test_magic_option():
+    """``%keras2torch model --fold-batchnorm`` defines the folded class (run in-process)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "kerastorch_magic")
+    model = _resnet_blocks()
+    randomise_weights(model)
+    shell.user_ns["model"] = model
+    shell.run_line_magic("keras2torch", "model --fold-batchnorm --no-compare --insert none")
+    net = shell.user_ns["net"]
+    kinds = {type(module).__name__ for module in net.modules()}
+    assert "Conv2d" in kinds and "BatchNorm2d" not in kinds
+    data = random_inputs(model)[0]
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))).numpy()
+    assert relative_error(np.asarray(model(data, training=False)), out) <= RTOL
