@@ -87,6 +87,20 @@ def test_unbuilt_subclassed_model_says_how_to_build_it():
     assert error.value.layers == [("cnn", "SmallCNN")]
 
 
+@pytest.mark.parametrize(
+    ("model_class", "shape", "says"),
+    [
+        (SmallCNN, None, "no input shape"),  # keras-io's GANs, NNCLR, diffusion models
+        (TwoTowers, [(None, 4), None], "no shape for one of its inputs"),
+    ],
+)
+def test_subclassed_model_built_without_a_shape_says_how_to_build_it(model_class, shape, says):
+    model = model_class()
+    model.build(shape)  # Keras records {"input_shape": shape}: nothing to trace with
+    with pytest.raises(k2t.ConversionError, match=rf"{says}.*model\.build\(\(None, 28, 28, 1\)\)"):
+        k2t.convert(model)
+
+
 def test_python_control_flow_on_tensors_is_refused_with_the_line():
     class Branchy(keras.Model):
         def __init__(self, **kwargs):

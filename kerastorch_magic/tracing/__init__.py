@@ -239,27 +239,33 @@ def trace_model(model, qualified_name: str) -> Trace:
     """Trace a built subclassed model on inputs shaped like those it was built or first called with."""
     import keras
 
-    shapes = getattr(model, "_build_shapes_dict", None)
-    if not model.built or not shapes:
+    # model.build(None) (and Keras's own build of a model never called) records {"input_shape": None}.
+    values = [v for v in (getattr(model, "_build_shapes_dict", None) or {}).values() if v is not None]
+
+    def no_shape(what: str = "input shape") -> ConversionError:
         why = (
-            "Keras recorded no input shape when it was built"
+            f"Keras recorded no {what} when it was built"
             if model.built
             else "a subclassed model that was never built or called has no input shape"
         )
-        raise refuse(
+        return refuse(
             model,
             qualified_name,
             f"{why} to trace it with; build it with its input shape first, "
             "e.g. model.build((None, 28, 28, 1)), or call it once on data",
         )
 
+    if not model.built or not values:
+        raise no_shape()
+
     def is_shape(value) -> bool:
         return isinstance(value, (tuple, list)) and all(d is None or isinstance(d, int) for d in value)
 
     def make_input(shape):
+        if shape is None:  # one of several inputs built without a shape
+            raise no_shape("shape for one of its inputs")
         return keras.KerasTensor((None, *tuple(shape)[1:]))
 
-    values = [v for v in shapes.values() if v is not None]
     args = [
         keras.tree.map_shape_structure(make_input, v) if not is_shape(v) else make_input(v) for v in values
     ]
