@@ -5,6 +5,8 @@ import numpy as np
 from exactness import randomise_weights
 
 import kerastorch_magic as k2t
+from kerastorch_magic.compare import inputs
+from kerastorch_magic.graph import read_model
 
 
 class _PositionalEmbedding(keras.layers.Layer):
@@ -31,3 +33,27 @@ def test_unknown_sequence_length_fits_the_position_table():
     comparison = k2t.compare(model, k2t.convert(model))
     assert comparison.ok, comparison
     assert "tokens (2, 12) int32" in comparison.info.input
+
+
+def test_token_ids_fit_the_vocabulary_of_an_embedding_inside_a_traced_layer():
+    """keras-io's machine-translation Transformer: a custom PositionalEmbedding reads the tokens."""
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    model = keras.Model(tokens, keras.layers.Dense(3)(_PositionalEmbedding(6, 3, 4)(tokens)))
+    assert_compares_with_ids_below(model, 3)
+
+
+def test_a_float_input_that_an_embedding_reads_gets_token_ids():
+    """handson-ml3 chapter 15: Sequential([Embedding(n_notes, 5, input_shape=[None]), ...]):
+    the input is float32, as Keras's default, and holds ids; normal draws were out of range."""
+    model = keras.Sequential(
+        [keras.Input((None,)), keras.layers.Embedding(4, 5), keras.layers.Conv1D(3, 2, padding="causal")]
+    )
+    assert_compares_with_ids_below(model, 4)
+
+
+def assert_compares_with_ids_below(model, vocabulary):
+    (ids,), _ = inputs.prepare(read_model(model), None, batch_size=2, seed=0)
+    assert ids.min() >= 0 and ids.max() < vocabulary and np.array_equal(ids, ids.round())
+    randomise_weights(model, inputs=[np.arange(12).reshape(2, 6) % vocabulary])
+    comparison = k2t.compare(model, k2t.convert(model))
+    assert comparison.ok, comparison

@@ -26,7 +26,8 @@ def prepare(graph: Graph, inputs, batch_size: int, seed: int) -> tuple[list[np.n
         for value in graph.inputs:
             shape = (batch_size, *(unknown if d is None else d for d in value.shape[1:]))
             dtype = np.dtype(value.dtype if value.dtype != "string" else "float32")
-            if np.issubdtype(dtype, np.integer):
+            if np.issubdtype(dtype, np.integer) or id(value) in vocab:
+                # Token ids, also in a float input (a Sequential's default) that an Embedding reads.
                 arrays.append(rng.integers(0, vocab.get(id(value), 10), shape).astype(dtype))
             elif dtype == np.bool_:
                 arrays.append(rng.random(shape) < 0.5)
@@ -53,11 +54,13 @@ def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _embedding_sizes(graph: Graph) -> dict[int, int]:
-    """id(model input) -> the smallest ``input_dim`` of an Embedding it feeds directly."""
+    """id(model input) -> the smallest ``input_dim`` of an Embedding it feeds directly.
+
+    Traced layers are looked into (a PositionalEmbedding's token Embedding reads the input).
+    """
     sizes: dict[int, int] = {}
-    consumers = graph.consumers()
     for value in graph.inputs:
-        for node in consumers.get(id(value), []):
+        for node in graph.readers_inside(value):
             dim = getattr(node.layer, "input_dim", None)
             if node.class_name == "Embedding" and dim:
                 sizes[id(value)] = min(sizes.get(id(value), dim), int(dim))
