@@ -78,8 +78,10 @@ def _init_method(declarations: list[Declaration]) -> list[str]:
         '        """Re-initialise every weight as Keras would (its initialisers, not torch\'s)."""',
     ]
     for init, attrs in groups.items():
-        if len(attrs) == 1:
-            lines += [f"        {line.format(m='self.' + attrs[0])}" for line in init]
+        # A group whose lines are all comments (an initialiser with no torch twin) would make
+        # a loop with no body: write it once per module instead.
+        if len(attrs) == 1 or all(line.lstrip().startswith("#") for line in init):
+            lines += [f"        {line.format(m='self.' + a)}" for a in attrs for line in init]
         else:
             members = ", ".join(f"self.{a}" for a in attrs)
             lines.append(f"        for layer in ({members}):")

@@ -613,7 +613,9 @@ class _Builder:
         else:
             ctor = f"nn.Buffer({empty})"
         init = traced.variable_init(variable, array.shape)
-        comment = f"Keras weight {variable.path!r}" + ("" if variable.trainable else " (not trainable)")
+        # The variable's own name, not its path: the path names the layer instance, and two uses
+        # of one custom class must generate identical code to share one class.
+        comment = f"Keras weight {variable.name!r}" + ("" if variable.trainable else " (not trainable)")
         if unused:
             comment += "; call() does not read it at inference, kept so the state matches Keras"
         self.declarations.append(codegen.Declaration(attr, ctor, comment, init))
