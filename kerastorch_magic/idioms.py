@@ -124,20 +124,23 @@ def _kind(node: Node) -> str:
     return f"op:{node.class_name}" if node.is_operation else node.class_name
 
 
-def _scalar_operand(node: Node) -> float | None:
-    """The Python/numpy number a binary keras.ops call takes besides its one tensor, if any."""
+def _scalar_operand(node: Node, second: bool = False) -> float | None:
+    """The Python/numpy number a binary keras.ops call takes besides its one tensor, if any.
+
+    ``second``: only as the second operand (``x / 6``, not ``6 / x``).
+    """
     arguments = getattr(node.keras_node, "arguments", None)
-    if arguments is None or len(node.inputs) != 1 or arguments.kwargs:
+    if arguments is None or len(node.inputs) != 1 or arguments.kwargs or len(arguments.args) != 2:
         return None
     numbers = [a for a in arguments.args if isinstance(a, (int, float, np.integer, np.floating))]
-    if len(numbers) != 1 or len(arguments.args) != 2 or isinstance(numbers[0], bool):
+    if len(numbers) != 1 or isinstance(numbers[0], bool) or (second and numbers[0] is not arguments.args[1]):
         return None
     return float(numbers[0])
 
 
-def _is_constant_op(node: Node, kinds: tuple[str, ...], value: float) -> bool:
+def _is_constant_op(node: Node, kinds: tuple[str, ...], value: float, second: bool = False) -> bool:
     """``x + 3.0`` (``kinds`` ("op:Add",), ``value`` 3): the op with this constant, float32-equal."""
-    number = _scalar_operand(node) if _kind(node) in kinds else None
+    number = _scalar_operand(node, second) if _kind(node) in kinds else None
     return number is not None and np.float32(number) == np.float32(value)
 
 
@@ -201,7 +204,7 @@ def _hard_sigmoid_chain(match: _Matcher, add: Node) -> list[Node] | None:
     scale = match.only_reader(relu6.outputs[0])
     if scale is None or not (
         _is_constant_op(scale, ("op:Multiply",), 1.0 / 6.0)
-        or _is_constant_op(scale, ("op:Divide", "op:TrueDivide"), 6.0)
+        or _is_constant_op(scale, ("op:Divide", "op:TrueDivide"), 6.0, second=True)
     ):
         return None
     return [add, relu6, scale]

@@ -66,7 +66,9 @@ def test_not_fused_when_an_inner_value_has_another_reader():
 
 def test_not_fused_when_the_constants_differ():
     inputs, x = _conv_input()
-    model = keras.Model(inputs, keras.ops.relu6(x + 3.0) * 0.17)
+    model = keras.Model(
+        inputs, [keras.ops.relu6(x + 3.0) * 0.17, 6.0 / keras.ops.relu6(keras.ops.abs(x) + 3.0)]
+    )
     conversion, _ = assert_exact(model, "channels_first")
     assert "hardsigmoid" not in conversion.code
 
