@@ -535,3 +535,27 @@ def test_tensorflow_extract_patches_is_traced(fmt):
     x = TfPatches(4)(layers.Conv2D(3, 1)(inputs))
     model = keras.Model(inputs, layers.Dense(5)(x))
     assert_exact(model, fmt)
+
+
+class UnknownLengthPositions(layers.Layer):
+    """keras-io's positional embedding: positions from the (possibly unknown) sequence length."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.tokens = layers.Embedding(50, 8)
+        self.positions = layers.Embedding(20, 8)
+
+    def call(self, x):
+        return self.tokens(x) + self.positions(ops.arange(0, ops.shape(x)[-1]))
+
+
+def test_positions_of_an_unknown_length_are_refused_not_baked_in():
+    # With Input((None,)) the length is None while tracing: arange(0, None) is empty, and an
+    # empty constant baked into the port would fail at every real length.
+    inputs = keras.Input((None,), dtype="int32")
+    model = keras.Model(inputs, UnknownLengthPositions()(inputs))
+    with pytest.raises(k2t.ConversionError, match=r"unknown while tracing.*keras.Input\(\(20,\)\)") as error:
+        k2t.convert(model)
+    assert "test_tracing.py:" in str(error.value)  # the user's line
+    inputs = keras.Input((12,), dtype="int32")  # a fixed length converts exactly
+    assert_exact(keras.Model(inputs, UnknownLengthPositions()(inputs)))

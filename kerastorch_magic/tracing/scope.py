@@ -54,7 +54,18 @@ def _patched_layer_call(original):
         # attention mask) become graph constants: the call is recorded with them as inputs, so
         # the converter sees them (and the inner layer's weights stay weights).
         def lift(value):
-            return constant(keras.ops.convert_to_numpy(value)) if _is_concrete(value) else value
+            if not _is_concrete(value):
+                return value
+            array = keras.ops.convert_to_numpy(value)
+            if array.size == 0:
+                # ops.arange(ops.shape(x)[1]) on an axis of unknown length (None while tracing)
+                # is empty: baked in, the port would fail (or be wrong) at every real length.
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} is called on an empty array computed "
+                    "from a size that is unknown while tracing (an input axis of length None); "
+                    "give the model input a fixed length, e.g. keras.Input((20,))"
+                )
+            return constant(array)
 
         args, kwargs = keras.tree.map_structure(lift, (args, kwargs))
         with active(False):  # the inner layer's own call is not the user's code
