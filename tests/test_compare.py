@@ -631,19 +631,23 @@ def test_a_traced_custom_layer_is_one_row_mapped_to_its_submodule(fmt):
     inputs = keras.Input((6, 6, 4))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
     x = SqueezeExcite(4, name="excite")(x)
+    x = keras.layers.Lambda(lambda t: t * 2.0 + 1.0, name="shift")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(x))
     randomise_weights(model)
     conversion = k2t.convert(model, input_format=fmt)
     result = k2t.compare(model, conversion, device="cpu", progress=False)
     assert result.ok, result.to_dataframe()
     frame = result.to_dataframe().set_index("keras_layer")
-    assert list(frame.index) == ["stem", "excite", "head"]  # the layer's own call() has no rows
+    assert list(frame.index) == ["stem", "excite", "shift", "head"]  # no rows inside a call()
     assert frame.loc["excite", "keras_class"] == "SqueezeExcite"
     assert (
         frame.loc["excite", "torch_module"] == "excite" and "self.excite = SqueezeExcite()" in conversion.code
     )
     assert frame.loc["excite", "torch_params"] == frame.loc["excite", "keras_params"] == 4 * 2 + 2 + 2 * 4 + 4
+    assert frame.loc["shift", "keras_class"] == "Lambda" and frame.loc["shift", "torch_module"] == "shift"
     assert (frame["rel_diff"] <= 1e-5).all()
+    isolated = k2t.compare(model, conversion, device="cpu", progress=False, isolate=True)
+    assert isolated.ok and all(layer.rel_diff <= 1e-5 for layer in isolated.layers)
 
 
 def test_a_subclassed_model_rows_use_its_attribute_names():
