@@ -101,9 +101,7 @@ def _fold(node: Node, norm: Node) -> Fusion:
     folded.build(tuple(node.inputs[0].shape))
     for variable in folded.weights:
         variable.assign(weights[variable.name].astype(np.float32))
-    note = (
-        f"BatchNormalization {norm.layer.name!r} folded into this layer's weight and bias (inference only)."
-    )
+    note = f"BatchNorm {norm.layer.name!r} folded into the weight and bias (see the class docstring)."
     return Fusion(
         [node, norm],
         folded,

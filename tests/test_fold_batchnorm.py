@@ -95,7 +95,8 @@ def test_resnet_blocks(input_format):
     norms = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 7
     assert "nn.BatchNorm" not in folded.code
-    assert folded.code.count("folded into this layer's weight and bias") == 7
+    assert "'block0_0_conv_bn' folded into the weight and bias" in folded.code  # (said once per class)
+    assert len([note for note in folded.notes if "folded into the weight" in note.text]) == 7
     assert "Do not train this class" in folded.code.split('"""')[1]  # the class docstring
     assert _parameters(default) - _parameters(folded) == _folded_saving(model, norms)
     assert set(folded.state_dict) < set(default.state_dict)  # same attribute names, BN's gone
@@ -141,7 +142,7 @@ def test_not_folded_when_the_output_has_another_reader_or_an_activation():
     model = keras.Model(inputs, x)
     _, folded = _convert_both(model, "channels_first")
     assert folded.code.count("nn.BatchNorm2d(") == 2
-    assert folded.code.count("folded into this layer's weight and bias") == 1
+    assert [note.layer for note in folded.notes if "folded into the weight" in note.text] == ["plain"]
 
 
 def test_compare_maps_the_batchnorm_row_to_the_folded_layer():
