@@ -57,3 +57,16 @@ def assert_compares_with_ids_below(model, vocabulary):
     randomise_weights(model, inputs=[np.arange(12).reshape(2, 6) % vocabulary])
     comparison = k2t.compare(model, k2t.convert(model))
     assert comparison.ok, comparison
+
+
+def test_an_image_of_unknown_size_is_drawn_large_enough_for_the_model():
+    """keras-io's deep_dream: InceptionV3(include_top=False) fails in Keras below 75 pixels."""
+    image = keras.Input((None, None, 2), name="image")
+    features = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(3, 30, strides=2)(image))
+    model = keras.Model(image, keras.layers.GlobalAveragePooling2D()(features))  # 64 px: 18, 9
+    (drawn,), _ = inputs.prepare(read_model(model), None, batch_size=2, seed=0)
+    assert drawn.shape == (2, 64, 64, 2)
+    deeper = keras.Model(image, keras.layers.Conv2D(2, 10)(features))  # 64 px: 9 < 10; 96: 17
+    comparison = k2t.compare(deeper, k2t.convert(deeper))
+    assert comparison.ok, comparison
+    assert "image (2, 96, 96, 2) float32" in comparison.info.input

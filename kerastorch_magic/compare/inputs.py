@@ -80,7 +80,34 @@ def _unknown_size(graph: Graph) -> int:
         entry = {id(v) for v in owner.inputs}
         if node.class_name == "Embedding" and dim and not any(id(v) in entry for v in node.inputs):
             size = min(size, int(dim))
-    return size
+    if size < UNKNOWN_SIZE or not any(d is None for v in graph.inputs for d in v.shape[1:]):
+        return size
+    # An image of unknown size: InceptionV3 (keras-io's deep_dream) needs 75 pixels at least, and
+    # Keras fails deep inside it on less. The first size whose shapes Keras can infer.
+    return next((s for s in _IMAGE_SIZES if _shapes_infer(graph, s)), size)
+
+
+_IMAGE_SIZES = (UNKNOWN_SIZE, 96, 128, 224, 299)  # tried in this order
+
+
+def _shapes_infer(graph: Graph, size: int) -> bool:
+    """Whether Keras's shape inference runs the graph on inputs with ``size`` for unknown axes."""
+    import keras
+
+    specs = {
+        id(v): keras.KerasTensor((1, *(size if d is None else d for d in v.shape[1:])), dtype=v.dtype)
+        for v in graph.inputs
+    }
+    try:
+        for node in graph.nodes:
+            keras_node = node.keras_node
+            local = {id(t): specs[id(v)] for t, v in zip(keras_node.input_tensors, node.inputs)}
+            args, kwargs = keras_node.arguments.fill_in(local)
+            outputs = keras.tree.flatten(node.layer.compute_output_spec(*args, **kwargs))
+            specs.update((id(v), t) for v, t in zip(node.outputs, outputs))
+    except Exception:  # noqa: BLE001 - any failure means: not this size
+        return False
+    return True
 
 
 def _nodes_with_owner(graph: Graph):
