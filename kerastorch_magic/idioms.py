@@ -83,7 +83,9 @@ def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
     folded = (
         folding.batchnorm_fusions(graph, {id(n) for f in fusions for n in f.nodes}) if fold_batchnorm else []
     )
-    if not fusions and not folded:
+    # Folded inside a traced layer counts too: the outer class is then inference-only as well.
+    folded_inside = any(getattr(node.subgraph, "docstring_notes", None) for node in graph.nodes)
+    if not fusions and not folded and not folded_inside:
         return graph
     replaced: dict[int, Node] = {}
     for fusion in [*fusions, *folded]:
@@ -105,7 +107,7 @@ def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
         )
     fields = {f.name: getattr(graph, f.name) for f in dataclasses.fields(Graph)}
     fields["nodes"] = [replaced.get(id(node), node) for node in graph.nodes]
-    return RewrittenGraph(**fields, docstring_notes=[_INFERENCE_ONLY] if folded else [])
+    return RewrittenGraph(**fields, docstring_notes=[_INFERENCE_ONLY] if folded or folded_inside else [])
 
 
 def _rewrite_inner(node: Node, fold_batchnorm: bool) -> Node:

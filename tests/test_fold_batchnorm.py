@@ -181,3 +181,25 @@ def test_magic_option():
     with torch.no_grad():
         out = net(torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))).numpy()
     assert relative_error(np.asarray(model(data, training=False)), out) <= RTOL
+
+
+class ConvBlock(keras.layers.Layer):
+    """A custom layer (traced): conv, BatchNorm, ReLU in its call()."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(5, 3, padding="same", use_bias=False)
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x):
+        return keras.ops.relu(self.norm(self.conv(x)))
+
+
+@pytest.mark.parametrize("input_format", FORMATS)
+def test_inside_a_traced_custom_layer(input_format):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(ConvBlock()(inputs)))
+    default, folded = _convert_both(model, input_format)
+    assert "class ConvBlock(nn.Module):" in folded.code and "nn.BatchNorm" not in folded.code
+    assert "Do not train this class" in folded.code.split('"""')[1]  # the outer class says so too
+    assert "nn.BatchNorm2d" in default.code
