@@ -676,6 +676,7 @@ function render({ model, el }) {
       `${rows.length} layer output${rows.length === 1 ? "" : "s"}` +
       (state.visible.length !== rows.length ? ` · ${state.visible.length} shown` : "") +
       " · ok: rel. error ≤ tolerance/10 · warn: ≤ tolerance · fail: above · drift: above, but exact on Keras's inputs" +
+      (tally.random ? " · random: random at inference, not compared by value" : "") +
       " · click a row for its activations";
     applyFilter();
     drawProfile();
@@ -875,7 +876,8 @@ function render({ model, el }) {
         ]) {
           const cell = h("div", "k2t-map");
           const canvas = h("canvas", "k2t-map-canvas");
-          drawMap(canvas, mapper, height, width, colour, MAP_BOX);
+          // A sequence is one (features × time) map, not a stack of channels: twice the room.
+          drawMap(canvas, mapper, height, width, colour, entry.channels.length ? MAP_BOX : 2 * MAP_BOX);
           cell.appendChild(canvas);
           if (source === diffBytes) cell.title = `|Δ| up to ${fmt(entry.diff_high[c], 2)} in this channel`;
           gridBox.appendChild(cell);
