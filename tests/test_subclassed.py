@@ -166,3 +166,22 @@ def test_subclassed_text_model_takes_token_ids(fmt):
     conversion, _ = assert_exact(model, fmt, inputs=[tokens])
     assert conversion.inputs[0].dtype == "int32"
     assert ".long()" not in conversion.code  # ids go to nn.Embedding as they are
+
+
+class FreshConcatenate(keras.Model):
+    """keras-io's semantic image clustering: call() makes a Concatenate layer each time it runs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(layers.Concatenate(axis=0)([x, 2.0 * x]))
+
+
+def test_compare_accepts_a_layer_that_call_creates_anew():
+    model = FreshConcatenate()
+    model.build((None, 4))
+    conversion = k2t.convert(model)  # compare traces call() again: a new Concatenate
+    comparison = k2t.compare(model, conversion)
+    assert comparison.ok, comparison

@@ -98,6 +98,18 @@ class Plan(Protocol):
         """Why a wanted row was never reached although the forward ran through."""
 
 
+def _same_layer(ours: Node, theirs: Node) -> bool:
+    """Whether two graphs' nodes are the same layer's call.
+
+    A traced call() that creates a layer each time it runs (keras-io's semantic image clustering:
+    ``layers.Concatenate(axis=0)(augmented)``) has a new instance, and name, in every trace: a
+    weightless layer of the same class stands for it.
+    """
+    if ours.layer is theirs.layer:
+        return True
+    return type(ours.layer) is type(theirs.layer) and not getattr(ours.layer, "weights", None)
+
+
 def _conversion_rows(conversion, graph: Graph) -> list[Row]:
     order: list[Node] = []
     seen: set[int] = set()
@@ -105,7 +117,7 @@ def _conversion_rows(conversion, graph: Graph) -> list[Row]:
         if id(trace.node) not in seen:
             seen.add(id(trace.node))
             order.append(trace.node)
-    if len(order) != len(graph.nodes) or any(a.layer is not b.layer for a, b in zip(order, graph.nodes)):
+    if len(order) != len(graph.nodes) or not all(map(_same_layer, order, graph.nodes)):
         raise ValueError(
             f"this conversion ({conversion.class_name} of Keras model {conversion.model_name!r}) was not "
             "made from this model: convert it again"
