@@ -58,6 +58,7 @@ def read_model(model, trace_lambda: bool = True) -> Graph:
     reader = _Reader(trace_lambda)
     if not _is_model(model) and tracing.traceable(model):
         graph = reader.traced(model, tracing.trace_model(model, model.name), (), ())
+        _refuse_reduced_precision(model.name, graph.nodes)
         _token_inputs(graph)
         return graph
     inputs = [
@@ -66,7 +67,35 @@ def read_model(model, trace_lambda: bool = True) -> Graph:
     ]
     nodes: list[Node] = []
     outputs = reader.expand(model, inputs, (), nodes)
+    _refuse_reduced_precision(model.name, nodes)
     return Graph(model.name, inputs, outputs, nodes, type(model).__name__)
+
+
+def _refuse_reduced_precision(model_name: str, nodes: list[Node]) -> None:
+    """Refuse layers that Keras computes in float16/bfloat16 (``mixed_float16``, ``float16``...).
+
+    A float32 port cannot match them within float32's tolerance, and ports computing in float16
+    would be compared against round-off, not semantics: the user converts the float32 model and
+    gets float16 from ``torch.autocast``, which is what mixed precision means in PyTorch.
+    """
+    reduced = [
+        (node, node.layer.dtype_policy)
+        for node in nodes
+        if getattr(getattr(node.layer, "dtype_policy", None), "compute_dtype", "float32")
+        in ("float16", "bfloat16")
+    ]
+    if not reduced:
+        return
+    node, policy = reduced[0]
+    others = f" (and {len(reduced) - 1} more layers)" if len(reduced) > 1 else ""
+    raise ConversionError(
+        f"model {model_name!r}: layer {node.qualified_name!r} ({node.class_name}){others} computes in "
+        f"{policy.compute_dtype} (dtype policy {policy.name!r}), which a float32 port cannot match; "
+        "build the model under keras.mixed_precision.set_global_policy('float32') (copy the weights "
+        "over with set_weights), convert that, and run the port under "
+        f"torch.autocast('cuda', dtype=torch.{policy.compute_dtype}) to compute as Keras did",
+        [(n.qualified_name, n.class_name) for n, _ in reduced],
+    )
 
 
 def read_trace(layer, trace, scope: tuple[str, ...], classes: tuple[str, ...] = ()) -> Graph:

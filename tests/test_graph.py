@@ -173,3 +173,21 @@ def test_one_tensor_returned_twice_is_relaid_once(fmt):
     inputs = keras.Input((6, 6, 2))
     conv = keras.layers.Conv2D(3, 3)(inputs)
     assert_exact(keras.Model(inputs, [conv, keras.layers.Identity()(conv)]), fmt)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "float16"])
+def test_reduced_precision_is_refused_with_what_to_do(policy):
+    """keras-io's fully_convolutional_network sets mixed_float16: the float32 port crashed on float16
+    inputs, or differed by float16 round-off that compare blamed on the first Conv2D."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="half", dtype=policy),
+            keras.layers.Dense(2, name="full"),
+        ]
+    )
+    with pytest.raises(
+        k2t.ConversionError, match=rf"'half' \(Dense\) computes in .*{policy!r}.*autocast"
+    ) as error:
+        k2t.convert(model)
+    assert error.value.layers == [("half", "Dense")]
