@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from .converters._source import number
+
 
 def keras_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) the way keras.initializers computes them."""
@@ -28,10 +30,6 @@ def torch_fans(shape: tuple[int, ...]) -> tuple[int, int]:
         return (shape[0], shape[0]) if shape else (1, 1)
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
-
-
-def _number(value: float) -> str:
-    return f"{value:.6g}"
 
 
 def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...], param: str) -> list[str]:
@@ -59,25 +57,25 @@ def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...
         value = options.get("value", 0.0)
         if not isinstance(value, (int, float)):  # an array (pretrained embeddings): nothing to redo
             return [f"# {param}: Keras Constant initialiser with an array: loaded, not re-initialised"]
-        return [f"nn.init.constant_({target}, {_number(value)})"]
+        return [f"nn.init.constant_({target}, {number(value)})"]
     if name == "glorotuniform":
         if same_fans:
             return [f"nn.init.xavier_uniform_({target})"]
         limit = math.sqrt(6.0 / (fan_in + fan_out))
-        return [f"nn.init.uniform_({target}, -{_number(limit)}, {_number(limit)})  # Keras glorot fans"]
+        return [f"nn.init.uniform_({target}, -{number(limit)}, {number(limit)})  # Keras glorot fans"]
     if name == "orthogonal":
-        return [f"nn.init.orthogonal_({target}, gain={_number(options.get('gain', 1.0))})"]
+        return [f"nn.init.orthogonal_({target}, gain={number(options.get('gain', 1.0))})"]
     if name in {"randomnormal", "randomuniform", "truncatednormal"}:
         mean, std = options.get("mean", 0.0), options.get("stddev", 0.05)
         if name == "randomuniform":
             low, high = options.get("minval", -0.05), options.get("maxval", 0.05)
-            return [f"nn.init.uniform_({target}, {_number(low)}, {_number(high)})"]
+            return [f"nn.init.uniform_({target}, {number(low)}, {number(high)})"]
         if name == "randomnormal":
-            return [f"nn.init.normal_({target}, mean={_number(mean)}, std={_number(std)})"]
+            return [f"nn.init.normal_({target}, mean={number(mean)}, std={number(std)})"]
         low, high = mean - 2 * std, mean + 2 * std
         return [
-            f"nn.init.trunc_normal_({target}, mean={_number(mean)}, std={_number(std)}, "
-            f"a={_number(low)}, b={_number(high)})"
+            f"nn.init.trunc_normal_({target}, mean={number(mean)}, std={number(std)}, "
+            f"a={number(low)}, b={number(high)})"
         ]
     scaling = _variance_scaling(name, options)
     if scaling is None:
@@ -87,14 +85,14 @@ def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...
     variance = scale / max(1.0, fan)
     if distribution == "uniform":
         limit = math.sqrt(3.0 * variance)
-        return [f"nn.init.uniform_({target}, -{_number(limit)}, {_number(limit)})  # Keras {name}"]
+        return [f"nn.init.uniform_({target}, -{number(limit)}, {number(limit)})  # Keras {name}"]
     if distribution == "untruncated_normal":
-        return [f"nn.init.normal_({target}, std={_number(math.sqrt(variance))})  # Keras {name}"]
+        return [f"nn.init.normal_({target}, std={number(math.sqrt(variance))})  # Keras {name}"]
     # Keras's truncated normal: cut at two standard deviations, then rescaled to keep the variance.
     std = math.sqrt(variance) / 0.87962566103423978
     return [
-        f"nn.init.trunc_normal_({target}, std={_number(std)}, a={_number(-2 * std)}, "
-        f"b={_number(2 * std)})  # Keras {name}: truncated normal"
+        f"nn.init.trunc_normal_({target}, std={number(std)}, a={number(-2 * std)}, "
+        f"b={number(2 * std)})  # Keras {name}: truncated normal"
     ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import codegen, initializers, naming, tracing
+from .converters._source import size_args
 from .ir import Node, TensorSpec
 
 
@@ -79,7 +80,7 @@ def keras_value(variable) -> np.ndarray:
 
 def empty(shape: tuple, dtype) -> str:
     """``torch.empty(...)`` of a shape and numpy dtype (float32 is torch's default)."""
-    dims = ", ".join(str(d) for d in shape) or "()"
+    dims = size_args(shape)
     dtype = np.dtype(dtype)
     suffix = "" if dtype == np.float32 else f", dtype=torch.{dtype.name}"
     return f"torch.empty({dims}{suffix})"

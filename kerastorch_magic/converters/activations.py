@@ -16,6 +16,7 @@ import numpy as np
 
 from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ._source import int_or_tuple, number, size_args
 
 _SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
 
@@ -145,10 +146,10 @@ def _layer_activation(call: LayerCall, layer) -> _Activation:
     if kind == "LeakyReLU":
         slope = float(layer.negative_slope)
         note = f"activation=LeakyReLU: slope {slope:g} (the layer's default is 0.3, torch's 0.01)."
-        return _Activation(f"F.leaky_relu({{x}}, negative_slope={_number(slope)})", note)
+        return _Activation(f"F.leaky_relu({{x}}, negative_slope={number(slope)})", note)
     if kind == "ELU":
         alpha = float(layer.alpha)
-        return _Activation("F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={_number(alpha)})")
+        return _Activation("F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={number(alpha)})")
     if kind == "Softmax":
         axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         if list(axis) != [-1]:
@@ -270,11 +271,6 @@ def same_layout(call: LayerCall, spec: TensorSpec | None = None) -> TensorSpec:
     return replace(out, flat_order=spec.flat_order) if spec.flat_order is not None else out
 
 
-def _number(value) -> str:
-    """A float literal for generated code (``0.3``, ``6.0``, ``1e-07``)."""
-    return repr(float(value))
-
-
 def has_keras_mask(call: LayerCall, index: int = 0) -> bool:
     """Whether input ``index`` carries a Keras mask (Embedding(mask_zero=True), Masking)."""
     tensors = getattr(call.node.keras_node, "input_tensors", None) or []
@@ -298,21 +294,21 @@ def relu_expression(negative_slope: float, max_value, threshold: float) -> str:
     """
     slope, threshold = float(negative_slope), float(threshold)
     if slope and max_value is None and not threshold:
-        return f"F.leaky_relu({{x}}, negative_slope={_number(slope)})"
+        return f"F.leaky_relu({{x}}, negative_slope={number(slope)})"
     if threshold:
-        positive = f"F.threshold({{x}}, {_number(threshold)}, 0.0)"  # x if x > threshold else 0
+        positive = f"F.threshold({{x}}, {number(threshold)}, 0.0)"  # x if x > threshold else 0
     elif max_value is not None and float(max_value) == 6.0:
         positive, max_value = "F.relu6({x})", None
     elif max_value is not None:
-        positive, max_value = f"torch.clamp({{x}}, 0.0, {_number(max_value)})", None
+        positive, max_value = f"torch.clamp({{x}}, 0.0, {number(max_value)})", None
     else:
         positive = "F.relu({x})"
     if max_value is not None:
-        positive = f"torch.clamp({positive}, 0.0, {_number(max_value)})"
+        positive = f"torch.clamp({positive}, 0.0, {number(max_value)})"
     if not slope:
         return positive
-    negative = f"F.relu({_number(threshold)} - {{x}})" if threshold else "F.relu(-{x})"
-    return f"{positive} - {_number(slope)} * {negative}"
+    negative = f"F.relu({number(threshold)} - {{x}})" if threshold else "F.relu(-{x})"
+    return f"{positive} - {number(slope)} * {negative}"
 
 
 @converter("ReLU", passthrough=True)
@@ -332,14 +328,14 @@ def convert_leaky_relu(call: LayerCall) -> Converted:
     comment = (
         "Keras's LeakyReLU slope (layer default 0.3; torch's default is 0.01)" if slope != 0.01 else None
     )
-    step = Step(f"F.leaky_relu({{x}}, negative_slope={_number(slope)})", comment)
+    step = Step(f"F.leaky_relu({{x}}, negative_slope={number(slope)})", comment)
     return Converted([step], [same_layout(call)])
 
 
 @converter("ELU", passthrough=True)
 def convert_elu(call: LayerCall) -> Converted:
     alpha = float(call.layer.alpha)
-    expr = "F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={_number(alpha)})"
+    expr = "F.elu({x})" if alpha == 1.0 else f"F.elu({{x}}, alpha={number(alpha)})"
     return Converted([Step(expr)], [same_layout(call)])
 
 
@@ -357,7 +353,7 @@ def convert_softmax(call: LayerCall) -> Converted:
         step = Step(f"F.softmax({{x}}, dim={dims[0]})")
     else:
         # Keras normalises over several axes at once: exp(x - logsumexp(x, axes)).
-        dim_tuple = "(" + ", ".join(str(d) for d in dims) + ")"
+        dim_tuple = int_or_tuple(dims)
         step = Step(
             f"torch.exp({{x}} - torch.logsumexp({{x}}, dim={dim_tuple}, keepdim=True))",
             "softmax over several axes at once, as Keras computes it",
@@ -386,7 +382,7 @@ def convert_prelu(call: LayerCall) -> Converted:
         module = Submodule(ctor, {"weight": weight}, init, f"Keras PReLU, {what}.")
         return Converted([Step("{m}({x})")], [same_layout(call)], {"": module})
     # One slope per element of alpha (not per channel): nn.PReLU cannot hold it.
-    shape = ", ".join(str(d) for d in alpha_t.shape)
+    shape = size_args(alpha_t.shape)
     ctor = f'nn.ParameterDict({{"alpha": nn.Parameter(torch.zeros({shape}))}})'
     init = initializers.init_lines(init_config, alpha.shape, alpha_t.shape, "alpha")
     module = Submodule(

@@ -8,7 +8,8 @@ channels-first, like torch's pooling.
 from __future__ import annotations
 
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .padding import compact, tuple_of
+from ._source import compact
+from .padding import tuple_of
 
 
 @converter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .normalization import number
+from ._source import int_or_tuple, number
 
 _LAYER_SCALE = '''
 class LayerScale(nn.Module):
@@ -58,7 +58,7 @@ def convert_layer_scale(call: LayerCall) -> Converted:
     trailing = spec.rank - 1 - spec.torch_dim(-1) if spec.rank > 1 else 0
     shape = (channels,) + (1,) * trailing
     init_value = float(call.config.get("init_values", 1e-6))
-    shape_text = str(channels) if not trailing else "(" + ", ".join(str(d) for d in shape) + ")"
+    shape_text = int_or_tuple(shape)
     module = Submodule(
         f"LayerScale({shape_text}, {number(init_value)})",
         {"gamma": np.ascontiguousarray(gamma.reshape(shape))},

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import initializers, layout
 from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ._source import size_args
 
 # Why the masked paths look as they do (Keras backend ``_get_large_negative``; Softmax layer).
 _FUSED_NOTE = (
@@ -335,7 +336,7 @@ def _scalar_parameters(call: LayerCall, names: dict[str, str]) -> Submodule | No
         return None
     entries, init = [], []
     for name, value in present.items():
-        shape = ", ".join(str(d) for d in value.shape) or "()"
+        shape = size_args(value.shape)
         entries.append(f'"{name}": nn.Parameter(torch.ones({shape}))')
         # Keras's fans of a vector are (dim, dim): passing a (1, dim) torch shape keeps the bound explicit.
         torch_shape = (1, *value.shape) if value.ndim == 1 else value.shape

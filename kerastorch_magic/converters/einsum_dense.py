@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import initializers, layout
 from ..registry import Converted, LayerCall, Submodule, converter
+from ._source import size_args
 from .activations import activation_steps
 
 
@@ -87,13 +88,13 @@ def convert_einsum_dense(call: LayerCall) -> Converted:
             expr = f"{expr}.unflatten(-1, {tuple(int(d) for d in new_shape)})"
         module = Submodule(ctor, state, init, comment)
     else:
-        kernel_shape = ", ".join(str(d) for d in kernel.shape)
+        kernel_shape = size_args(kernel.shape)
         parameters = [f'"kernel": nn.Parameter(torch.zeros({kernel_shape}))']
         state = {"kernel": kernel}
         init = initializers.init_lines(config.get("kernel_initializer"), kernel.shape, kernel.shape, "kernel")
         expr = f'torch.einsum("{equation}", {source}, {{m}}.kernel)'
         if bias is not None:
-            bias_shape = ", ".join(str(d) for d in bias.shape)
+            bias_shape = size_args(bias.shape)
             parameters.append(f'"bias": nn.Parameter(torch.zeros({bias_shape}))')
             state["bias"] = bias
             init += initializers.init_lines(config.get("bias_initializer"), bias.shape, bias.shape, "bias")

@@ -8,11 +8,7 @@ import numpy as np
 from .. import initializers, layout
 from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-
-
-def number(value) -> str:
-    """Shortest source text that reads back as exactly ``value`` (``0.001``, ``1.001e-05``)."""
-    return repr(float(value))
+from ._source import int_or_tuple, number
 
 
 def _initializer_name(config) -> str:
@@ -174,10 +170,6 @@ def _gamma_to_torch(array: np.ndarray, axes: list[int], torch_axes: list[int]) -
     return np.ascontiguousarray(np.transpose(array, [axes.index(a) for a in torch_axes]))
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return str(shape[0]) if len(shape) == 1 else "(" + ", ".join(str(d) for d in shape) + ")"
-
-
 def _back_to(call: LayerCall, current: tuple[int, ...]) -> list[Step]:
     """At a model output, return to the input's layout (the user asked for that format)."""
     spec = call.inputs[0]
@@ -201,7 +193,7 @@ def convert_layer_norm(call: LayerCall) -> Converted:
     shape = tuple(int(spec.keras_shape[a]) for a in torch_axes)
     eps = float(config.get("epsilon", 1e-3))
     center, scale = bool(config.get("center", True)), bool(config.get("scale", True))
-    args = [_shape_text(shape), f"eps={number(eps)}"]
+    args = [int_or_tuple(shape), f"eps={number(eps)}"]
     state: dict[str, np.ndarray] = {}
     has_weight = has_bias = False
     if not center and not scale:
@@ -239,7 +231,7 @@ def convert_rms_norm(call: LayerCall) -> Converted:
     shape = tuple(int(spec.keras_shape[a]) for a in torch_axes)
     eps = float(config.get("epsilon", 1e-6))
     state = {"weight": _gamma_to_torch(weights["scale"], axes, torch_axes)}
-    ctor = f"nn.RMSNorm({_shape_text(shape)}, eps={number(eps)})"
+    ctor = f"nn.RMSNorm({int_or_tuple(shape)}, eps={number(eps)})"
     notes = [f"Keras RMSNormalization: x / sqrt(mean(x^2) + {number(eps)}) * scale (nn.RMSNorm: torch>=2.4)."]
     steps = [*steps, Step("{m}({x})"), *_back_to(call, perm)]
     out = spec.perm if call.is_model_output else perm
@@ -298,7 +290,7 @@ def convert_unit_norm(call: LayerCall) -> Converted:
     spec: TensorSpec = call.inputs[0]
     axes = _axes(call, call.config.get("axis", -1))
     dims = [spec.torch_dim(a) for a in axes]
-    dim = str(dims[0]) if len(dims) == 1 else "(" + ", ".join(str(d) for d in sorted(dims)) + ")"
+    dim = int_or_tuple(sorted(dims))
     # Keras: x * min(1 / ||x||, 1e12), i.e. x / max(||x||, 1e-12): F.normalize's definition.
     step = Step(f"F.normalize({{x}}, dim={dim}, eps=1e-12)", "Keras UnitNormalization: L2 norm, eps 1e-12")
     return Converted([step], [call.output_spec(spec.perm)])

@@ -113,11 +113,6 @@ def axes_of(call: LayerCall, axis, rank: int) -> list[int] | None:
     return normalised
 
 
-def dims_source(dims: list[int]) -> str:
-    """``1`` or ``(1, 2)``: a ``dim=`` argument."""
-    return str(dims[0]) if len(dims) == 1 else "(" + ", ".join(str(d) for d in dims) + ")"
-
-
 def parenthesised(term: str) -> str:
     """A term safe as an operator's operand: a negative literal gets parentheses (``(-1.0)``).
 

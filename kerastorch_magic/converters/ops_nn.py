@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
+from ._source import number
 from .activations import _ACTIVATIONS, convert_relu, convert_softmax
 from .ops_common import (
     arguments,
@@ -56,20 +57,16 @@ converter("ReLU", passthrough=True, operation=True)(convert_relu)
 converter("Softmax", passthrough=True, operation=True)(convert_softmax)
 
 
-def _number(value) -> str:
-    return repr(float(value))
-
-
 @converter("LeakyRelu", "Elu", "Celu", "Gelu", "SoftShrink", "HardShrink", "Threshold", "Squareplus",
            passthrough=True, operation=True)  # fmt: skip
 def convert_parametric_activation(call: LayerCall) -> Converted:
     layer, name = call.layer, call.class_name
     comment = None
     if name == "LeakyRelu":
-        expr = f"F.leaky_relu({{x}}, negative_slope={_number(layer.negative_slope)})"
+        expr = f"F.leaky_relu({{x}}, negative_slope={number(layer.negative_slope)})"
     elif name in ("Elu", "Celu"):
         alpha = float(layer.alpha)
-        expr = f"F.{name.lower()}({{x}}" + (f", alpha={_number(alpha)})" if alpha != 1.0 else ")")
+        expr = f"F.{name.lower()}({{x}}" + (f", alpha={number(alpha)})" if alpha != 1.0 else ")")
     elif name == "Gelu":
         if layer.approximate:
             expr = 'F.gelu({x}, approximate="tanh")'
@@ -78,13 +75,13 @@ def convert_parametric_activation(call: LayerCall) -> Converted:
             expr = "F.gelu({x})"
     elif name in ("SoftShrink", "HardShrink"):
         threshold = float(layer.threshold)
-        expr = f"F.{name.lower()}({{x}}" + (f", lambd={_number(threshold)})" if threshold != 0.5 else ")")
+        expr = f"F.{name.lower()}({{x}}" + (f", lambd={number(threshold)})" if threshold != 0.5 else ")")
     elif name == "Threshold":
         # Keras: x where x > threshold, else default_value; F.threshold's rule exactly.
-        expr = f"F.threshold({{x}}, {_number(layer.threshold)}, {_number(layer.default_value)})"
+        expr = f"F.threshold({{x}}, {number(layer.threshold)}, {number(layer.default_value)})"
     else:  # Squareplus: no torch twin
         b = float(layer.b)
-        expr = f"({{x}} + torch.sqrt({{x}} * {{x}} + {_number(b)})) / 2"
+        expr = f"({{x}} + torch.sqrt({{x}} * {{x}} + {number(b)})) / 2"
         comment = f"Keras squareplus (no torch twin), b={b:g}"
     return Converted([Step(expr, comment)], [same_layout(call)])
 

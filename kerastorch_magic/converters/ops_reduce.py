@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
+from ._source import int_or_tuple
 from .ops_common import (
     arguments,
     axes_of,
-    dims_source,
     is_float,
     keep_dims,
     keras_layout,
@@ -54,7 +54,7 @@ def _reduced(call: LayerCall, axis, keepdims: bool, whole: bool = True) -> tuple
         return "", ()
     dims = sorted(spec.torch_dim(a) for a in axes)
     perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
-    return f"dim={dims_source(dims)}" + (", keepdim=True" if keepdims else ""), perm
+    return f"dim={int_or_tuple(dims)}" + (", keepdim=True" if keepdims else ""), perm
 
 
 def _joined(*options: str) -> str:

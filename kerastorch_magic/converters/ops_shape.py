@@ -14,11 +14,11 @@ import numpy as np
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
+from ._source import int_or_tuple
 from .merging import common_perm
 from .ops_common import (
     arguments,
     axes_of,
-    dims_source,
     keep_dims,
     keras_layout,
     result,
@@ -103,7 +103,7 @@ def convert_squeeze(call: LayerCall) -> Converted:
     if not axes:
         return Converted([], [call.output_spec(spec.perm)])
     dims = sorted(spec.torch_dim(a) for a in axes)
-    return result(call, f"{{x}}.squeeze({dims_source(dims)})", keep_dims(spec.perm, set(axes)))
+    return result(call, f"{{x}}.squeeze({int_or_tuple(dims)})", keep_dims(spec.perm, set(axes)))
 
 
 def _sequence(call: LayerCall) -> list:
@@ -278,7 +278,7 @@ def convert_get_item(call: LayerCall) -> Converted:
         parts.append(text)
         torch_dim += 1
     if flips:
-        source = f"{source}.flip({dims_source(flips)})"
+        source = f"{source}.flip({int_or_tuple(flips)})"
     while parts and parts[-1] == ":":
         parts.pop()
     expr = f"{source}[{', '.join(parts)}]" if parts else source

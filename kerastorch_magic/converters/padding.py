@@ -10,6 +10,7 @@ helper (:data:`SAME_PAD_HELPER`) that computes the pads at run time.
 from __future__ import annotations
 
 from ..registry import LayerCall, Step
+from ._source import compact
 
 # Leading underscore: layer-derived identifiers never start with one (naming.identifier strips it),
 # so no forward variable can shadow the helper. No "#" in its source: codegen strips comments from
@@ -119,13 +120,6 @@ def torch_pad_tuple(pads: list[tuple[int, int]]) -> tuple[int, ...]:
     for before, after in reversed(pads):
         flat += [before, after]
     return tuple(flat)
-
-
-def compact(values: tuple[int, ...]) -> str:
-    """``3`` for (3, 3), ``(1, 2)`` otherwise: the form a person would write."""
-    if len(set(values)) == 1:
-        return str(values[0])
-    return "(" + ", ".join(str(v) for v in values) + ")"
 
 
 def size_text(sizes) -> str:

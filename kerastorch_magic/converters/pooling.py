@@ -14,7 +14,8 @@ average, zeros, divided by the pooled count of real cells).
 from __future__ import annotations
 
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .padding import SAME_PAD_NAME, compact, same_pad_step, spatial_padding, torch_pad_tuple, tuple_of
+from ._source import compact, int_or_tuple
+from .padding import SAME_PAD_NAME, same_pad_step, spatial_padding, torch_pad_tuple, tuple_of
 
 
 @converter(
@@ -114,7 +115,7 @@ def convert_global_pooling(call: LayerCall) -> Converted:
     if masks:  # only GlobalAveragePooling1D takes a mask (GlobalMaxPooling1D ignores it)
         return _masked_average(call, masks[0], dims[0], keep, out_perm)
     method = "mean" if "Average" in call.class_name else "amax"
-    dim = str(dims[0]) if len(dims) == 1 else "(" + ", ".join(str(d) for d in dims) + ")"
+    dim = int_or_tuple(dims)
     return Converted([Step(f"{{x}}.{method}(dim={dim}{keep})")], [call.output_spec(out_perm)])
 
 

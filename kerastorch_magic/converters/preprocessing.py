@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .normalization import number
+from ._source import int_or_tuple, number
 
 # Helper classes written into the generated file (small, commented, no dependency on us).
 _RESCALE = '''
@@ -90,10 +90,6 @@ def _scalar_text(value: float) -> str:
     return plain
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return str(shape[0]) if len(shape) == 1 else "(" + ", ".join(str(d) for d in shape) + ")"
-
-
 @converter("Rescaling", passthrough=True)
 def convert_rescaling(call: LayerCall) -> Converted:
     spec = call.inputs[0]
@@ -116,7 +112,7 @@ def convert_rescaling(call: LayerCall) -> Converted:
         "scale": np.array(np.broadcast_to(scale_t, shape)),
         "offset": np.array(np.broadcast_to(offset_t, shape)),
     }
-    module = Submodule(f"Rescale({_shape_text(shape)})", state)
+    module = Submodule(f"Rescale({int_or_tuple(shape)})", state)
     notes = ["Keras Rescaling with per-channel values, laid out for this tensor's torch layout."]
     helpers = {"Rescale": _RESCALE.strip()}
     return Converted([Step("{m}({x})")], [call.output_spec(spec.perm)], {"": module}, notes, helpers)
@@ -143,7 +139,7 @@ def convert_normalization(call: LayerCall) -> Converted:
         expr = f"{m} + {{x}} * {s}" if invert else f"({{x}} - {m}) / {s}"
         comment = f"Keras Normalization: mean {m}, std max(sqrt(variance), {number(eps)})"
         return Converted([Step(expr, comment)], [call.output_spec(spec.perm)])
-    args = [_shape_text(mean_t.shape)]
+    args = [int_or_tuple(mean_t.shape)]
     if invert:
         args.append("invert=True")
     if eps != 1e-7:

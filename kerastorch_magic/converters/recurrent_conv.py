@@ -18,7 +18,8 @@ import numpy as np
 
 from .. import initializers, layout
 from ..registry import Converted, LayerCall, Step, Submodule, converter
-from .padding import compact, same_padding, tuple_of
+from ._source import compact
+from .padding import same_padding, tuple_of
 from .recurrent import _LOOP, _argument, _dropout_steps, _mask, _refuse_stateful
 from .recurrent_cells import _function
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import layout, registry
 from ..registry import Converted, LayerCall, Step, converter
-from .padding import compact, tuple_of
+from ._source import compact
+from .padding import tuple_of
 
 # Layers a folded flatten order may pass through on its way to the Dense that absorbs it: their
 # converters (core.py) hand the input spec, flat_order included, to their output.
