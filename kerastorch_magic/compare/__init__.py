@@ -15,7 +15,7 @@ inlined) layer by layer, eagerly, once, in topological order, exactly as ``Funct
 multi-output ``keras.Model(model.inputs, [every layer output])``: it would hold all 1,000+
 activations of a large model at once (several times the memory of a forward pass) and cannot
 reach tensors inside nested models. Stepping in lock-step with the taps keeps every activation
-alive only until its consumers ran and it was compared, so a comparison needs about the memory of
+alive only until its readers ran and it was compared, so a comparison needs about the memory of
 one Keras forward pass plus one PyTorch forward pass.
 
 Verdicts

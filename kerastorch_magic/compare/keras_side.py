@@ -5,7 +5,7 @@ eagerly, once, in topological order, exactly as ``Functional.call`` does (same c
 ``training=False``), without touching the user's model. A multi-output
 ``keras.Model(model.inputs, [every layer output])`` would hold all 1,000+ activations of a large
 model at once and cannot reach tensors inside nested models; stepping in lock-step with the
-PyTorch taps keeps each activation alive only until its consumers ran and it was compared.
+PyTorch taps keeps each activation alive only until its readers ran and it was compared.
 """
 
 from __future__ import annotations
