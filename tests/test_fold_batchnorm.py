@@ -203,3 +203,20 @@ def test_inside_a_traced_custom_layer(input_format):
     assert "class ConvBlock(nn.Module):" in folded.code and "nn.BatchNorm" not in folded.code
     assert "Do not train this class" in folded.code.split('"""')[1]  # the outer class says so too
     assert "nn.BatchNorm2d" in default.code
+
+
+@pytest.mark.parametrize("name, size", [("MobileNetV3Small", 96), ("ResNet50", 37)])
+def test_applications(name, size):
+    """Every BatchNorm of these follows a convolution: all folded, exact, fewer parameters."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
+    default, folded = _convert_both(model, "channels_first")
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert "nn.BatchNorm" not in folded.code and len(norms) > 30
+    saved = sum(4 * norm.moving_mean.shape[0] for norm in norms)
+    added = sum(  # folding gives a bias to the layers that had none
+        norm.moving_mean.shape[0]
+        for norm in norms
+        if not model.get_layer(norm._inbound_nodes[0].parent_nodes[0].operation.name).use_bias
+    )
+    assert _parameters(default) - _parameters(folded) == saved - added
