@@ -89,7 +89,7 @@ def _refuse_reduced_precision(model_name: str, nodes: list[Node]) -> None:
     node, policy = reduced[0]
     others = f" (and {len(reduced) - 1} more layers)" if len(reduced) > 1 else ""
     raise ConversionError(
-        f"model {model_name!r}: layer {node.qualified_name!r} ({node.class_name}){others} computes in "
+        f"layer {node.qualified_name!r} ({node.class_name}) of model {model_name!r}{others} computes in "
         f"{policy.compute_dtype} (dtype policy {policy.name!r}), which a float32 port cannot match; "
         "build the model under keras.mixed_precision.set_global_policy('float32') (copy the weights "
         "over with set_weights), convert that, and run the port under "

@@ -187,7 +187,7 @@ def test_reduced_precision_is_refused_with_what_to_do(policy):
         ]
     )
     with pytest.raises(
-        k2t.ConversionError, match=rf"'half' \(Dense\) computes in .*{policy!r}.*autocast"
+        k2t.ConversionError, match=rf"'half' \(Dense\) of model .* computes in .*{policy!r}.*autocast"
     ) as error:
         k2t.convert(model)
     assert error.value.layers == [("half", "Dense")]
