@@ -54,12 +54,27 @@ class ClassSource:
         return repr((self.docstring, self.forward_args, self.declarations, self.statements, self.returns))
 
 
-def _comment_lines(text: str, indent: str) -> list[str]:
-    """``text`` as ``#`` lines wrapped to the code's width (names in it are made inert first)."""
+def _explanation(paragraph: str) -> str:
+    """What a comment explains, numbers aside: repeats of it are the same explanation.
+
+    The numbers that differ between two layers' comments (BatchNorm's eps, a padding's sizes,
+    the input size a TF 'same' pad was computed for) are in the line of code itself.
+    """
+    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", " ".join(paragraph.split()))
+
+
+def _comment_lines(text: str, indent: str, seen: set[str]) -> list[str]:
+    """``text`` as ``#`` lines wrapped to the code's width (names in it are made inert first).
+
+    A paragraph explaining what an earlier comment of the class already did (``seen``) is left
+    out: a hand port explains BatchNorm's momentum once, not above each of fifty layers.
+    """
     width = LINE_LENGTH - 2 - len(indent)
     lines = []
     for paragraph in text.splitlines():
-        if paragraph.strip():
+        key = _explanation(paragraph)
+        if paragraph.strip() and key not in seen:
+            seen.add(key)
             safe = naming.comment_text(paragraph, 400)
             lines += [f"{indent}# {line}" for line in textwrap.wrap(safe, width)]
     return lines
@@ -93,11 +108,12 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
     """The ``class`` block of one module (``trace``: ``forward`` calls ``self._tap(i, var)``)."""
     body = ["", "", f"class {source.class_name}(nn.Module):"]
     body += ['    """' + source.docstring.rstrip() + '\n    """', ""]
+    seen: set[str] = set()  # explanations this class has written (each is written once)
     if source.declarations:  # nothing to declare (a parameter-free Lambda): nn.Module's __init__
         body += ["    def __init__(self):", "        super().__init__()"]
     for decl in source.declarations:
         if decl.comment:
-            body += _comment_lines(decl.comment, "        ")
+            body += _comment_lines(decl.comment, "        ", seen)
         body.append(f"        self.{decl.attr} = {decl.ctor}")
     init = _init_method(source.declarations)
     if init:
@@ -111,7 +127,7 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
                 body.append(f"        self._tap({statement[0]}, {statement[1]})")
             continue
         if statement.comment:
-            body += _comment_lines(statement.comment, "        ")
+            body += _comment_lines(statement.comment, "        ", seen)
         body.append(f"        {statement.target} = {statement.expr}")
     ret = source.returns[0] if len(source.returns) == 1 else ", ".join(source.returns)
     body.append(f"        return {ret}")

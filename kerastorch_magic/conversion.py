@@ -14,6 +14,7 @@ from .converters import refused
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
 from .layout import INPUT_FORMATS
+from .locals import Locals
 from .registry import ConversionError, Converted, LayerCall
 
 
@@ -324,7 +325,7 @@ class _Builder:
         self.consumers = graph.consumers()
         self.output_ids = {id(v) for v in graph.outputs}
         self.attrs = naming.Namespace(_module_attributes())
-        self.variables = naming.Namespace()
+        self.variables = Locals(graph)  # forward's local names: x, and short-lived branch names
         self.declared: dict[int, dict[str, str]] = {}  # id(layer) -> {module key: attribute}
         self.declarations: list[codegen.Declaration] = []
         self.statements: list = []
@@ -372,7 +373,10 @@ class _Builder:
         forward_args, inputs = [], []
         for position, value in enumerate(self.graph.inputs):
             # Functional inputs are x (or their names); a traced call() keeps its parameters' names.
-            var = self.variables.claim("x" if single and not self.graph.input_names else value.name, "input")
+            var = self.variables.fresh("x" if single and not self.graph.input_names else value.name, "input")
+            self.variables.bind(var, value)
+            if position == 0 and self._makes_tensors():
+                self.variables.pin(var)  # forward reads its batch size and device: keep it
             if self.input_specs is not None:
                 spec = self.input_specs[position]
             else:
@@ -452,7 +456,10 @@ class _Builder:
             self.notes.append(Note(node.qualified_name, text))
         self.helpers.update(result.helpers)
         in_vars = [self.vars[id(v)] for v in node.inputs]
-        out_vars = self._output_variables(node, in_vars)
+        if result.steps:
+            out_vars = self._output_variables(node, in_vars, result.steps)
+        else:  # identity at inference: the output is the input tensor itself
+            out_vars = [in_vars[0]] * len(node.outputs)
         fields = {f"x{i}": var for i, var in enumerate(in_vars)}
         fields.update({"m" if key == "" else f"m_{key}": f"self.{attr}" for key, attr in modules.items()})
         current = in_vars[0] if in_vars else ""
@@ -466,11 +473,10 @@ class _Builder:
                 comment = "\n".join([*result.notes, *([comment] if comment else [])])
             self.statements.append(codegen.Statement(step_target, expr, comment))
             current = out_vars[0]
-        if not result.steps:  # identity at inference: the output is the input tensor itself
-            out_vars = [in_vars[0]] * len(node.outputs)
         traced_node = getattr(node, "original", None) or node  # a fused chain's trace: its last node
         for index, (value, spec, var) in enumerate(zip(node.outputs, result.outputs, out_vars)):
             self.specs[id(value)], self.vars[id(value)] = spec, var
+            self.variables.bind(var, value)
             trace = LayerTrace(
                 len(self.traces),
                 traced_node,
@@ -533,14 +539,14 @@ class _Builder:
         if tracing.is_variable_read(operation):
             expr = self._constant_source(operation.variable)
         elif tracing.is_random_draw(operation):
-            expr = self.variables.claim("noise")
+            expr = self.variables.fixed_name("noise")
             self.statements.append(
                 codegen.Statement(expr, self._random_expression(operation), traced.RANDOM_COMMENT)
             )
         else:
             expr = self._constant_source(operation.value)
             if not expr.startswith("self."):  # torch.arange(...): a named local reads better
-                var = self.variables.claim("positions" if "arange" in expr else "causal_mask")
+                var = self.variables.fixed_name("positions" if "arange" in expr else "causal_mask")
                 self.statements.append(codegen.Statement(var, expr, "computed from static shapes in Keras"))
                 expr = var
         self.specs[id(value)], self.vars[id(value)] = spec, expr
@@ -644,25 +650,49 @@ class _Builder:
         return scaled if draw.low == 0.0 else f"{scaled} + {draw.low!r}"
 
     def _device_reference(self) -> str:
-        """An input tensor whose device constants made in ``forward`` are created on."""
-        return self.vars[id(self.graph.inputs[0])] if self.graph.inputs else "None"
+        """An input tensor whose device constants made in ``forward`` are created on.
 
-    def _output_variables(self, node: Node, in_vars: list[str]) -> list[str]:
-        """Reuse the input's variable along a plain chain; name branches after their layer."""
-        if len(node.inputs) == 1 and len(node.outputs) == 1:
-            source = node.inputs[0]
-            alone = len(self.consumers.get(id(source), [])) == 1 and id(source) not in self.output_ids
-            if alone and in_vars[0].isidentifier():  # never assign to a weight (self.kernel)
-                return [in_vars[0]]
-        base = self.graph.attributes.get(id(node.layer)) or naming.stable(node.layer.name, node.class_name)
-        base = naming.identifier(base)
+        The first input's name, kept for all of ``forward`` once it is read here (a converter's
+        constant may be built after the name moved on: then any live local, same device).
+        """
+        if not self.graph.inputs:
+            return "None"
+        name = self.vars[id(self.graph.inputs[0])]
+        if not self.variables.holds(name, self.graph.inputs[0]):
+            name = self.variables.latest()
+        self.variables.pin(name)
+        return name
+
+    def _makes_tensors(self) -> bool:
+        """Whether forward draws noise or builds constants from its first input's shape/device."""
+        return any(_is_pseudo(n) and not tracing.is_variable_read(n.layer) for n in self.graph.nodes)
+
+    def _output_variables(self, node: Node, in_vars: list[str], steps) -> list[str]:
+        """The first output takes a dead input's name or a branch name (see :mod:`locals`).
+
+        When the output continues the main path while its input waits for a later merge, the
+        input is first kept under a branch name (``shortcut = x``). Extra outputs (an RNN's
+        states) are named after the layer for the rest of ``forward``.
+        """
+        first, keep = self.variables.output_name(node, in_vars, steps)
+        if keep is not None:
+            self.statements.append(codegen.Statement(keep, first))
+            for value_id, var in self.vars.items():
+                if var == first and self.variables.alive(value_id):
+                    self.vars[value_id] = keep
+        if len(node.outputs) == 1:
+            return [first]
+        base = self.variables.short_name(node)
         # An extra output nobody reads (an RNN's unused state) gets a leading underscore: the
         # unpacking still names it (compare taps it), and linters know it is unused on purpose.
-        names = [self.variables.claim(base if i == 0 else f"{base}_{i}") for i in range(len(node.outputs))]
-        return [
-            f"_{name}" if i and self._unread(value) else name
-            for i, (name, value) in enumerate(zip(names, node.outputs))
-        ]
+        names = [first]
+        for i, value in enumerate(node.outputs[1:], start=1):
+            name = self.variables.fixed_name(f"{base}_{i}")
+            if self._unread(value):
+                name = f"_{name}"
+                self.variables.pin(name)
+            names.append(name)
+        return names
 
     def _unread(self, value) -> bool:
         return not self.consumers.get(id(value)) and id(value) not in self.output_ids
