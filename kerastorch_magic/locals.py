@@ -122,6 +122,11 @@ class Locals:
         output takes ``x``.
         """
         self.now = self.position[id(node)]
+        name, keep = self._choose(node, in_vars, steps)
+        self.used.add(name)  # taken before the node's other outputs are named
+        return name, keep
+
+    def _choose(self, node: Node, in_vars: list[str], steps) -> tuple[str, str | None]:
         if len(self.graph.outputs) > 1 and self.last_use.get(id(node.outputs[0])) == math.inf:
             # One of several results: named after its layer, so ``return`` says what each is.
             return self.fresh(self.short_name(node)), None
