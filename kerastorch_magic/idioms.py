@@ -2,11 +2,13 @@
 
 Keras code often spells out an activation torch has a name for: MobileNetV3 writes hard-sigmoid
 as ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)``, other code ``x * sigmoid(x)`` (SiLU) or
-``x * hard_sigmoid(x)`` (hard-swish). A hand port writes ``F.hardsigmoid(x)``, ``F.silu(x)``,
-``F.hardswish(x)``. :func:`rewrite` finds such chains in the :class:`~ir.Graph` before conversion
-and replaces each by one :class:`Fused` node whose layer is the equivalent Keras layer
-(``Activation("hard_sigmoid")``), so the existing converter writes the idiom. With
-``fold_batchnorm`` it also folds BatchNormalization into the convolution or Dense before it
+``x * hard_sigmoid(x)`` (hard-swish), GPT-style code GELU's tanh approximation
+``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))``. A hand port writes
+``F.hardsigmoid(x)``, ``F.silu(x)``, ``F.hardswish(x)``, ``F.gelu(x, approximate="tanh")``.
+:func:`rewrite` finds such chains in the :class:`~ir.Graph` before conversion and replaces each
+by one :class:`Fused` node whose layer is the equivalent Keras layer or op
+(``Activation("hard_sigmoid")``, ``keras.ops.gelu``), so the existing converter writes the idiom.
+With ``fold_batchnorm`` it also folds BatchNormalization into the convolution or Dense before it
 (:mod:`folding`), by the same mechanism.
 
 Every node of a chain but the last stays in the graph as a :class:`Skipped` placeholder (no
@@ -18,6 +20,7 @@ result at the chain's last layer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,16 +137,36 @@ def _scalar_operand(node: Node, second: bool = False) -> float | None:
     arguments = getattr(node.keras_node, "arguments", None)
     if arguments is None or len(node.inputs) != 1 or arguments.kwargs or len(arguments.args) != 2:
         return None
-    numbers = [a for a in arguments.args if isinstance(a, (int, float, np.integer, np.floating))]
-    if len(numbers) != 1 or isinstance(numbers[0], bool) or (second and numbers[0] is not arguments.args[1]):
+    numbers = [_number(a) for a in arguments.args]
+    found = [i for i, number in enumerate(numbers) if number is not None]
+    if len(found) != 1 or (second and found != [1]):
         return None
-    return float(numbers[0])
+    return numbers[found[0]]
 
 
-def _is_constant_op(node: Node, kinds: tuple[str, ...], value: float, second: bool = False) -> bool:
-    """``x + 3.0`` (``kinds`` ("op:Add",), ``value`` 3): the op with this constant, float32-equal."""
+def _number(value) -> float | None:
+    """``value`` as a float when it is a constant number: a Python/numpy scalar, or a 0-d tensor
+    computed eagerly (``keras.ops.sqrt(2 / math.pi)`` is one, not a graph node)."""
+    import keras
+
+    if isinstance(value, (bool, keras.KerasTensor)) or tuple(getattr(value, "shape", ())) != ():
+        return None
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    return float(array) if array.dtype.kind in "iuf" else None
+
+
+def _is_constant_op(
+    node: Node, kinds: tuple[str, ...], value: float, second: bool = False, ulps: int = 0
+) -> bool:
+    """``x + 3.0`` (``kinds`` ("op:Add",), ``value`` 3): the op with this constant, float32-equal
+    or within ``ulps`` float32 steps (a constant computed in float32, ``ops.sqrt(2 / pi)``)."""
     number = _scalar_operand(node, second) if _kind(node) in kinds else None
-    return number is not None and np.float32(number) == np.float32(value)
+    if number is None:
+        return False
+    return abs(np.float32(number) - np.float32(value)) <= ulps * np.spacing(np.float32(value))
 
 
 def _is_activation(node: Node, name: str, op_class: str) -> bool:
@@ -221,15 +244,76 @@ def _times_input(match: _Matcher, gate: Node, source: Value) -> Node | None:
     return product if ids == {id(source), id(gate.outputs[0])} else None
 
 
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# Followed by the Gelu converter's comment (keras.ops.gelu's default is the tanh approximation,
+# F.gelu's the erf form), which says why approximate="tanh".
+_GELU_NOTE = (
+    "The Keras model writes out keras.ops.gelu(x): "
+    "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))."
+)
+
+
+def _gelu_tanh_chain(
+    match: _Matcher, tanh: Node, producer: dict[int, Node]
+) -> tuple[list[Node], Value] | None:
+    """``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))`` around its ``tanh`` node:
+    the chain's nodes (graph order is the caller's) and ``x``.
+
+    Walked outwards from the tanh, the one node every spelling shares; each inner value must have
+    its one reader in the chain.
+    """
+
+    def made_by(value: Value, reader: Node) -> Node | None:
+        node = producer.get(id(value))
+        return node if node is not None and match.free(node) and match.only_reader(value) is reader else None
+
+    if not match.free(tanh) or not _is_activation(tanh, "tanh", "Tanh"):
+        return None
+    scale = made_by(tanh.inputs[0], tanh)
+    # ops.sqrt(2 / pi) in float32 is one float32 step below sqrt(2 / pi) rounded to float32.
+    if scale is None or not _is_constant_op(scale, ("op:Multiply",), _SQRT_2_OVER_PI, ulps=2):
+        return None
+    inner = made_by(scale.inputs[0], scale)  # x + 0.044715 * x**3
+    if inner is None or inner.class_name != "Add" or len(inner.inputs) != 2:
+        return None
+    for x, cubic_term in (inner.inputs, inner.inputs[::-1]):
+        term = made_by(cubic_term, inner)
+        if term is None or not _is_constant_op(term, ("op:Multiply",), 0.044715):
+            continue
+        cube = made_by(term.inputs[0], term)
+        if cube is not None and cube.inputs[0] is x and _is_constant_op(cube, ("op:Power",), 3.0, True):
+            break
+    else:
+        return None
+    plus_one = match.only_reader(tanh.outputs[0])
+    if plus_one is None or not match.free(plus_one) or not _is_constant_op(plus_one, ("op:Add",), 1.0):
+        return None
+    product = match.only_reader(plus_one.outputs[0])
+    if product is None or not match.free(product) or not _is_product_of_two(product):
+        return None
+    others = [v for v in product.inputs if v is not plus_one.outputs[0]]
+    half = made_by(others[0], product) if len(others) == 1 else None
+    if half is None or not _is_constant_op(half, ("op:Multiply",), 0.5) or half.inputs[0] is not x:
+        return None
+    return [half, cube, term, inner, scale, tanh, plus_one, product], x
+
+
 def _activation_layer(name: str, like: Node):
     import keras
 
+    if name == "gelu_tanh":  # keras.ops.gelu(x) (approximate=True), as the ops converter writes it
+        from keras.src.ops.nn import Gelu
+
+        return Gelu(approximate=True, name=like.layer.name)
     return keras.layers.Activation(name, name=like.layer.name)
 
 
 def _activation_fusions(graph: Graph) -> list[Fusion]:
-    """Hard-sigmoid, hard-swish (``x * hard_sigmoid(x)``) and SiLU (``x * sigmoid(x)``) chains."""
+    """Hard-sigmoid, hard-swish (``x * hard_sigmoid(x)``), SiLU (``x * sigmoid(x)``) and GELU's
+    tanh approximation written out."""
     match = _Matcher(graph)
+    producer = {id(value): node for node in graph.nodes for value in node.outputs}
+    order = {id(node): index for index, node in enumerate(graph.nodes)}
     fusions: list[Fusion] = []
     for node in graph.nodes:
         if id(node) in match.taken or isinstance(node, (Fused, Skipped)) or node.subgraph is not None:
@@ -245,10 +329,19 @@ def _activation_fusions(graph: Graph) -> list[Fusion]:
         elif match.free(node) and _is_activation(node, "sigmoid", "Sigmoid"):
             product = _times_input(match, node, source)
             chain, name = ([node, product], "silu") if product is not None else (None, "")
+        elif (gelu := _gelu_tanh_chain(match, node, producer)) is not None:
+            (chain, source), name = gelu, "gelu_tanh"
+            chain.sort(key=lambda n: order[id(n)])  # the product reads all the others: it stays last
         if chain is None:
             continue
         match.taken.update(id(n) for n in chain)
         fusions.append(
-            Fusion(chain, _activation_layer(name, chain[-1]), [source], how=f"part of {name}, fused")
+            Fusion(
+                chain,
+                _activation_layer(name, chain[-1]),
+                [source],
+                note=_GELU_NOTE if name == "gelu_tanh" else None,
+                how=f"part of {name}, fused",
+            )
         )
     return fusions

@@ -7,6 +7,8 @@ show the swallowed layers as skipped (fused) and the chain's last layer compared
 
 from __future__ import annotations
 
+import math
+
 import keras
 import pytest
 from exactness import assert_exact
@@ -54,6 +56,39 @@ def test_hard_swish_and_silu(input_format):
     code = _forward(conversion.code)
     assert code.count("F.hardswish(") == 1 and code.count("F.silu(") == 2
     assert "sigmoid" not in code.replace("F.hardsigmoid", "") and "+ 3.0" not in code
+
+
+def _gelu_tanh(x, style: str, kappa: float = 0.044715):
+    """GELU's tanh approximation written out, as keras-io / GPT examples do."""
+    ops = keras.ops
+    if style == "gpt":  # sqrt(2 / pi) as a 0-d tensor, x**3 through ops.power
+        return 0.5 * x * (1 + ops.tanh(ops.sqrt(2 / math.pi) * (x + kappa * ops.power(x, 3))))
+    # Python constant, operands the other way round, tanh as a layer
+    inner = keras.layers.Activation("tanh")((x + x**3 * kappa) * math.sqrt(2 / math.pi))
+    return x * 0.5 * (1.0 + inner)
+
+
+@pytest.mark.parametrize("input_format", FORMATS)
+@pytest.mark.parametrize("style", ["gpt", "layers"])
+def test_gelu_tanh_approximation(style, input_format):
+    inputs = keras.Input((5, 6))
+    x = keras.layers.Dense(8)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(_gelu_tanh(x, style)))
+    conversion, _ = assert_exact(model, input_format)
+    code = _forward(conversion.code)
+    assert code.count('F.gelu(x, approximate="tanh")') == 1
+    assert "tanh(" not in code.replace("F.gelu(", "") and "0.044715" not in code and "0.5" not in code
+    assert "writes out keras.ops.gelu(x)" in conversion.code  # the fusion's note
+
+
+def test_gelu_tanh_not_fused_when_a_constant_differs_or_a_value_is_reused():
+    inputs = keras.Input((5, 6))
+    x = keras.layers.Dense(8)(inputs)
+    cube = keras.ops.power(x, 3)
+    reused = 0.5 * x * (1 + keras.ops.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * cube)))
+    model = keras.Model(inputs, [_gelu_tanh(x, "gpt", kappa=0.045), reused, cube])
+    conversion, _ = assert_exact(model, "channels_first")
+    assert "F.gelu" not in conversion.code
 
 
 def test_not_fused_when_an_inner_value_has_another_reader():
