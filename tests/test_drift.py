@@ -23,7 +23,10 @@ DEPTH, WIDTH, GAIN = 60, 64, 3.0
 
 def chaotic_chain(seed: int = 0):
     rng = np.random.default_rng(seed)
-    layers = [keras.layers.Dense(WIDTH, activation="tanh") for _ in range(DEPTH)]
+    # Explicit names: Keras's automatic counters depend on what ran before in the process (this
+    # module-scoped fixture is built before the per-test clear_session), and the tests name layers.
+    names = ["dense", *(f"dense_{i}" for i in range(1, DEPTH))]
+    layers = [keras.layers.Dense(WIDTH, activation="tanh", name=name) for name in names]
     model = keras.Sequential([keras.Input((WIDTH,)), *layers], name="chaotic")
     for layer in model.layers:
         kernel, bias = layer.get_weights()
