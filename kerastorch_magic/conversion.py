@@ -1,164 +1,24 @@
-"""``convert(model)``: the public entry point tying reading, converters and codegen together."""
+"""``convert(model)``: the public entry point tying reading, converters and codegen together.
+
+The result types live in :mod:`conversion_result`, the up-front check that every node has a
+converter in :mod:`support`; both are re-exported here.
+"""
 
 from __future__ import annotations
 
 import re
 import textwrap
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import codegen, idioms, layout, naming, registry, traced, tracing
-from .converters import refused
+from . import codegen, idioms, layout, naming, registry, support, traced, tracing
+from .conversion_result import Conversion, LayerTrace, Note
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
 from .layout import INPUT_FORMATS
 from .locals import Locals
 from .registry import ConversionError, Converted, LayerCall
-
-
-@dataclass(frozen=True)
-class Note:
-    """A non-obvious mapping of one layer (also written as a comment in the code)."""
-
-    layer: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.layer}: {self.text}"
-
-
-@dataclass(frozen=True)
-class LayerTrace:
-    """Where one Keras layer call's output lives in the generated ``forward``.
-
-    ``index`` is the argument the traced forward passes to its tap; ``spec`` relates the torch
-    tensor to the Keras one (``spec.to_torch_layout(keras_array)`` lines them up).
-    """
-
-    index: int
-    node: Node
-    output_index: int
-    spec: TensorSpec
-    variable: str
-    modules: tuple[str, ...]  # attribute names of the submodules this call used
-    # Random at inference (a traced layer drawing keras.random, e.g. a VAE's Sampling): Keras and
-    # torch draw different values, so a comparison feeds the next layers Keras's own output.
-    random: bool = False
-    # Set for a layer fused into the next one (an idiom, a folded BatchNorm: see idioms.py): no
-    # output of its own in forward, so compare skips it, saying where its effect is compared.
-    fused_into: str = ""
-
-    @property
-    def keras_name(self) -> str:
-        return self.node.qualified_name
-
-
-@dataclass
-class Conversion:
-    """The result of :func:`convert`: generated source, weights, and how the tensors line up.
-
-    Attributes:
-        code: the self-contained module source (imports, helpers, the class); compiles on its
-            own and never imports this package.
-        class_name: the generated class's name.
-        state_dict: ``{name: torch.Tensor}`` with the Keras weights re-laid for torch;
-            ``load_state_dict(state_dict, strict=True)`` works.
-        inputs, outputs: one :class:`~kerastorch_magic.ir.TensorSpec` per model input/output,
-            in Keras order; ``spec.perm`` maps the Keras layout to the torch one
-            (``torch_array == keras_array.transpose(spec.perm)``).
-        notes: the non-obvious mappings, per layer (also comments in ``code``).
-        traces: where each Keras layer's output lives in ``forward`` (what ``compare`` reads).
-        model_name: the Keras model's name.
-        input_format: ``"channels_first"`` or ``"channels_last"``, as requested.
-
-    Example:
-        >>> conv = k2t.convert(model, class_name="Net")  # doctest: +SKIP
-        >>> net = conv.build()  # eval mode, Keras weights loaded
-    """
-
-    code: str
-    class_name: str
-    state_dict: dict
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    notes: list[Note]
-    traces: list[LayerTrace]
-    model_name: str
-    input_format: str
-    _source: codegen.ClassSource = field(repr=False)
-    _classes: dict = field(default_factory=dict, repr=False)  # source -> its class, run once
-
-    def build(self, device=None):
-        """Instantiate the generated class in eval mode with the Keras weights loaded.
-
-        Runs ``self.code`` (once per conversion), builds the class without paying for
-        ``reset_parameters()`` and loads copies of ``state_dict`` (strict).
-
-        Args:
-            device: a ``torch.device`` or string (``"cpu"``, ``"cuda"``...) for the parameters
-                and buffers; None keeps them on the CPU.
-
-        Returns:
-            The ``torch.nn.Module``, in eval mode (dropout off, BatchNorm on its moving
-            statistics, as Keras's inference). Call ``.train()`` to fine-tune it.
-
-        Example:
-            >>> net = k2t.convert(model).build("cuda")  # doctest: +SKIP
-            >>> y = net(torch.randn(1, 3, 64, 64, device="cuda"))  # doctest: +SKIP
-        """
-        return self._instantiate(self.code, device)
-
-    def build_traced(self, tap, device=None):
-        """Like :meth:`build`, but ``forward`` calls ``tap(trace_index, tensor)`` after each layer.
-
-        The module is built on the meta device and takes this conversion's tensors as its own
-        (``assign=True``): no second copy of the weights while comparing. Not for training: its
-        parameters are ``self.state_dict``'s tensors.
-        """
-        module = self._instantiate(codegen.render(self._source, trace=True), device, share=True)
-        module._tap = tap
-        return module
-
-    def _instantiate(self, code: str, device, share: bool = False):
-        """Run ``code`` and build its class with this conversion's weights.
-
-        The class is built on the meta device, so ``reset_parameters()`` (Keras's initialisers:
-        10-30 s of ``trunc_normal_`` for EfficientNetB7) costs nothing, and the weights are then
-        assigned: this conversion's own tensors when ``share`` (comparison), else copies made
-        directly on ``device``. A class with state the state_dict does not hold (non-persistent
-        buffers) is built the ordinary way instead.
-        """
-        import torch
-
-        cls = self._classes.get(code)
-        if cls is None:  # run the source once per conversion (and per traced variant)
-            namespace: dict = {"__name__": f"kerastorch_magic_generated_{self.class_name}"}
-            exec(compile(code, f"<generated {self.class_name}>", "exec"), namespace)  # noqa: S102
-            cls = self._classes[code] = namespace[self.class_name]
-        with torch.device("meta"):
-            module = cls()
-        if share:
-            state = self.state_dict
-        else:
-            state = {
-                k: v.to(device, copy=True) if device is not None else v.clone()
-                for k, v in self.state_dict.items()
-            }
-        module.load_state_dict(state, strict=True, assign=True)
-        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
-            module = cls()
-            module.load_state_dict(self.state_dict, strict=True)
-        if device is not None:
-            module = module.to(device)
-        return module.eval()
-
-    def __repr__(self) -> str:
-        return (
-            f"<Conversion {self.class_name} of Keras model {self.model_name!r}: "
-            f"{len(self.traces)} layer outputs, {len(self.state_dict)} tensors, {len(self.notes)} notes>"
-        )
 
 
 def convert(
@@ -208,7 +68,7 @@ def convert(
     class_name = naming.class_identifier(class_name)
     try:
         graph = read_model(model, trace_lambda)
-        _check_supported(graph)
+        support.check_supported(graph)
         graph = idioms.rewrite(graph, fold_batchnorm=fold_batchnorm)  # torch idioms, folded BatchNorms
         return _Builder(graph, model, class_name, input_format).build()
     except ConversionError:
@@ -225,81 +85,6 @@ def _module_attributes() -> set[str]:
     import torch
 
     return set(dir(torch.nn.Module)) | {"reset_parameters"}
-
-
-def _unsupported_nodes(graph: Graph, missing: dict[int, tuple[Node, Graph]]) -> None:
-    """Collect the nodes of ``graph`` (traced sub-graphs included) that nothing converts."""
-    for node in graph.nodes:
-        if node.subgraph is not None:
-            _unsupported_nodes(node.subgraph, missing)
-        elif not _is_pseudo(node) and registry.spec_of(node) is None:
-            missing.setdefault(id(node.layer), (node, graph))
-
-
-def _is_pseudo(node: Node) -> bool:
-    """A trace's own entry point: a weight read or an eagerly computed constant."""
-    operation = node.layer
-    return (
-        tracing.is_variable_read(operation)
-        or tracing.is_constant(operation)
-        or tracing.is_random_draw(operation)
-    )
-
-
-def _keras_mask_reader(graph: Graph, node: Node) -> Node | None:
-    """The layer whose ``mask=`` argument ``node``'s output is, if Keras added it for a mask."""
-    for reader in graph.consumers().get(id(node.outputs[0]), []):
-        if reader.is_operation:
-            continue
-        positions = registry.argument_inputs(reader, "mask")
-        if any(reader.inputs[i] is node.outputs[0] for i in positions):
-            return reader
-    return None
-
-
-def _why_missing(graph: Graph, node: Node) -> str:
-    if node.class_name == "Lambda":
-        return (
-            "a Lambda layer, not traced because its code was not asked to run "
-            "(load the file with safe_mode=False to trace it)"
-        )
-    if node.is_operation:
-        reader = _keras_mask_reader(graph, node)
-        if reader is not None:
-            return (
-                f"the mask Keras computes itself for the mask= argument of {reader.qualified_name!r} "
-                f"({reader.class_name}); keras.ops.{node.class_name} has no converter"
-            )
-        return f"keras.ops.{node.class_name} call with no converter (kerastorch_magic.converter can add one)"
-    if refused.refusal_reason(node.class_name) is not None:
-        return refused.refusal_reason(node.class_name)
-    if tracing.is_builtin(node.layer):
-        return "a built-in Keras layer with no converter yet (kerastorch_magic.converter can add one)"
-    return "no converter registered (kerastorch_magic.converter can add one)"
-
-
-def _check_supported(graph: Graph) -> None:
-    found: dict[int, tuple[Node, Graph]] = {}
-    _unsupported_nodes(graph, found)
-    if not found:
-        return
-    nodes = [node for node, _ in found.values()]
-    lines = [
-        f"  - {node.qualified_name!r} ({node.class_name}): {_why_missing(owner, node)}"
-        for node, owner in found.values()
-    ]
-    layers = [(n.qualified_name, n.class_name) for n in nodes]
-    raise ConversionError(
-        f"cannot convert Keras model {graph.name!r}: no converter for {_named(layers)}:\n" + "\n".join(lines),
-        layers,
-    )
-
-
-def _named(layers: list[tuple[str, str]], limit: int = 5) -> str:
-    """``'a' (Lambda), 'b' (Foo) and 3 more``: a refusal's first line names the layers."""
-    unique = list(dict.fromkeys(layers))
-    named = ", ".join(f"{name!r} ({kind})" for name, kind in unique[:limit])
-    return named + (f" and {len(unique) - limit} more" if len(unique) > limit else "")
 
 
 class _Builder:
@@ -393,7 +178,7 @@ class _Builder:
         if errors:
             layers = [layer for e in errors for layer in e.layers]
             combined = ConversionError(
-                f"cannot convert Keras model {self.graph.name!r}: {_named(layers)}:\n"
+                f"cannot convert Keras model {self.graph.name!r}: {support.named_layers(layers)}:\n"
                 + "\n".join(f"  - {e}" for e in errors),
                 layers,
             )
@@ -438,7 +223,7 @@ class _Builder:
             traced_class=self._traced_class,
         )
         call._config = traced.safe_config(node.layer)
-        if _is_pseudo(node):
+        if support.is_pseudo(node):
             self._entry_point(node)
             return
         if node.subgraph is not None:
@@ -665,7 +450,7 @@ class _Builder:
 
     def _makes_tensors(self) -> bool:
         """Whether forward draws noise or builds constants from its first input's shape/device."""
-        return any(_is_pseudo(n) and not tracing.is_variable_read(n.layer) for n in self.graph.nodes)
+        return any(support.is_pseudo(n) and not tracing.is_variable_read(n.layer) for n in self.graph.nodes)
 
     def _output_variables(self, node: Node, in_vars: list[str], steps) -> list[str]:
         """The first output takes a dead input's name or a branch name (see :mod:`locals`).

@@ -21,36 +21,12 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass, field
 
-import numpy as np
-
-from . import legacy
+from .. import legacy
+from . import optimizers
+from .parts import Parts, num
 
 KERAS_DEFAULT_REDUCTION = ("sum_over_batch_size", "mean")
-
-
-@dataclass
-class _Parts:
-    """The snippet being assembled: lines of ``configure_training`` and of ``train_step``."""
-
-    imports: list[str] = field(default_factory=list)  # besides torch and nn (added when used)
-    setup: list[str] = field(default_factory=list)
-    loss_lines: list[str] = field(default_factory=list)  # in train_step, computing `loss`
-    before_update: list[str] = field(default_factory=list)  # clipping, weight decay
-    metrics: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, expr, comment
-    refusals: list[str] = field(default_factory=list)
-    schedule: list[str] = field(default_factory=list)  # in configure_training, after the optimizer
-    classes: list[str] = field(default_factory=list)  # top-level definitions before the functions
-
-    @property
-    def scheduler(self) -> bool:
-        return bool(self.schedule)
-
-
-def _num(value) -> str:
-    """A float as its shortest float32 text (Keras stores hyper-parameters as float32)."""
-    return str(np.float32(value))
 
 
 # -- entry points -----------------------------------------------------------------------------------
@@ -79,7 +55,7 @@ def add_to(code: str, model, conversion) -> str:
     return merge_imports(code, _imports(body, parts))
 
 
-def _imports(body: list[str], parts: _Parts) -> list[str]:
+def _imports(body: list[str], parts: Parts) -> list[str]:
     """The imports ``body`` needs: torch and nn when it uses them, plus the schedule's module."""
     import ast
 
@@ -101,7 +77,7 @@ def merge_imports(code: str, imports: list[str]) -> str:
 def _sorted_imports(code: str) -> str:
     import subprocess
 
-    from .codegen import _ruff
+    from ..codegen import _ruff
 
     ruff = _ruff()
     if ruff is None:
@@ -122,264 +98,18 @@ def _compile_config(model) -> dict:
         return {}
 
 
-def _translate(model, conversion) -> _Parts | None:
+def _translate(model, conversion) -> Parts | None:
     config = _compile_config(model)
     optimizer = getattr(model, "optimizer", None)
     if not config or optimizer is None or config.get("loss") is None:
         return None
-    parts = _Parts()
-    _optimizer(optimizer, parts)
+    parts = Parts()
+    optimizers.translate_optimizer(optimizer, parts)
     _loss(model, conversion, config, parts)
     _metrics(model, config, parts)
     return parts
 
 
-# -- the optimizer ----------------------------------------------------------------------------------
-_ADAM_EPSILON = (
-    "Keras's epsilon is Adam's 'epsilon hat': added to sqrt(v) before the bias correction; torch adds "
-    "eps after it. Equal updates unless sqrt(v) is as small as eps (vanishing gradients)."
-)
-
-
-def _optimizer(optimizer, parts: _Parts) -> None:
-    kind = type(optimizer).__name__
-    cfg = optimizer.get_config()
-    for option in ("use_ema", "gradient_accumulation_steps", "loss_scale_factor"):
-        if cfg.get(option):
-            parts.refusals.append(f"Keras optimizer option {option}={cfg[option]!r} is not translated")
-    lr = _learning_rate(optimizer, parts)
-    setup = parts.setup
-    if kind == "SGD":
-        momentum, nesterov = float(cfg["momentum"]), bool(cfg["nesterov"])
-        args = f"lr={lr}" + (f", momentum={_num(momentum)}" if momentum else "")
-        args += ", nesterov=True" if nesterov else ""
-        if momentum:
-            setup.append(
-                "# Keras's momentum keeps v = momentum * v - lr * g, torch's keeps b = momentum * b + g "
-                "and steps by lr * b: the same updates while the learning rate is constant."
-            )
-        setup.append(f"optimizer = torch.optim.SGD(model.parameters(), {args})")
-    elif kind in ("Adam", "AdamW"):
-        setup.append(f"# {_ADAM_EPSILON}")
-        args = f"lr={lr}, betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])}"
-        if cfg.get("amsgrad"):
-            args += ", amsgrad=True"
-        if kind == "AdamW":
-            setup.append(
-                "# Both decay decoupled (w -= lr * weight_decay * w); Keras's default is 0.004, torch's 0.01."
-            )
-            args += f", weight_decay={_num(cfg['weight_decay'])}"
-        setup.append(f"optimizer = torch.optim.{kind}(model.parameters(), {args})")
-    elif kind == "RMSprop":
-        parts.classes = _keras_rmsprop(bool(cfg.get("momentum")), bool(cfg.get("centered")))
-        args = f"lr={lr}, rho={_num(cfg['rho'])}, epsilon={_num(cfg['epsilon'])}"
-        if cfg.get("momentum"):
-            args += f", momentum={_num(cfg['momentum'])}"
-        setup.append(f"optimizer = KerasRMSprop(model.parameters(), {args})")
-    elif kind == "Adagrad":
-        setup.append(
-            "# Keras divides by sqrt(accumulator + eps), torch by sqrt(accumulator) + eps; Keras starts the "
-            "accumulator at 0.1 by default, torch at 0."
-        )
-        setup.append(
-            f"optimizer = torch.optim.Adagrad(model.parameters(), lr={lr}, "
-            f"initial_accumulator_value={_num(cfg['initial_accumulator_value'])}, eps={_num(cfg['epsilon'])})"
-        )
-    elif kind == "Adadelta":
-        setup.append("# Keras's default learning rate is 0.001, torch's 1.0.")
-        setup.append(
-            f"optimizer = torch.optim.Adadelta(model.parameters(), lr={lr}, rho={_num(cfg['rho'])}, "
-            f"eps={_num(cfg['epsilon'])})"
-        )
-    elif kind == "Adamax":
-        setup.append(
-            "# Keras adds eps to the infinity norm at the update, torch inside the max: equal unless "
-            "gradients are as small as eps."
-        )
-        setup.append(
-            f"optimizer = torch.optim.Adamax(model.parameters(), lr={lr}, "
-            f"betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])})"
-        )
-    elif kind == "Nadam":
-        setup.append(
-            "# Same momentum schedule as Keras (momentum_decay=0.004 is Keras's 0.96 ** (0.004 * t)); "
-            + _ADAM_EPSILON
-        )
-        setup.append(
-            f"optimizer = torch.optim.NAdam(model.parameters(), lr={lr}, "
-            f"betas=({_num(cfg['beta_1'])}, {_num(cfg['beta_2'])}), eps={_num(cfg['epsilon'])})"
-        )
-    else:
-        parts.refusals.append(f"the Keras optimizer {kind} has no torch.optim counterpart translated here")
-        return
-    _clipping(cfg, parts)
-    if cfg.get("weight_decay") and kind != "AdamW":
-        parts.before_update += [
-            "# Keras's weight_decay is decoupled and scaled by the learning rate (w -= lr * wd * w,",
-            "# before the update); torch's weight_decay= would add wd * w to the gradient instead.",
-            "with torch.no_grad():",
-            "    for parameter in model.parameters():",
-            f'        parameter.mul_(1 - optimizer.param_groups[0]["lr"] * {_num(cfg["weight_decay"])})',
-        ]
-
-
-def _keras_rmsprop(momentum: bool, centered: bool) -> list[str]:
-    """Keras's RMSprop as a torch optimizer (only the branches this configuration uses).
-
-    torch.optim.RMSprop is not exact: it adds eps outside the square root, and then a parameter
-    whose gradients are small (RMS near sqrt(eps) = 3e-4) takes steps up to 3x larger than in
-    Keras; its ``alpha`` is Keras's ``rho`` (torch default 0.99, Keras 0.9).
-    """
-    signature = "lr=0.001, rho=0.9, epsilon=1e-07" + (", momentum=0.0" if momentum else "")
-    defaults = '"lr": lr, "rho": rho, "epsilon": epsilon' + (', "momentum": momentum' if momentum else "")
-    kind = "centered " if centered else ""
-    lines = [
-        "class KerasRMSprop(torch.optim.Optimizer):",
-        f'    """Keras\'s {kind}RMSprop: w -= lr * g / sqrt(v + epsilon), v the running mean of g ** 2.',
-        "",
-        "    torch.optim.RMSprop adds eps outside the square root (sqrt(v) + eps): parameters whose",
-        "    gradients are small (RMS near sqrt(eps) = 3e-4) would take steps up to 3x larger than in",
-        "    Keras. Its alpha is Keras's rho (torch's default is 0.99, Keras's 0.9).",
-        '    """',
-        "",
-        f"    def __init__(self, params, {signature}):",
-        f"        super().__init__(params, {{{defaults}}})",
-        "",
-        "    @torch.no_grad()",
-        "    def step(self):",
-        "        for group in self.param_groups:",
-        '            rho = group["rho"]',
-        '            for p in group["params"]:',
-        "                if p.grad is None:",
-        "                    continue",
-        "                state = self.state[p]",
-        "                if not state:",
-        '                    state["velocity"] = torch.zeros_like(p)',
-    ]
-    if centered:
-        lines.append('                    state["average_grad"] = torch.zeros_like(p)')
-    if momentum:
-        lines.append('                    state["momentum"] = torch.zeros_like(p)')
-    lines += [
-        '                velocity = state["velocity"]',
-        "                velocity.mul_(rho).add_((1 - rho) * p.grad.square())",
-    ]
-    if centered:
-        lines += [
-            '                average_grad = state["average_grad"]',
-            "                average_grad.mul_(rho).add_((1 - rho) * p.grad)",
-            '                denominator = velocity - average_grad.square() + group["epsilon"]',
-        ]
-    else:
-        lines.append('                denominator = velocity + group["epsilon"]')
-    lines.append('                increment = group["lr"] * p.grad / denominator.sqrt()')
-    if momentum:
-        lines += [
-            '                buffer = state["momentum"]',
-            '                buffer.mul_(group["momentum"]).add_(increment)',
-            "                p.sub_(buffer)",
-        ]
-    else:
-        lines.append("                p.sub_(increment)")
-    return lines
-
-
-def _clipping(cfg: dict, parts: _Parts) -> None:
-    lines = parts.before_update
-    if cfg.get("clipnorm"):
-        lines += [
-            "# clipnorm: Keras clips each gradient by its own norm (not all of them together).",
-            "for parameter in model.parameters():",
-            f"    torch.nn.utils.clip_grad_norm_(parameter, max_norm={_num(cfg['clipnorm'])})",
-        ]
-    if cfg.get("global_clipnorm"):
-        lines += [
-            "# global_clipnorm: one norm over all gradients (torch adds 1e-6 to the norm: negligible).",
-            f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={_num(cfg['global_clipnorm'])})",
-        ]
-    if cfg.get("clipvalue"):
-        lines += [
-            "# clipvalue: each gradient element clipped to [-clipvalue, clipvalue].",
-            f"torch.nn.utils.clip_grad_value_(model.parameters(), clip_value={_num(cfg['clipvalue'])})",
-        ]
-
-
-def _learning_rate(optimizer, parts: _Parts) -> str:
-    """The torch ``lr`` text; a Keras schedule also adds a ``LambdaLR`` to the setup."""
-    import keras
-
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-        return _num(optimizer.learning_rate.numpy() if hasattr(optimizer.learning_rate, "numpy") else 0.001)
-    kind, cfg = type(schedule).__name__, schedule.get_config()
-    factor = _schedule_factor(kind, cfg)
-    if factor is None:
-        parts.refusals.append(f"the learning-rate schedule {kind} is not translated")
-        return _num(cfg.get("initial_learning_rate", 0.001))
-    initial, lines, module = factor
-    if module:
-        parts.imports.append(f"import {module}")
-    parts.schedule = [
-        "",
-        f"# keras.optimizers.schedules.{kind}: Keras evaluates it at every optimizer step (batch),",
-        "# so call scheduler.step() after every optimizer.step(), not once per epoch.",
-        *lines,
-        "",
-        "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)",
-    ]
-    return initial
-
-
-def _schedule_factor(kind: str, cfg: dict) -> tuple[str, list[str], str | None] | None:
-    """(initial lr text, lines defining ``lr_factor(step)``, the schedule over the initial lr, and
-    the module those lines import), or None for a schedule not translated."""
-    header = ["def lr_factor(step):"]
-    if kind == "ExponentialDecay":
-        exponent = f"(step // {cfg['decay_steps']})" if cfg["staircase"] else f"(step / {cfg['decay_steps']})"
-        body = [f"    return {_num(cfg['decay_rate'])} ** {exponent}"]
-        return _num(cfg["initial_learning_rate"]), header + body, None
-    if kind == "InverseTimeDecay":
-        ratio = f"(step // {cfg['decay_steps']})" if cfg["staircase"] else f"(step / {cfg['decay_steps']})"
-        body = [f"    return 1 / (1 + {_num(cfg['decay_rate'])} * {ratio})"]
-        return _num(cfg["initial_learning_rate"]), header + body, None
-    if kind == "PolynomialDecay" and not cfg["cycle"]:
-        initial, end = cfg["initial_learning_rate"], cfg["end_learning_rate"]
-        body = [
-            f"    progress = min(step, {cfg['decay_steps']}) / {cfg['decay_steps']}",
-            f"    decayed = ({_num(initial)} - {_num(end)}) * (1 - progress) ** {_num(cfg['power'])}",
-            f"    lr = decayed + {_num(end)}",
-            f"    return lr / {_num(initial)}",
-        ]
-        return _num(initial), header + body, None
-    if kind == "PiecewiseConstantDecay":
-        values = [_num(v) for v in cfg["values"]]
-        body = [
-            f"    # Keras: values[i] while step <= boundaries[i] (boundaries {cfg['boundaries']}).",
-            f"    values = [{', '.join(values)}]",
-            f"    return values[bisect.bisect_left({list(cfg['boundaries'])}, step)] / values[0]",
-        ]
-        return values[0], header + body, "bisect"
-    if kind == "CosineDecay":
-        initial, steps = cfg["initial_learning_rate"], cfg["decay_steps"]
-        alpha, warmup_steps = _num(cfg["alpha"]), cfg.get("warmup_steps") or 0
-        target = cfg.get("warmup_target")
-        body = []
-        start = f"{_num(target)} / {_num(initial)}" if target is not None else "1.0"
-        if target is not None and warmup_steps:
-            body += [
-                f"    if step < {warmup_steps}:  # linear warmup to warmup_target",
-                f"        return 1 + ({start} - 1) * step / {warmup_steps}",
-                f"    step -= {warmup_steps}",
-            ]
-        body += [
-            f"    cosine = 0.5 * (1 + math.cos(math.pi * min(step, {steps}) / {steps}))",
-            f"    return {start} * ((1 - {alpha}) * cosine + {alpha})",
-        ]
-        return _num(initial), header + body, "math"
-    return None
-
-
-# -- the loss ---------------------------------------------------------------------------------------
 def _loss_identity(loss) -> tuple[str, dict]:
     """(canonical function name, options) of a compiled loss: a name, function or Loss object."""
     import keras
@@ -406,7 +136,7 @@ def _output_activation(model) -> str | None:
     return name if name in ("softmax", "sigmoid") else None
 
 
-def _loss(model, conversion, config: dict, parts: _Parts) -> None:
+def _loss(model, conversion, config: dict, parts: Parts) -> None:
     loss = model.loss
     if isinstance(loss, (list, tuple, dict)) or len(conversion.outputs) != 1:
         parts.refusals.append("losses of multi-output models are not translated")
@@ -426,7 +156,7 @@ def _loss(model, conversion, config: dict, parts: _Parts) -> None:
         sparse = name.startswith("sparse")
         args = [] if torch_reduction == "mean" else [f'reduction="{torch_reduction}"']
         if smoothing:
-            args.append(f"label_smoothing={_num(smoothing)}")
+            args.append(f"label_smoothing={num(smoothing)}")
         if sparse and cfg.get("ignore_class") is not None:
             args.append(f"ignore_index={cfg['ignore_class']}")
         targets = (
@@ -465,7 +195,7 @@ def _loss(model, conversion, config: dict, parts: _Parts) -> None:
     if name not in elementwise:
         parts.refusals.append(f"the Keras loss {name!r} is not translated")
         return
-    args = [f"delta={_num(cfg.get('delta', 1.0))}"] if name == "huber" else []
+    args = [f"delta={num(cfg.get('delta', 1.0))}"] if name == "huber" else []
     if torch_reduction != "mean":
         args.append('reduction="none"')
     if name == "binary_crossentropy" and not from_logits:
@@ -475,7 +205,7 @@ def _loss(model, conversion, config: dict, parts: _Parts) -> None:
         )
     setup.append(f"loss_fn = {elementwise[name]}({', '.join(args)})")
     if smoothing:
-        lines.append(f"y = y * (1 - {_num(smoothing)}) + 0.5 * {_num(smoothing)}  # Keras's label_smoothing")
+        lines.append(f"y = y * (1 - {num(smoothing)}) + 0.5 * {num(smoothing)}  # Keras's label_smoothing")
     if torch_reduction == "mean":
         lines.append("loss = loss_fn(y_pred, y)")
         return
@@ -503,7 +233,7 @@ def _metric_name(serialized: dict) -> str:
     return serialized.get("config", {}).get("name") or serialized.get("class_name", "?")
 
 
-def _metrics(model, config: dict, parts: _Parts) -> None:
+def _metrics(model, config: dict, parts: Parts) -> None:
     metrics = _metric_list(config)
     if metrics is None:
         parts.refusals.append("per-output metrics are not translated")
@@ -539,9 +269,9 @@ _METRICS = {
 
 
 # -- rendering --------------------------------------------------------------------------------------
-def _body(model, parts: _Parts) -> list[str]:
+def _body(model, parts: Parts) -> list[str]:
     """The two functions, ``ruff format``-ed, comments wrapped to 88 columns."""
-    from .codegen import format_source
+    from ..codegen import format_source
 
     return format_source("\n".join(_wrap_comments(_functions(model, parts)))).rstrip("\n").split("\n")
 
@@ -573,8 +303,8 @@ def _wrap_comments(lines: list[str]) -> list[str]:
     return wrapped
 
 
-def _functions(model, parts: _Parts) -> list[str]:
-    from . import naming
+def _functions(model, parts: Parts) -> list[str]:
+    from .. import naming
 
     summary = _summary(model)
     returns = "optimizer, scheduler, loss_fn" if parts.scheduler else "optimizer, loss_fn"
@@ -630,7 +360,7 @@ def _functions(model, parts: _Parts) -> list[str]:
 
 
 def _summary(model) -> str:
-    from . import naming
+    from .. import naming
 
     optimizer = type(model.optimizer).__name__
     loss = _loss_identity(model.loss)[0] if not isinstance(model.loss, (list, dict)) else "per output"
