@@ -8,33 +8,26 @@ import kerastorch_magic as k2t
 from kerastorch_magic import registry
 from kerastorch_magic.converters import refused
 
-# Converted by the recurrent-layers work (converters/recurrent*.py): not refused, and not ours to
-# list. Cells run inside RNN/Bidirectional; standalone they are pending on that work.
-PENDING = {
-    "GRUCell": "recurrent cells: converted inside RNN by converters/recurrent*.py",
-    "LSTMCell": "recurrent cells: converted inside RNN by converters/recurrent*.py",
-    "SimpleRNNCell": "recurrent cells: converted inside RNN by converters/recurrent*.py",
-    "StackedRNNCells": "recurrent cells: converted inside RNN by converters/recurrent*.py",
-}
-
 
 def test_every_keras_layer_class_converts_or_is_refused_with_a_reason():
     classes = refused.keras_layer_classes()
     assert len(classes) > 100, classes
     converted = set(registry.supported_layers())
-    neither = [
-        name
-        for name in classes
-        if name not in converted and name not in refused.REFUSED and name not in PENDING
-    ]
+    neither = [name for name in classes if name not in converted and name not in refused.REFUSED]
     assert neither == [], f"keras.layers classes neither converted nor refused with a reason: {neither}"
     both = sorted(converted & set(refused.REFUSED))
     assert both == [], f"refused but converted: {both}"
     stale = sorted(set(refused.REFUSED) - set(classes))
     assert stale == [], f"refused classes keras.layers does not export: {stale}"
-    pending = sorted(name for name in PENDING if name not in converted)
-    if pending:
-        pytest.xfail(f"pending on the recurrent work: {pending}")
+
+
+def test_a_cell_called_on_its_own_is_refused_and_converts_inside_rnn():
+    steps = keras.Input((5, 3))
+    state = keras.Input((4,))
+    output, _ = keras.layers.SimpleRNNCell(4, name="cell")(steps[:, 0], [state])
+    with pytest.raises(k2t.ConversionError, match=r"'cell' \(SimpleRNNCell\).*wrap the cell in RNN"):
+        k2t.convert(keras.Model([steps, state], output))
+    k2t.convert(keras.Sequential([steps, keras.layers.RNN(keras.layers.SimpleRNNCell(4))]))
 
 
 def test_refusal_names_the_layer_and_the_reason():

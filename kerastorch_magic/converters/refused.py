@@ -24,8 +24,17 @@ _BACKEND = (
     "port that code by hand"
 )
 
+_CELL = (
+    "one time step called on its own in the model: cells convert inside keras.layers.RNN (or "
+    "Bidirectional), which loops them; wrap the cell in RNN(...)"
+)
+
 # Class name -> why it does not convert (the first words read as "<Class>: ...").
 REFUSED: dict[str, str] = {
+    "GRUCell": _CELL,
+    "LSTMCell": _CELL,
+    "SimpleRNNCell": _CELL,
+    "StackedRNNCells": _CELL,
     "TextVectorization": _STRINGS,
     "StringLookup": _STRINGS,
     "Hashing": _FARMHASH.format(op="tf.strings.to_hash_bucket_fast; with a salt, SipHash"),
