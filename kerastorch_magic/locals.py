@@ -12,11 +12,21 @@ assignment, before the name is bound to anything else.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 
 from . import naming
 from .ir import Graph, Node
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def _local_identifier(raw: str, fallback: str) -> str:
+    """A local variable name that does not shadow a Python builtin (``sum_``, not ``sum``; PEP 8)."""
+    name = naming.identifier(raw, fallback)
+    return f"{name}_" if name in _BUILTINS else name
+
 
 MAX_LENGTH = 20  # a branch named after its layer: at most this many characters
 SHORT = 12  # and only its last words when the whole name is longer than this
@@ -96,14 +106,14 @@ class Locals:
 
     def fixed_name(self, raw: str, fallback: str = "layer") -> str:
         """A name for the rest of ``forward`` (a constant, an unread extra output)."""
-        name = self._unique(naming.identifier(raw, fallback), lambda n: n not in self.used)
+        name = self._unique(_local_identifier(raw, fallback), lambda n: n not in self.used)
         self.used.add(name)
         self.fixed.add(name)
         return name
 
     def fresh(self, raw: str, fallback: str = "layer") -> str:
         """``raw`` as an identifier, suffixed only while a live value holds the plain one."""
-        return self._unique(naming.identifier(raw, fallback), self.is_free)
+        return self._unique(_local_identifier(raw, fallback), self.is_free)
 
     @staticmethod
     def _unique(base: str, ok) -> str:

@@ -137,3 +137,17 @@ def test_code_is_identical_when_the_cell_is_re_run():
     for model in (first, second):
         randomise_weights(model)
     assert k2t.convert(first).code == k2t.convert(second).code
+
+
+def test_locals_never_shadow_python_builtins():
+    import builtins
+
+    from keras import ops
+
+    inputs = keras.Input((4, 6))
+    x = keras.layers.Dense(6)(inputs)
+    outputs = [ops.sum(x, axis=1), ops.max(x, axis=1), ops.abs(x), x[:, 1:3]]
+    conversion, _ = assert_exact(keras.Model(inputs, outputs))
+    shadowing = forward_locals(conversion.code) & set(dir(builtins))
+    assert not shadowing, conversion.code
+    assert "sum_ = " in conversion.code  # PEP 8's trailing underscore
