@@ -16,6 +16,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def timings(function, repeat: int) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``function``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def interleaved(functions: dict, runs: int, warmup: int = 2) -> dict:
     """Median seconds of each function, timed in rounds that run every function once.
 

@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,6 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # torch 10x slower here. Passive waiting is the fair setting for a shared CPU; override if idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import timings  # noqa: E402
 
 DIM, HEADS, FFN, BLOCKS = 256, 8, 1024, 6
 
@@ -78,15 +79,6 @@ def torch_encoder():
 
     layer = nn.TransformerEncoderLayer(DIM, HEADS, FFN, dropout=0.0, batch_first=True, norm_first=False)
     return nn.TransformerEncoder(layer, BLOCKS, enable_nested_tensor=False).eval()
-
-
-def _time(function, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> int:
@@ -145,11 +137,11 @@ def main() -> int:
         contenders["generated bf16"] = torch_call(generated, autocast=True)
         contenders["sdpa bf16"] = torch_call(sdpa, autocast=True)
     for run in contenders.values():  # warm-up: graph tracing, allocator, oneDNN primitives
-        _time(run, 3)
+        timings(run, 3)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, run in contenders.items():
-            times[name] += _time(run, args.repeat)
+            times[name] += timings(run, args.repeat)
     medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
     shape = f"batch {args.batch}, seq {args.seq}; {args.threads} threads, {args.device}"
     print(f"encoder: {BLOCKS} blocks, dim {DIM}, {HEADS} heads, FFN {FFN}; {shape}; "

@@ -17,23 +17,13 @@ Target: build / load <= 2.0.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import timings  # quiet TensorFlow, the repository importable
 
 
 def _median_seconds(function, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timings(function, runs))
 
 
 def main() -> None:

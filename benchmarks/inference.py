@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 
@@ -51,6 +50,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when re-run from the onnx venv
+
+from _common import timings  # noqa: E402
+
 ONNX_VENV = ROOT / "benchmarks" / ".venv-onnx"
 ONNX_PACKAGES = ["tf2onnx", "onnx2torch", "onnx"]
 
@@ -96,15 +99,6 @@ def _onnx_module(model, sample):
         path = os.path.join(folder, "model.onnx")
         model.export(path, format="onnx", verbose=False)
         return onnx2torch.convert(onnx.load(path)).eval()
-
-
-def _time(function, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _contenders(name: str, args) -> tuple[dict, dict]:
@@ -178,11 +172,11 @@ def main() -> int:
     for name in args.models:
         runs, errors = _contenders(name, args)
         for run in runs.values():  # warm-up: TF graph tracing, allocator, oneDNN primitives, compile
-            _time(run, 2)
+            timings(run, 2)
         times: dict[str, list[float]] = {label: [] for label in runs}
         for _ in range(args.rounds):
             for label, run in runs.items():
-                times[label] += _time(run, args.repeat)
+                times[label] += timings(run, args.repeat)
         best = {label: min(values) * 1e3 for label, values in times.items()}
         print(f"\n{name}: batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, "
               f"{args.rounds}x{args.repeat} interleaved calls each; fastest / median")  # fmt: skip
