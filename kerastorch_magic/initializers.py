@@ -62,7 +62,10 @@ def init_lines(config, keras_shape: tuple[int, ...], torch_shape: tuple[int, ...
         if same_fans:
             return [f"nn.init.xavier_uniform_({target})"]
         limit = math.sqrt(6.0 / (fan_in + fan_out))
-        return [f"nn.init.uniform_({target}, -{number(limit)}, {number(limit)})  # Keras glorot fans"]
+        return [
+            f"# Keras's glorot_uniform: fans ({fan_in}, {fan_out}) of the Keras kernel's layout",
+            f"nn.init.uniform_({target}, -{number(limit)}, {number(limit)})",
+        ]
     if name == "orthogonal":
         return [f"nn.init.orthogonal_({target}, gain={number(options.get('gain', 1.0))})"]
     if name in {"randomnormal", "randomuniform", "truncatednormal"}:

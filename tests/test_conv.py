@@ -292,7 +292,7 @@ def test_code_transpose_crops_the_end():
 def test_code_depthwise_and_separable():
     depthwise = code_of("DepthwiseConv2D", (8, 8, 3), kernel_size=3, depth_multiplier=2)
     assert "self.depthwise_conv2d = nn.Conv2d(3, 6, kernel_size=3, groups=3)" in depthwise
-    assert "Keras glorot fans" in depthwise  # torch's xavier would use other fans here
+    assert "Keras's glorot_uniform: fans" in depthwise  # torch's xavier would use other fans here
     separable = code_of("SeparableConv2D", (8, 8, 3), filters=5, kernel_size=3, padding="same")
     assert "3, 3, kernel_size=3, padding=1, groups=3, bias=False" in separable
     assert "self.separable_conv2d_pointwise = nn.Conv2d(3, 5, kernel_size=1)" in separable
