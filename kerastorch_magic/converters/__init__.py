@@ -5,7 +5,6 @@ Importing them registers them.
 
 from . import (  # noqa: F401
     activations,
-    adaptive_pooling,
     applications,
     attention,
     audio,

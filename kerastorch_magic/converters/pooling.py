@@ -1,4 +1,4 @@
-"""Pooling: MaxPooling and AveragePooling 1D/2D/3D, global pooling 1D/2D/3D.
+"""Pooling: MaxPooling and AveragePooling 1D/2D/3D, global and adaptive pooling 1D/2D/3D.
 
 TF's ``padding="same"`` pools ``ceil(size / stride)`` windows with the odd padding cell after
 (bottom/right), and padded cells never count: max pooling never picks them, average pooling leaves
@@ -130,3 +130,23 @@ def _masked_average(call: LayerCall, index: int, dim: int, keep: str, out_perm) 
     expr = f"torch.where({mask}, {{x0}}, 0.0).sum(dim={dim}{keep}) / {mask}.sum(dim={dim}{keep})"
     comment = "Keras averages over the unmasked steps only (mask from Embedding(mask_zero)/Masking)"
     return Converted([Step(expr, comment)], [call.output_spec(out_perm)])
+
+
+# -- adaptive pooling ------------------------------------------------------------------------------
+@converter(
+    "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
+    "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
+    channels_first=True,
+)  # fmt: skip
+def convert_adaptive_pooling(call: LayerCall) -> Converted:
+    """``nn.AdaptiveAvgPool*d``/``nn.AdaptiveMaxPool*d``, channels-first like the other pooling.
+
+    Keras defines these layers by torch's windows (``start = floor(i * in / out)``, ``end =
+    ceil((i + 1) * in / out)``; its TF kernels rebuild them), so torch's modules are exact.
+    """
+    rank = call.inputs[0].rank - 2
+    size = tuple_of(call.config["output_size"], rank)
+    kind = "Max" if "Max" in call.class_name else "Avg"
+    cf = call.channels_first_perm()
+    module = Submodule(f"nn.Adaptive{kind}Pool{rank}d({compact(size)})")
+    return Converted([*call.relayout(cf), Step("{m}({x})")], [call.output_spec(cf)], {"": module})
