@@ -107,7 +107,7 @@ class _Builder:
         self.classes = classes if classes is not None else traced.Classes({class_name}, model)
         self.traced_uses: dict[int, traced.TracedUse] = {}  # id(custom layer) -> its class, first use
         self.instantiated: set[str] = set()  # generated classes this class has declared
-        self.consumers = graph.consumers()
+        self.readers = graph.readers()
         self.output_ids = {id(v) for v in graph.outputs}
         self.attrs = naming.Namespace(_module_attributes())
         self.variables = Locals(graph)  # forward's local names: x, and short-lived branch names
@@ -131,7 +131,7 @@ class _Builder:
 
     def _feeds_channels_first(self, value) -> bool:
         """Whether the value reaches a channels-first layer through layout-agnostic layers only."""
-        return _feeds_channels_first(value, self.consumers)
+        return _feeds_channels_first(value, self.readers)
 
     # -- main loop ------------------------------------------------------------------------------
     def build(self) -> Conversion:
@@ -210,14 +210,14 @@ class _Builder:
             return
         if any(id(v) not in self.specs for v in node.inputs):
             return  # fed by a layer that failed to convert: that error is already recorded
-        first_readers = self.consumers.get(id(node.outputs[0]), [])
+        first_readers = self.readers.get(id(node.outputs[0]), [])
         call = LayerCall(
             node=node,
             inputs=[self.specs[id(v)] for v in node.inputs],
             input_format=self.input_format,
-            consumers=first_readers,
+            readers=first_readers,
             is_model_output=id(node.outputs[0]) in self.output_ids,
-            readers=self.consumers,
+            all_readers=self.readers,
             model_outputs=self.output_ids,
             constant_source=self._constant_source,
             traced_class=self._traced_class,
@@ -480,7 +480,7 @@ class _Builder:
         return names
 
     def _unread(self, value) -> bool:
-        return not self.consumers.get(id(value)) and id(value) not in self.output_ids
+        return not self.readers.get(id(value)) and id(value) not in self.output_ids
 
     def _declare(self, node: Node, result: Converted) -> dict[str, str]:
         known = self.declared.get(id(node.layer))
@@ -564,16 +564,16 @@ class _Builder:
         return "\n".join(lines)
 
 
-def _feeds_channels_first(value, consumers: dict[int, list[Node]]) -> bool:
+def _feeds_channels_first(value, readers: dict[int, list[Node]]) -> bool:
     """See :meth:`_Builder._feeds_channels_first`; looks into traced layers' own graphs."""
     queue, seen = deque([value]), set()
     while queue:
         current = queue.popleft()
-        for node in consumers.get(id(current), []):
+        for node in readers.get(id(current), []):
             if node.subgraph is not None:  # a traced layer: where does its call() send this input?
                 inner = node.subgraph
                 positions = [i for i, v in enumerate(node.inputs) if v is current]
-                if any(_feeds_channels_first(inner.inputs[i], inner.consumers()) for i in positions):
+                if any(_feeds_channels_first(inner.inputs[i], inner.readers()) for i in positions):
                     return True
                 continue
             spec = registry.spec_of(node)

@@ -31,7 +31,7 @@ _FOLDABLE = {
 
 def batchnorm_fusions(graph: Graph, taken: set[int]) -> list[Fusion]:
     """A fusion per BatchNorm whose input is a foldable layer's output read by nothing else."""
-    readers = graph.consumers()
+    readers = graph.readers()
     outputs = {id(v) for v in graph.outputs}
     producer = {id(v): node for node in graph.nodes for v in node.outputs}
     calls: dict[int, int] = {}

@@ -204,7 +204,7 @@ class _Matcher:
     """Walks a graph's single-reader chains."""
 
     def __init__(self, graph: Graph):
-        self.readers = graph.consumers()
+        self.readers = graph.readers()
         self.outputs = {id(v) for v in graph.outputs}
         self.taken: set[int] = set()
 

@@ -85,7 +85,7 @@ class Graph:
         """The model's name without Keras's automatic counter (``sequential_4`` -> ``sequential``)."""
         return naming.stable(self.name, self.class_name)
 
-    def consumers(self) -> dict[int, list[Node]]:
+    def readers(self) -> dict[int, list[Node]]:
         """id(Value) -> nodes reading it, in graph order."""
         readers: dict[int, list[Node]] = {}
         for node in self.nodes:
@@ -100,7 +100,7 @@ class Graph:
         ``Embedding`` of a ``TokenAndPositionEmbedding`` says the input holds token ids).
         """
         found: list[Node] = []
-        for node in self.consumers().get(id(value), []):
+        for node in self.readers().get(id(value), []):
             if node.subgraph is None:
                 found.append(node)
                 continue

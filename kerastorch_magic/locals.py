@@ -60,7 +60,7 @@ class Locals:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.consumers = graph.consumers()
+        self.readers = graph.readers()
         self.position = {id(node): i for i, node in enumerate(graph.nodes)}
         self.last_use: dict[int, float] = {}
         for i, node in enumerate(graph.nodes):
@@ -193,7 +193,7 @@ class Locals:
         return not any(p in step.expr for step in steps[1:] for p in placeholders)
 
     def _later_readers(self, value) -> list[Node]:
-        readers = {id(n): n for n in self.consumers.get(id(value), []) if self.position[id(n)] > self.now}
+        readers = {id(n): n for n in self.readers.get(id(value), []) if self.position[id(n)] > self.now}
         return list(readers.values())
 
     def _arm_of(self, reader: Node) -> Arm:
@@ -211,7 +211,7 @@ class Locals:
         length, pooled, current = 1, _pools(node), node
         while len(current.outputs) == 1:
             out = current.outputs[0]
-            readers = list({id(n): n for n in self.consumers.get(id(out), [])}.values())
+            readers = list({id(n): n for n in self.readers.get(id(out), [])}.values())
             if self.last_use.get(id(out)) == math.inf or not readers:
                 break
             if len(readers) == 1:

@@ -236,9 +236,10 @@ class LayerCall:
     node: Node
     inputs: list[TensorSpec]
     input_format: str  # "channels_first" | "channels_last": the user's choice for the model
-    consumers: list[Node]  # nodes reading this call's first output
+    readers: list[Node]  # nodes reading this call's first output
     is_model_output: bool
-    readers: dict[int, list[Node]] = field(default_factory=dict, repr=False)  # id(Value) -> readers
+    # id(Value) -> the nodes reading it, whole graph (see :meth:`readers_of`)
+    all_readers: dict[int, list[Node]] = field(default_factory=dict, repr=False)
     model_outputs: set[int] = field(default_factory=set, repr=False)  # id() of the model's outputs
     # Source of a tensor holding a keras.Variable or a concrete array that a keras.ops call takes
     # as an argument, supplied by the builder (see :meth:`operand`).
@@ -306,7 +307,7 @@ class LayerCall:
 
     def readers_of(self, value) -> list[Node]:
         """The nodes reading ``value`` anywhere in the graph (to look past a layer's readers)."""
-        return self.readers.get(id(value), [])
+        return self.all_readers.get(id(value), [])
 
     def is_output(self, value) -> bool:
         return id(value) in self.model_outputs
@@ -317,9 +318,9 @@ class LayerCall:
         None when the output, or a looked-through node's output, is a model output or unread:
         then no reader alone decides how the value is used.
         """
-        if self.is_model_output or not self.consumers:
+        if self.is_model_output or not self.readers:
             return None
-        pending, seen, final = list(self.consumers), set(), []
+        pending, seen, final = list(self.readers), set(), []
         while pending:
             reader = pending.pop()
             if id(reader) in seen:

@@ -34,7 +34,7 @@ def is_pseudo(node: Node) -> bool:
 
 def _keras_mask_reader(graph: Graph, node: Node) -> Node | None:
     """The layer whose ``mask=`` argument ``node``'s output is, if Keras added it for a mask."""
-    for reader in graph.consumers().get(id(node.outputs[0]), []):
+    for reader in graph.readers().get(id(node.outputs[0]), []):
         if reader.is_operation:
             continue
         positions = registry.argument_inputs(reader, "mask")

@@ -71,7 +71,7 @@ def _inner_call(call: LayerCall, inner, spec: TensorSpec) -> LayerCall:
         keras_node=None,
         scope_classes=call.node.scope_classes,
     )
-    return replace(call, node=node, inputs=[spec], consumers=[], is_model_output=False, _config=None)
+    return replace(call, node=node, inputs=[spec], readers=[], is_model_output=False, _config=None)
 
 
 def _wrapped_model(call: LayerCall, model) -> Converted:
