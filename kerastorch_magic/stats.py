@@ -12,6 +12,11 @@ control moves, with the same rule):
 * ``warn``: ``tolerance / 10 < rel_diff <= tolerance`` (within tolerance, but close to it),
 * ``fail``: ``rel_diff > tolerance``, or NaN/inf on either side, or shapes that do not match.
 
+NaN/inf count as agreement only where both sides have them at the same positions with the same
+values (Keras itself overflows: an untrained net's activations can exceed float32); the error is
+then measured on the finite entries and :attr:`Numbers.nonfinite_both` says how many were set
+aside. Anywhere else a non-finite value fails the layer.
+
 A comparison turns ``fail`` into ``drift`` where its drift check found the layer and everything
 upstream exact on Keras's own inputs (:mod:`kerastorch_magic.compare.results`).
 """
@@ -57,6 +62,7 @@ class Numbers:
     torch_mean: float
     torch_std: float
     finite: bool
+    nonfinite_both: int = 0  # NaN/inf entries equal on both sides, left out of the figures above
 
 
 @dataclass
@@ -115,7 +121,7 @@ def rel_diff(keras, torch_t) -> float:
     """Only :func:`numbers`' relative error, by the same rule, from three reductions (drift check)."""
     import torch
 
-    k, t = _flat(keras), _flat(torch_t)
+    k, t = _finite_where_both_agree(_flat(keras), _flat(torch_t))[:2]
     if k.numel() == 0:
         return 0.0
     max_abs, kabs, tabs = torch.stack([(t - k).abs_().max(), k.abs().max(), t.abs().max()]).cpu().tolist()
@@ -125,9 +131,30 @@ def rel_diff(keras, torch_t) -> float:
     return max_abs / scale if scale > 0 else 0.0
 
 
+def _finite_where_both_agree(k, t):
+    """``(k, t, count)``: the entries left once NaN/inf equal on both sides are set aside.
+
+    Where the two sides disagree on any non-finite entry (position, sign of inf), both are
+    returned whole, so the figures come out NaN and the layer fails.
+    """
+    import torch
+
+    k_bad, t_bad = ~torch.isfinite(k), ~torch.isfinite(t)
+    count = int(k_bad.sum())
+    if count == 0 and not bool(t_bad.any()):
+        return k, t, 0
+    same_places = torch.equal(k_bad, t_bad)
+    if not same_places or not torch.equal(k[k_bad].nan_to_num(nan=0.0), t[t_bad].nan_to_num(nan=0.0)):
+        return k, t, 0
+    return k[~k_bad], t[~t_bad], count
+
+
 def _numbers(k, t) -> tuple[Numbers, tuple[float, float] | None]:
     import torch
 
+    k, t, nonfinite_both = _finite_where_both_agree(k, t)
+    if k.numel() == 0 and nonfinite_both:
+        return Numbers(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True, nonfinite_both), None
     if k.numel() == 0:
         return Numbers(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, True), None
     kstd, kmean = torch.std_mean(k, correction=0)
@@ -165,7 +192,7 @@ def _numbers(k, t) -> tuple[Numbers, tuple[float, float] | None]:
         cosine = 1.0
     else:
         cosine = 0.0 if finite else float("nan")
-    result = Numbers(max_abs, rel, cosine, kabs, tabs, kmean, kstd, tmean, tstd, finite)
+    result = Numbers(max_abs, rel, cosine, kabs, tabs, kmean, kstd, tmean, tstd, finite, nonfinite_both)
     return result, ((low, high) if finite else None)
 
 

@@ -79,6 +79,40 @@ def test_numbers_identical_zero_and_nan():
     assert stats.status(bad.rel_diff, 1e-4) == "fail"
 
 
+def test_nonfinite_values_agree_only_where_both_sides_have_them():
+    inf, nan = float("inf"), float("nan")
+    keras_t = torch.tensor([1.0, inf, -inf, nan, 2.0])
+    both = stats.numbers(keras_t, torch.tensor([1.0, inf, -inf, nan, 2.5]))
+    assert both.nonfinite_both == 3 and both.finite
+    assert both.rel_diff == pytest.approx(0.5 / 2.0)  # measured on the finite entries
+    assert stats.rel_diff(keras_t, torch.tensor([1.0, inf, -inf, nan, 2.0])) == 0.0
+    for torch_t in (
+        torch.tensor([1.0, -inf, -inf, nan, 2.0]),  # an infinity of the other sign
+        torch.tensor([1.0, inf, -inf, 0.0, 2.0]),  # NaN on one side only
+        torch.tensor([1.0, inf, -inf, nan, inf]),  # an extra infinity
+    ):
+        worse = stats.numbers(keras_t, torch_t)
+        assert worse.nonfinite_both == 0 and math.isnan(worse.rel_diff)
+        assert stats.status(worse.rel_diff, 1e-5) == "fail"
+        assert math.isnan(stats.rel_diff(keras_t, torch_t))
+
+
+def test_a_model_that_overflows_in_keras_too_is_not_a_conversion_error():
+    """exp() of large pre-activations is inf in Keras and in the port, at the same places."""
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(6, activation="exponential")(inputs)
+    outputs = keras.layers.Dense(2)(x)
+    model = keras.Model(inputs, outputs)
+    kernel, bias = model.layers[1].get_weights()
+    model.layers[1].set_weights([np.full_like(kernel, 40.0), bias])  # exp(40 * sum(x)) overflows
+    x_in = np.abs(np.random.default_rng(0).normal(size=(2, 4))).astype("float32") + 1.0
+    result = k2t.compare(model, k2t.convert(model), inputs=x_in, device="cpu")
+    dense = result.layers[0]
+    assert dense.numbers.nonfinite_both == 12 and dense.status(result.tolerance) == "ok"
+    assert result.first_failure is None, result.summary()
+    assert "NaN/inf in 2 layer outputs, on both sides at the same places" in result.summary()
+
+
 def test_lean_relative_error_follows_the_same_rule():
     keras_t, torch_t = torch.randn(3, 50), torch.randn(3, 50)
     assert stats.rel_diff(keras_t, torch_t) == pytest.approx(

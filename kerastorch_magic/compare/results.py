@@ -260,6 +260,12 @@ class Comparison:
         text += f" (max relative error {self.max_rel_diff:.2g})"
         if warned:
             text += f"; {warned} close to the tolerance"
+        overflowing = sum(bool(layer.numbers and layer.numbers.nonfinite_both) for layer in self.layers)
+        if overflowing:
+            text += (
+                f"; NaN/inf in {_count('layer output', overflowing)}, on both sides at the same "
+                "places (Keras overflows too; the error is measured on the finite values)"
+            )
         if random:
             names = ", ".join(repr(name) for name in dict.fromkeys(random))
             text += f"; random at inference: {names} (the next layers fed Keras's draw)"
