@@ -16,6 +16,7 @@ from .files import convert_file  # noqa: E402
 from .registry import (  # noqa: E402
     ConversionError,
     Converted,
+    Fragment,
     LayerCall,
     Step,
     Submodule,
@@ -28,6 +29,7 @@ __all__ = [
     "Conversion",
     "ConversionError",
     "Converted",
+    "Fragment",
     "LayerCall",
     "Step",
     "Submodule",

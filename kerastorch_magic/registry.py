@@ -13,6 +13,9 @@ Custom layers register the same way (``kerastorch_magic.converter("MyLayer")``);
 keras.ops calls (``Add``, ``GetItem``, ``Einsum``...) with ``converter("Einsum", operation=True)``.
 Each registration is a :class:`ConverterSpec` in one of two tables (layers, operations); a name
 registered twice raises unless ``override=True``.
+
+Code travels between a converter's parts as a :class:`Fragment` (steps + notes + helpers,
+composed with ``+``); :meth:`Converted.from_fragment` turns the whole into the result.
 """
 
 from __future__ import annotations
@@ -194,12 +197,44 @@ class Step:
 
 
 @dataclass
+class Fragment:
+    """Part of a layer's generated code: ``forward`` steps, the notes they need, the helpers they call.
+
+    The one shape in which converters pass code around: an activation, TF's padding, a recurrent
+    layer's dropout each make one, and ``a + b`` runs ``a``'s steps then ``b``'s, keeps both
+    notes in that order and merges the helpers (module-level function sources by name; the same
+    name always holds the same source). A converter turns the whole into its result with
+    :meth:`Converted.from_fragment`.
+    """
+
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    helpers: dict[str, str] = field(default_factory=dict)  # name -> module-level function source
+
+    def __add__(self, other: Fragment) -> Fragment:
+        return Fragment(
+            [*self.steps, *other.steps], [*self.notes, *other.notes], {**self.helpers, **other.helpers}
+        )
+
+
+@dataclass
 class Converted:
+    """A converter's result: a :class:`Fragment`'s steps, notes and helpers, plus what it declares.
+
+    ``outputs`` are the specs of the layer's outputs, ``modules`` the submodules to declare.
+    """
+
     steps: list[Step]
     outputs: list[TensorSpec]
     modules: dict[str, Submodule] = field(default_factory=dict)  # "" is the main submodule
     notes: list[str] = field(default_factory=list)
     helpers: dict[str, str] = field(default_factory=dict)  # name -> module-level function source
+
+    @classmethod
+    def from_fragment(
+        cls, code: Fragment, outputs: list[TensorSpec], modules: dict[str, Submodule] | None = None
+    ) -> Converted:
+        return cls(code.steps, outputs, modules or {}, code.notes, code.helpers)
 
 
 def argument_inputs(node: Node, name: str) -> list[int]:

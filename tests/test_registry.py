@@ -7,7 +7,7 @@ import pytest
 
 import kerastorch_magic as k2t
 from kerastorch_magic import registry
-from kerastorch_magic.registry import Converted, Step, converter
+from kerastorch_magic.registry import Converted, Fragment, Step, Submodule, converter
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +86,23 @@ def test_rerunning_the_same_definition_replaces_silently():
     exec(source, first)  # noqa: S102
     exec(source, second)  # noqa: S102
     assert registry.find("ReRunLayer").function is second["convert_it"]
+
+
+def test_fragments_compose_in_order_and_become_a_converted():
+    pad = Fragment(
+        [Step("F.pad({x}, (0, 1))", "odd pixel after")], ["TF pads after"], {"pad": "def pad(): ..."}
+    )
+    act = Fragment([Step("F.softmax({x}, dim=1)")], ["softmax note"], {"sparsemax": "def sparsemax(): ..."})
+    both = pad + act
+    assert [step.expr for step in both.steps] == ["F.pad({x}, (0, 1))", "F.softmax({x}, dim=1)"]
+    assert both.notes == ["TF pads after", "softmax note"]
+    assert list(both.helpers) == ["pad", "sparsemax"]  # insertion order: the generated file's order
+    assert (len(pad.steps), pad.notes, list(pad.helpers)) == (1, ["TF pads after"], ["pad"])  # unchanged
+    both += Fragment(notes=["last"])
+    assert both.notes[-1] == "last" and len(both.steps) == 2
+    module = Submodule("nn.Identity()")
+    spec = object()
+    result = Converted.from_fragment(both, [spec], {"": module})
+    assert (result.steps, result.notes, result.helpers) == (both.steps, both.notes, both.helpers)
+    assert result.outputs == [spec] and result.modules == {"": module}
+    assert Converted.from_fragment(Fragment(), [spec]).modules == {}

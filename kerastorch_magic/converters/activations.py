@@ -10,12 +10,12 @@ Converters with an ``activation=`` option call :func:`activation_steps`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..ir import TensorSpec
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from ._source import int_or_tuple, number, size_args
 
 _SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
@@ -179,32 +179,24 @@ def _is_builtin(function, key: str) -> bool:
         return False
 
 
-@dataclass
-class ActivationCode:
-    """What an ``activation=`` adds to a converter: steps, notes and helper functions."""
-
-    steps: list[Step]
-    notes: list[str] = field(default_factory=list)
-    helpers: dict[str, str] = field(default_factory=dict)
-
-
-def activation_steps(
-    call: LayerCall, expr: str, name, dim: int, comment: str | None = None
-) -> ActivationCode:
+def activation_steps(call: LayerCall, expr: str, name, dim: int, comment: str | None = None) -> Fragment:
     """The steps computing ``expr`` (a step expression, e.g. ``{m}({x})``) under activation ``name``.
 
     ``dim`` is the torch dim holding Keras's axis -1 (softmax, glu...). One step in general; two
-    when the activation reads its input twice and ``expr`` is not the bare input (``{x}``).
+    when the activation reads its input twice and ``expr`` is not the bare input (``{x}``); none
+    for ``linear`` on the bare input. The notes and helpers the activation needs come with them.
     """
     key, entry = _lookup(call, name)
-    notes = _notes(call, entry)
-    helpers = {entry.helper: _helper_source(call, entry.helper)} if entry.helper else {}
+    code = Fragment(notes=_notes(call, entry))
+    if entry.helper:
+        code.helpers[entry.helper] = _helper_source(call, entry.helper)
     if entry.template == "{x}":
-        return ActivationCode([] if expr == "{x}" else [Step(expr, comment)], notes, helpers)
-    if entry.reads_input_twice and expr != "{x}":
-        second = Step(entry.template.format(x="{x}", dim=dim))
-        return ActivationCode([Step(expr, comment), second], notes, helpers)
-    return ActivationCode([Step(entry.template.format(x=expr, dim=dim), comment)], notes, helpers)
+        code.steps = [] if expr == "{x}" else [Step(expr, comment)]
+    elif entry.reads_input_twice and expr != "{x}":
+        code.steps = [Step(expr, comment), Step(entry.template.format(x="{x}", dim=dim))]
+    else:
+        code.steps = [Step(entry.template.format(x=expr, dim=dim), comment)]
+    return code
 
 
 def _notes(call: LayerCall, entry: _Activation) -> list[str]:
@@ -283,7 +275,7 @@ def convert_activation(call: LayerCall) -> Converted:
     code = activation_steps(call, "{x}", call.config["activation"], spec.torch_dim(-1))
     if spec.flat_order is not None and activation_name(call.config["activation"]) == "glu":
         raise call.unsupported("glu on a flatten whose order was folded into a Dense")
-    return Converted(code.steps, [same_layout(call)], notes=code.notes, helpers=code.helpers)
+    return Converted.from_fragment(code, [same_layout(call)])
 
 
 def relu_expression(negative_slope: float, max_value, threshold: float) -> str:

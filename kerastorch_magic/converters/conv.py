@@ -16,17 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import initializers
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
+from ._source import compact
 from .activations import activation_steps
-from .padding import (
-    compact,
-    same_pad_step,
-    size_text,
-    spatial_padding,
-    spatial_sizes,
-    torch_pad_tuple,
-    tuple_of,
-)
+from .padding import same_pad, size_text, spatial_padding, spatial_sizes, torch_pad_tuple, tuple_of
 
 
 def _to_torch(kernel: np.ndarray) -> np.ndarray:
@@ -43,16 +36,21 @@ def _geometry(call: LayerCall, rank: int) -> tuple[tuple[int, ...], tuple[int, .
     return size, strides, dilation
 
 
-def _padding(call: LayerCall, size, strides, dilation) -> tuple[list[str], list[Step], list[str], dict]:
-    """TF padding as (constructor args, steps before the conv, notes, helpers)."""
+def _padded_input(call: LayerCall, cf, size, strides, dilation) -> tuple[list[str], Fragment]:
+    """The input brought to layout ``cf`` and padded as TF does: ``padding=`` arguments, code."""
+    padding_args, pad = _padding(call, size, strides, dilation)
+    return padding_args, Fragment(call.relayout(cf)) + pad
+
+
+def _padding(call: LayerCall, size, strides, dilation) -> tuple[list[str], Fragment]:
+    """TF padding as the conv's constructor arguments and the code to run before it."""
     pads = spatial_padding(call, size, strides, dilation, allow_dynamic=True)
     if pads is None:  # 'same' at stride > 1 on an input of unknown size
-        step, helpers = same_pad_step(size, strides, dilation)
-        return [], [step], [], helpers
+        return [], same_pad(size, strides, dilation)
     strided = any(s != 1 for s in strides)
     if all(before == after for before, after in pads):
         if not any(before for before, _ in pads):
-            return [], [], [], {}
+            return [], Fragment()
         padding = compact(tuple(before for before, _ in pads))
         notes = []
         if strided:
@@ -61,7 +59,7 @@ def _padding(call: LayerCall, size, strides, dilation) -> tuple[list[str], list[
                 f"padding={padding} holds for the {size_text(spatial_sizes(call))} input the model was "
                 "built for."
             )
-        return [f"padding={padding}"], [], notes, {}
+        return [f"padding={padding}"], Fragment(notes=notes)
     if call.config.get("padding") == "causal":
         why = "Keras 'causal' padding: pad the start of the sequence only."
     else:
@@ -69,7 +67,7 @@ def _padding(call: LayerCall, size, strides, dilation) -> tuple[list[str], list[
             "TF 'same' padding puts the odd pixel after (bottom/right); torch pads evenly, so pad explicitly"
         )
         why += f" (pads for the {size_text(spatial_sizes(call))} input)." if strided else "."
-    return [], [Step(f"F.pad({{x}}, {torch_pad_tuple(pads)})", why)], [], {}
+    return [], Fragment([Step(f"F.pad({{x}}, {torch_pad_tuple(pads)})", why)])
 
 
 def _conv_args(in_channels, out_channels, size, strides, padding_args, dilation, groups=1, bias=True):
@@ -94,12 +92,10 @@ def _bias(call: LayerCall, bias: np.ndarray, state: dict, init: list[str]) -> No
     init += initializers.init_lines(call.config.get("bias_initializer"), (channels,), (channels,), "bias")
 
 
-def _finish(call: LayerCall, steps, expr: str, perm, modules, notes, helpers, comment=None) -> Converted:
-    """The last step (``expr`` under the layer's activation) and the result."""
-    activation = activation_steps(call, expr, call.config.get("activation"), 1, comment)
-    steps += activation.steps
-    helpers = {**helpers, **activation.helpers}
-    return Converted(steps, [call.output_spec(perm)], modules, notes + activation.notes, helpers)
+def _finish(call: LayerCall, code: Fragment, expr: str, perm, modules, comment=None) -> Converted:
+    """``code``, then the last step (``expr`` under the layer's activation), as the result."""
+    code += activation_steps(call, expr, call.config.get("activation"), 1, comment)
+    return Converted.from_fragment(code, [call.output_spec(perm)], modules)
 
 
 @converter("Conv1D", "Conv2D", "Conv3D", channels_first=True)
@@ -115,9 +111,7 @@ def convert_conv(call: LayerCall) -> Converted:
     groups = int(config.get("groups", 1))
     in_channels, out_channels = kernel.shape[-2] * groups, kernel.shape[-1]
     cf = call.channels_first_perm()
-    steps = call.relayout(cf)
-    padding_args, pad_steps, pad_notes, helpers = _padding(call, size, strides, dilation)
-    steps += pad_steps
+    padding_args, code = _padded_input(call, cf, size, strides, dilation)
     use_bias = config.get("use_bias", True)
     args = _conv_args(in_channels, out_channels, size, strides, padding_args, dilation, groups, use_bias)
     weight = _to_torch(kernel)
@@ -126,7 +120,7 @@ def convert_conv(call: LayerCall) -> Converted:
     if use_bias:
         _bias(call, weights["bias"], state, init)
     module = Submodule(f"nn.Conv{rank}d({args})", state, init)
-    return _finish(call, steps, "{m}({x})", cf, {"": module}, notes + pad_notes, helpers)
+    return _finish(call, Fragment(notes=notes) + code, "{m}({x})", cf, {"": module})
 
 
 def _transpose_geometry(size, strides, dilation, padding, output_padding):
@@ -171,7 +165,6 @@ def convert_conv_transpose(call: LayerCall) -> Converted:
     out_channels, in_channels = kernel.shape[-2], kernel.shape[-1]
     pads, extras, crops = _transpose_geometry(size, strides, dilation, padding, output_padding)
     cf = call.channels_first_perm()
-    steps = call.relayout(cf)
     args = [str(in_channels), str(out_channels), f"kernel_size={compact(size)}"]
     if any(s != 1 for s in strides):
         args.append(f"stride={compact(strides)}")
@@ -207,7 +200,7 @@ def convert_conv_transpose(call: LayerCall) -> Converted:
             f"TF 'same' keeps the first {kept} outputs of the full transposed conv, cropping the end "
             "only; torch's padding= crops both ends evenly."
         )
-    return _finish(call, steps, expr, cf, {"": module}, notes, {}, comment)
+    return _finish(call, Fragment(call.relayout(cf), notes), expr, cf, {"": module}, comment)
 
 
 def _depthwise_module(call: LayerCall, kernel: np.ndarray, strides, padding_args, dilation, bias: bool):
@@ -233,16 +226,14 @@ def convert_depthwise(call: LayerCall) -> Converted:
     size, strides, dilation = _geometry(call, rank)
     channels, multiplier = kernel.shape[-2], kernel.shape[-1]
     cf = call.channels_first_perm()
-    steps = call.relayout(cf)
-    padding_args, pad_steps, notes, helpers = _padding(call, size, strides, dilation)
-    steps += pad_steps
+    padding_args, code = _padded_input(call, cf, size, strides, dilation)
     use_bias = config.get("use_bias", True)
     module = _depthwise_module(call, kernel, strides, padding_args, dilation, use_bias)
     if use_bias:
         _bias(call, weights["bias"], module.state, module.init)
     outputs = f"{multiplier} outputs each" if multiplier > 1 else "one output each"
     module.comment = f"Depthwise: groups={channels} convolves each input channel on its own ({outputs})."
-    return _finish(call, steps, "{m}({x})", cf, {"": module}, notes, helpers)
+    return _finish(call, code, "{m}({x})", cf, {"": module})
 
 
 @converter("SeparableConv1D", "SeparableConv2D", channels_first=True)
@@ -253,9 +244,7 @@ def convert_separable(call: LayerCall) -> Converted:
     rank = depthwise_kernel.ndim - 2
     size, strides, dilation = _geometry(call, rank)
     cf = call.channels_first_perm()
-    steps = call.relayout(cf)
-    padding_args, pad_steps, notes, helpers = _padding(call, size, strides, dilation)
-    steps += pad_steps
+    padding_args, code = _padded_input(call, cf, size, strides, dilation)
     use_bias = config.get("use_bias", True)
     depthwise = _depthwise_module(call, depthwise_kernel, strides, padding_args, dilation, False)
     depthwise.comment = (
@@ -275,4 +264,4 @@ def convert_separable(call: LayerCall) -> Converted:
     if use_bias:
         _bias(call, weights["bias"], pointwise.state, pointwise.init)
     modules = {"depthwise": depthwise, "pointwise": pointwise}
-    return _finish(call, steps, "{m_pointwise}({m_depthwise}({x}))", cf, modules, notes, helpers)
+    return _finish(call, code, "{m_pointwise}({m_depthwise}({x}))", cf, modules)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import initializers, layout
 from ..ir import TensorSpec
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from .activations import activation_steps
 
 
@@ -66,12 +66,8 @@ def convert_dense(call: LayerCall) -> Converted:
         init += initializers.init_lines(config.get("bias_initializer"), (units_out,), (units_out,), "bias")
     ctor = f"nn.Linear({units_in}, {units_out}{'' if use_bias else ', bias=False'})"
     act = activation_steps(call, f"{{m}}({source})", config.get("activation"), len(out_perm) - 1, comment)
-    return Converted(
-        act.steps,
-        [call.output_spec(out_perm)],
-        {"": Submodule(ctor, state, init)},
-        notes + act.notes,
-        act.helpers,
+    return Converted.from_fragment(
+        Fragment(notes=notes) + act, [call.output_spec(out_perm)], {"": Submodule(ctor, state, init)}
     )
 
 

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from .. import initializers, layout
-from ..registry import Converted, LayerCall, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Submodule, converter
 from ._source import size_args
 from .activations import activation_steps
 
@@ -105,4 +105,4 @@ def convert_einsum_dense(call: LayerCall) -> Converted:
         )
     act = activation_steps(call, expr, config.get("activation"), out_rank - 1)
     outputs = [call.output_spec(layout.identity(out_rank))]
-    return Converted(act.steps, outputs, {"": module}, notes + act.notes, act.helpers)
+    return Converted.from_fragment(Fragment(notes=notes) + act, outputs, {"": module})

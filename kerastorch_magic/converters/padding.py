@@ -9,7 +9,7 @@ helper (:data:`SAME_PAD_HELPER`) that computes the pads at run time.
 
 from __future__ import annotations
 
-from ..registry import LayerCall, Step
+from ..registry import Fragment, LayerCall, Step
 from ._source import compact
 
 # Leading underscore: layer-derived identifiers never start with one (naming.identifier strips it),
@@ -61,7 +61,7 @@ def spatial_padding(
     """Per spatial dimension (before, after) for the layer's ``padding`` option.
 
     'same' at stride > 1 over a dimension of unknown size has no constant answer: an error naming
-    the layer, or None with ``allow_dynamic`` (the caller then pads with :func:`same_pad_step`).
+    the layer, or None with ``allow_dynamic`` (the caller then pads with :func:`same_pad`).
     """
     mode = call.config.get("padding", "valid")
     mode = mode.lower() if isinstance(mode, str) else mode
@@ -87,11 +87,10 @@ def spatial_padding(
     return pads
 
 
-def same_pad_step(kernel, strides, dilation=None, value: str | None = None) -> tuple[Step, dict[str, str]]:
-    """The run-time 'same' padding step for inputs of unknown size, and the helper it calls.
+def same_pad(kernel, strides, dilation=None, value: str | None = None) -> Fragment:
+    """The run-time 'same' padding step for inputs of unknown size, with the helper it calls.
 
-    Returns ``(step, helpers)``; put ``helpers`` into the converter's ``Converted.helpers``.
-    ``value`` is the pad value's source text (``"float('-inf')"`` for max pooling).
+    ``value`` is the pad value's source text (``'float("-inf")'`` for max pooling).
     """
     args = [f"kernel_size={tuple(kernel)}", f"stride={tuple(strides)}"]
     if dilation is not None and any(d != 1 for d in dilation):
@@ -103,7 +102,7 @@ def same_pad_step(kernel, strides, dilation=None, value: str | None = None) -> t
         f"TF 'same' padding at stride {compact(tuple(strides))} depends on the input size, known only "
         "at run time here (odd pixel after, unlike torch's symmetric padding).",
     )
-    return step, {SAME_PAD_NAME: SAME_PAD_HELPER}
+    return Fragment([step], helpers={SAME_PAD_NAME: SAME_PAD_HELPER})
 
 
 def spatial_sizes(call: LayerCall) -> tuple:

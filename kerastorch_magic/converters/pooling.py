@@ -13,9 +13,9 @@ average, zeros, divided by the pooled count of real cells).
 
 from __future__ import annotations
 
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from ._source import compact, int_or_tuple
-from .padding import SAME_PAD_NAME, same_pad_step, spatial_padding, torch_pad_tuple, tuple_of
+from .padding import SAME_PAD_HELPER, SAME_PAD_NAME, same_pad, spatial_padding, torch_pad_tuple, tuple_of
 
 
 @converter(
@@ -41,10 +41,13 @@ def convert_pooling(call: LayerCall) -> Converted:
     if pads is None:  # 'same' at stride > 1 over sizes known only at run time
         module = {"": Submodule(f"nn.{kind}Pool{rank}d({', '.join(args)})")}
         if is_max:
-            pad, helpers = same_pad_step(size, strides, value='float("-inf")')
-            return Converted([*steps, pad, Step("{m}({x})")], [call.output_spec(cf)], module, helpers=helpers)
+            pooled = (
+                Fragment(steps)
+                + same_pad(size, strides, value='float("-inf")')
+                + Fragment([Step("{m}({x})")])
+            )
+            return Converted.from_fragment(pooled, [call.output_spec(cf)], module)
         # Zeros in the sum, and the pooled count of real cells as the divisor.
-        _, helpers = same_pad_step(size, strides)
         padded = f"kernel_size={tuple(size)}, stride={tuple(strides)}"
         expr = (
             f"{{m}}({SAME_PAD_NAME}({{x}}, {padded})) "
@@ -55,7 +58,7 @@ def convert_pooling(call: LayerCall) -> Converted:
             "sum nor in the divisor (the pooled ones)"
         )
         steps.append(Step(expr, comment))
-        return Converted(steps, [call.output_spec(cf)], module, helpers=helpers)
+        return Converted(steps, [call.output_spec(cf)], module, helpers={SAME_PAD_NAME: SAME_PAD_HELPER})
     notes: list[str] = []
     crop = [False] * rank  # dims whose first output window is dropped (see below)
     if any(before or after for before, after in pads):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import layout
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from .recurrent_cells import CellPlan, plan_cell
 
 _MASKED_RNN = '''
@@ -208,22 +208,25 @@ def _sequence(call: LayerCall) -> str:
     return layout.permute_expression("{x0}", spec.perm, wanted) or "{x0}"
 
 
-def _dropout_steps(call: LayerCall, cells, seq: str) -> tuple[list[Step], str, list[str]]:
-    """Keras's input dropout (one mask for all steps, training only); notes on recurrent dropout."""
+def _dropout(call: LayerCall, cells, seq: str) -> tuple[Fragment, str]:
+    """Keras's input dropout (one mask for all steps, training only), notes on recurrent dropout,
+    and the expression of the sequence after them."""
     rate = float(getattr(cells[0], "dropout", 0.0) or 0.0)
-    notes = []
+    code = Fragment()
     if any(getattr(cell, "recurrent_dropout", 0.0) for cell in cells):
-        notes.append(
+        code.notes.append(
             "Keras recurrent_dropout (training only) is not applied: inference is identical, "
             "training is without it."
         )
     if not rate:
-        return [], seq, notes
-    step = Step(
-        f"{seq} * F.dropout(torch.ones_like({seq}[:, :1]), p={rate!r}, training=self.training)",
-        "Keras dropout: one input mask shared by all steps (training only)",
+        return code, seq
+    code.steps.append(
+        Step(
+            f"{seq} * F.dropout(torch.ones_like({seq}[:, :1]), p={rate!r}, training=self.training)",
+            "Keras dropout: one input mask shared by all steps (training only)",
+        )
     )
-    return [step], "{x}", notes
+    return code, "{x}"
 
 
 def _cells(call: LayerCall, layer) -> list:
@@ -233,12 +236,13 @@ def _cells(call: LayerCall, layer) -> list:
     return [cell]
 
 
-def _finish(steps: list[Step], pass_expr: str, outputs: list[str], comment: str | None) -> list[Step]:
-    """The pass then the outputs read from its result; one step when the result is read once."""
+def _pass_and_read(pass_expr: str, outputs: list[str], comment: str | None) -> Fragment:
+    """The pass then the outputs read from its result (``{r}`` in ``outputs``); one step when the
+    result is read once."""
     if len(outputs) == 1 and outputs[0].count("{r}") == 1:
-        return [*steps, Step(outputs[0].replace("{r}", pass_expr), comment)]
+        return Fragment([Step(outputs[0].replace("{r}", pass_expr), comment)])
     read = ", ".join(o.replace("{r}", "{x}") for o in outputs)
-    return [*steps, Step(pass_expr, comment), Step(read)]
+    return Fragment([Step(pass_expr, comment), Step(read)])
 
 
 def _identity_specs(call: LayerCall) -> list:
@@ -269,12 +273,11 @@ def convert_rnn(call: LayerCall) -> Converted:
         raise call.unsupported("zero_output_for_mask=True with return_sequences=False under a mask")
     if len(plans) > 1 and (states or return_state):
         raise call.unsupported("StackedRNNCells with initial_state or return_state (nested states)")
-    helpers: dict[str, str] = {}
-    notes = [note for plan in plans for note in plan.notes]
+    code = Fragment(notes=[note for plan in plans for note in plan.notes])
     for plan in plans:
-        helpers.update(plan.helpers)
-    steps, seq, dropout_notes = _dropout_steps(call, cells, _sequence(call))
-    notes += dropout_notes
+        code.helpers.update(plan.helpers)
+    dropout, seq = _dropout(call, cells, _sequence(call))
+    code += dropout
     modules: dict[str, Submodule] = {}
     for index, plan in enumerate(plans):
         key = "" if len(plans) == 1 else f"cell{index}"
@@ -288,17 +291,19 @@ def convert_rnn(call: LayerCall) -> Converted:
         )
         if index > 0 and layer.go_backwards:  # later cells read the first one's reversed order
             run.mask = None if mask is None else f"{mask}.flip(1)"
-        pass_expr = run.call(seq, states if index == 0 else None, helpers)
+        pass_expr = run.call(seq, states if index == 0 else None, code.helpers)
         last_cell = index == len(plans) - 1
         if not last_cell:
-            steps.append(Step(f"{pass_expr}[0]", f"StackedRNNCells: cell {index} feeds cell {index + 1}"))
+            code.steps.append(
+                Step(f"{pass_expr}[0]", f"StackedRNNCells: cell {index} feeds cell {index + 1}")
+            )
             seq = "{x}"
             continue
-        outputs = [run.sequence("{r}", helpers) if return_sequences else run.last("{r}")]
+        outputs = [run.sequence("{r}", code.helpers) if return_sequences else run.last("{r}")]
         if return_state:
             outputs += run.states("{r}")
-        steps = _finish(steps, pass_expr, outputs, _describe(layer))
-    return Converted(steps, _identity_specs(call), modules, notes, helpers)
+        code += _pass_and_read(pass_expr, outputs, _describe(layer))
+    return Converted.from_fragment(code, _identity_specs(call), modules)
 
 
 # -- Bidirectional ------------------------------------------------------------------------------------
@@ -323,13 +328,12 @@ def convert_bidirectional(call: LayerCall) -> Converted:
     half = len(states) // 2
     return_sequences, return_state = bool(layer.return_sequences), bool(layer.return_state)
     merge = layer.merge_mode
-    helpers: dict[str, str] = {}
-    notes = []
+    code = Fragment()
     for plan in plans:
-        helpers.update(plan.helpers)
-        notes += [n for n in plan.notes if n not in notes]
-    steps, seq, dropout_notes = _dropout_steps(call, [forward.cell, backward.cell], _sequence(call))
-    notes += dropout_notes
+        code.helpers.update(plan.helpers)
+        code.notes += [n for n in plan.notes if n not in code.notes]
+    dropout, seq = _dropout(call, [forward.cell, backward.cell], _sequence(call))
+    code += dropout
     if _fusable(forward, backward, plans):
         # One nn.LSTM/GRU(bidirectional=True): its reverse half reads the sequence backwards and
         # returns its outputs aligned with the input steps, as Keras's flipped backward outputs.
@@ -343,9 +347,9 @@ def convert_bidirectional(call: LayerCall) -> Converted:
                 f"{{m}}({', '.join(args[1:])})" if mask is None else f"keras_masked_rnn({', '.join(args)})"
             )
             if mask is not None:
-                helpers["keras_masked_rnn"] = _MASKED_RNN
+                code.helpers["keras_masked_rnn"] = _MASKED_RNN
         else:
-            pass_expr = runs[0].call(seq, None, helpers)
+            pass_expr = runs[0].call(seq, None, code.helpers)
         result = ["{r}", "{r}"]
         modules = {"": module}
     else:
@@ -354,8 +358,8 @@ def convert_bidirectional(call: LayerCall) -> Converted:
             _Run(plans[1], "{m_backward}", mask, backward.go_backwards, return_sequences),
         ]
         calls = [
-            runs[0].call(seq, states[:half] or None, helpers),
-            runs[1].call(seq, states[half:] or None, helpers),
+            runs[0].call(seq, states[:half] or None, code.helpers),
+            runs[1].call(seq, states[half:] or None, code.helpers),
         ]
         pass_expr = f"({calls[0]}, {calls[1]})"
         result = ["{r}[0]", "{r}[1]"]
@@ -364,7 +368,7 @@ def convert_bidirectional(call: LayerCall) -> Converted:
             "backward": plans[1].module() if plans[1].exact_module else plans[1].explicit(),
         }
     if return_sequences:
-        a, b = runs[0].sequence(result[0], helpers), runs[1].sequence(result[1], helpers)
+        a, b = runs[0].sequence(result[0], code.helpers), runs[1].sequence(result[1], code.helpers)
         if runs[1].direction is None:
             b = f"{b}.flip(1)"  # Keras flips the backward layer's outputs back to input order
     else:
@@ -380,8 +384,8 @@ def convert_bidirectional(call: LayerCall) -> Converted:
     if return_state:
         outputs += runs[0].states(result[0]) + runs[1].states(result[1])
     comment = f"Keras Bidirectional(merge_mode={merge!r})"
-    steps = _finish(steps, pass_expr, outputs, comment)
-    return Converted(steps, _identity_specs(call), modules, notes, helpers)
+    code += _pass_and_read(pass_expr, outputs, comment)
+    return Converted.from_fragment(code, _identity_specs(call), modules)
 
 
 def _fusable(forward, backward, plans: list[CellPlan]) -> bool:

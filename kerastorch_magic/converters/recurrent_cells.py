@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import initializers
-from ..registry import LayerCall, Submodule
+from ..registry import Fragment, LayerCall, Submodule
 from .activations import activation_name, activation_steps
 from .recurrent_traced import TracedCellPlan, is_custom_cell, plan_traced_cell
 
@@ -266,13 +266,12 @@ def _gru_rows(array: np.ndarray, units: int) -> np.ndarray:
 
 
 def _explicit_cell(call: LayerCall, plan: CellPlan, activation: str, recurrent_activation: str, reset_after):
-    act, act_notes, helpers = _function(call, activation)
+    act, code = _function(call, activation)
     args = [str(plan.input_size), str(plan.units), f"activation={act}"]
     if plan.kind != "RNN":
-        rec, rec_notes, rec_helpers = _function(call, recurrent_activation)
+        rec, rec_code = _function(call, recurrent_activation)
         args.append(f"recurrent_activation={rec}")
-        act_notes += rec_notes
-        helpers.update(rec_helpers)
+        code += rec_code
     if not plan.use_bias:
         args.append("bias=False")
     if plan.kind == "GRU" and not reset_after:
@@ -283,8 +282,8 @@ def _explicit_cell(call: LayerCall, plan: CellPlan, activation: str, recurrent_a
         "RNN": ("SimpleRNNCellWithActivation", _SIMPLE_CELL),
     }[plan.kind]
     plan.cell_ctor = f"{name}({', '.join(args)})"
-    helpers[name] = source
-    plan.helpers.update(helpers)
+    code.helpers[name] = source
+    plan.helpers.update(code.helpers)
     why = []
     if plan.kind == "GRU" and not reset_after:
         why.append("reset_after=False")
@@ -295,17 +294,19 @@ def _explicit_cell(call: LayerCall, plan: CellPlan, activation: str, recurrent_a
     plan.notes += [
         f"Keras {', '.join(why)}: nn.{plan.kind} cannot express it, so an explicit cell steps "
         "through time (slower than the fused torch module).",
-        *act_notes,
+        *code.notes,
     ]
 
 
-def _function(call: LayerCall, name: str) -> tuple[str, list[str], dict[str, str]]:
-    """A callable expression for Keras activation ``name`` (``torch.tanh``, ``F.relu``, a lambda)."""
+def _function(call: LayerCall, name: str) -> tuple[str, Fragment]:
+    """A callable expression for Keras activation ``name`` (``torch.tanh``, ``F.relu``, a lambda),
+    and the notes and helpers it needs (no steps: the expression goes into a cell's constructor)."""
     code = activation_steps(call, "{x}", name, -1)
+    needs = Fragment(notes=code.notes, helpers=code.helpers)
     if not code.steps:
-        return "nn.Identity()", code.notes, code.helpers
+        return "nn.Identity()", needs
     expr = code.steps[0].expr
     match = re.fullmatch(r"([\w.]+)\(\{x\}\)", expr)
     if match:
-        return match.group(1), code.notes, code.helpers
-    return "lambda x: " + expr.replace("{x}", "x"), code.notes, code.helpers
+        return match.group(1), needs
+    return "lambda x: " + expr.replace("{x}", "x"), needs

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import initializers, layout
-from ..registry import Converted, LayerCall, Step, Submodule, converter
+from ..registry import Converted, Fragment, LayerCall, Submodule, converter
 from ._source import compact
 from .padding import same_padding, tuple_of
-from .recurrent import _LOOP, _argument, _dropout_steps, _mask, _refuse_stateful
+from .recurrent import _LOOP, _argument, _dropout, _mask, _pass_and_read, _refuse_stateful
 from .recurrent_cells import _function
 
 _CELL = '''
@@ -94,12 +94,9 @@ def convert_conv_lstm(call: LayerCall) -> Converted:
         input_args.append("bias=False")
     conv = f"nn.Conv{rank}d"
     recurrent_args = f'{filters}, {4 * filters}, kernel_size={compact(size)}, padding="same", bias=False'
-    act, notes, helpers = _function(call, cell.get_config().get("activation"))
-    rec, rec_notes, rec_helpers = _function(call, cell.get_config().get("recurrent_activation"))
-    notes, helpers = (
-        notes + rec_notes,
-        {**helpers, **rec_helpers, "ConvLSTMCell": _CELL, "keras_rnn_loop": _LOOP},
-    )
+    act, code = _function(call, cell.get_config().get("activation"))
+    rec, rec_code = _function(call, cell.get_config().get("recurrent_activation"))
+    code += rec_code + Fragment(helpers={"ConvLSTMCell": _CELL, "keras_rnn_loop": _LOOP})
     ctor = (
         f"ConvLSTMCell({conv}({', '.join(input_args)}), {conv}({recurrent_args}), "
         f"activation={act}, recurrent_activation={rec})"
@@ -130,7 +127,8 @@ def convert_conv_lstm(call: LayerCall) -> Converted:
         "the recurrent one pads 'same' at stride 1, as Keras.",
     )
     mask, states = _mask(call), _argument(call, "initial_state")
-    steps, seq, dropout_notes = _dropout_steps(call, [cell], seq)
+    dropout, seq = _dropout(call, [cell], seq)
+    code += dropout
     if layer.go_backwards:
         seq = f"{seq}.flip(1)"
         mask = None if mask is None else f"{mask}.flip(1)"
@@ -146,12 +144,9 @@ def convert_conv_lstm(call: LayerCall) -> Converted:
     if layer.return_state:
         outputs += ["{r}[1][0]", "{r}[1][1]"]
     comment = "Keras go_backwards: the sequence is read reversed" if layer.go_backwards else None
-    if len(outputs) == 1:
-        steps.append(Step(outputs[0].replace("{r}", loop), comment))
-    else:
-        steps += [Step(loop, comment), Step(", ".join(o.replace("{r}", "{x}") for o in outputs))]
+    code += _pass_and_read(loop, outputs, comment)
     image = (0, rank + 1, *range(1, rank + 1)) if channels_last else layout.identity(rank + 2)
     sequence = (0, 1, rank + 2, *range(2, rank + 2)) if channels_last else layout.identity(rank + 3)
     specs = [call.output_spec(sequence if layer.return_sequences else image)]
     specs += [call.output_spec(image, i) for i in (1, 2)] if layer.return_state else []
-    return Converted(steps, specs, {"": module}, notes + dropout_notes, helpers)
+    return Converted.from_fragment(code, specs, {"": module})
