@@ -17,6 +17,7 @@ import numpy as np
 from ..ir import TensorSpec
 from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from ._source import int_or_tuple, number, size_args
+from .activation_functions import known_function
 
 _SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
 
@@ -112,6 +113,11 @@ def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
     function = _configured_function(call, name)
     if _is_layer(function):  # activation=keras.layers.LeakyReLU(0.2): the layer's own formula
         return type(function).__name__, _layer_activation(call, function)
+    known = known_function(function)  # activation=keras.ops.gelu, tf.nn.gelu...: no custom code
+    if known is not None and known.name is not None:
+        return known.name, _ACTIVATIONS[known.name]
+    if known is not None:
+        return known.label, _Activation(known.template, known.note)
     key = activation_name(name)
     entry = _ACTIVATIONS.get(key)
     if entry is None:
