@@ -36,3 +36,16 @@ def _seed():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def restore_registry():
+    """Converters a test registers are removed afterwards (the registry is process-wide)."""
+    import kerastorch_magic.converters  # noqa: F401  (the built-in entries exist before saving)
+    from kerastorch_magic import registry
+
+    saved = {kind: dict(table) for kind, table in registry._TABLES.items()}
+    yield
+    for kind, table in registry._TABLES.items():
+        table.clear()
+        table.update(saved[kind])

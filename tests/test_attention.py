@@ -11,7 +11,6 @@ import pytest
 from test_activations import assert_each_output_exact
 
 import kerastorch_magic as k2t
-from kerastorch_magic import registry
 
 FORMATS = ["channels_first", "channels_last"]
 
@@ -131,10 +130,6 @@ def test_grouped_query_attention(fmt):
     assert ".repeat_interleave(2, dim=1)" in code
 
 
-@pytest.mark.skipif(
-    registry.find("NotEqual", operation=True) is None,
-    reason="Embedding(mask_zero=True) masks are keras.ops NotEqual nodes: waiting for the ops table",
-)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_masks_from_embedding(fmt):
     """Keras masks of query, value and key (Embedding(mask_zero=True)) AND-ed into the attention mask.
@@ -228,10 +223,6 @@ def test_dot_and_additive_attention(fmt):
     assert "- 1e9" in code
 
 
-@pytest.mark.skipif(
-    registry.find("NotEqual", operation=True) is None,
-    reason="Embedding(mask_zero=True) masks are keras.ops NotEqual nodes: waiting for the ops table",
-)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_dot_attention_masks_from_embedding(fmt):
     """Keras's mask=[query_mask, value_mask]: masked keys subtract 1e9, masked queries give zeros."""
@@ -265,7 +256,6 @@ def test_long_sequence_stays_within_float32_tolerance():
     print(f"seq 1024 relative errors: {errors}")
 
 
-@pytest.mark.skipif(registry.find("Any", operation=True) is None, reason="Masking's mask needs keras.ops.any")
 def test_masks_from_masking_layer():
     """A Masking layer's mask (steps whose features all equal the mask value) reaches attention too."""
     seq = keras.Input((6, 8), name="seq")

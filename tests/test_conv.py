@@ -106,12 +106,6 @@ CONV = [
 ]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(("layer", "shape", "options"), CONV)
-def test_conv_matches_keras(layer, shape, options, fmt):
-    exact(layer, shape, fmt, **options)
-
-
 # -- transposed convolutions -----------------------------------------------------------------------
 TRANSPOSE = [
     case("Conv1DTranspose", (5, 3), filters=4, kernel_size=3),
@@ -145,12 +139,6 @@ TRANSPOSE = [
     case("Conv3DTranspose", (3, 4, 3, 2), filters=3, kernel_size=3, strides=2, padding="same"),
     case("Conv3DTranspose", (3, 4, 3, 2), filters=3, kernel_size=2, strides=(1, 2, 3)),
 ]
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(("layer", "shape", "options"), TRANSPOSE)
-def test_conv_transpose_matches_keras(layer, shape, options, fmt):
-    exact(layer, shape, fmt, **options)
 
 
 # -- depthwise and separable -----------------------------------------------------------------------
@@ -200,8 +188,8 @@ DEPTHWISE = [
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(("layer", "shape", "options"), DEPTHWISE)
-def test_depthwise_and_separable_match_keras(layer, shape, options, fmt):
+@pytest.mark.parametrize(("layer", "shape", "options"), CONV + TRANSPOSE + DEPTHWISE)
+def test_matches_keras(layer, shape, options, fmt):
     exact(layer, shape, fmt, **options)
 
 

@@ -16,11 +16,9 @@ import sys
 from pathlib import Path
 
 import keras
-import pytest
 from exactness import assert_exact
 
 import kerastorch_magic as k2t
-from kerastorch_magic import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -35,16 +33,6 @@ def code_block(name: str) -> str:
     match = re.search(rf"<!-- readme-test: {re.escape(name)} -->\s*```python\n(.*?)```", readme(), re.S)
     assert match, f"README.md has no python block marked readme-test: {name}"
     return match.group(1)
-
-
-@pytest.fixture
-def restore_registry():
-    """Converters the README registers are removed afterwards (the registry is process-wide)."""
-    saved = {kind: dict(table) for kind, table in registry._TABLES.items()}
-    yield
-    for kind, table in registry._TABLES.items():
-        table.clear()
-        table.update(saved[kind])
 
 
 def test_supported_layers_and_ops_sections_are_generated_from_the_registry():

@@ -9,17 +9,8 @@ import kerastorch_magic as k2t
 from kerastorch_magic import registry
 from kerastorch_magic.registry import Converted, Fragment, Step, Submodule, converter
 
-
-@pytest.fixture(autouse=True)
-def restore_registry():
-    """Registrations made here are removed afterwards (the registry is process-wide)."""
-    import kerastorch_magic.converters  # noqa: F401  (the built-in entries exist before saving)
-
-    saved = {kind: dict(table) for kind, table in registry._TABLES.items()}
-    yield
-    for kind, table in registry._TABLES.items():
-        table.clear()
-        table.update(saved[kind])
+# Registrations made here are removed afterwards (conftest.py): the registry is process-wide.
+pytestmark = pytest.mark.usefixtures("restore_registry")
 
 
 def _identity(call):

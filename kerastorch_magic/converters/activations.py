@@ -10,12 +10,12 @@ Converters with an ``activation=`` option call :func:`activation_steps`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import TensorSpec
 from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
+from ._common import has_keras_mask, same_layout
 from ._source import int_or_tuple, number, size_args
 from .activation_functions import known_function
 
@@ -258,23 +258,6 @@ def _helper_source(call: LayerCall, name: str) -> str:
 
 
 # -- layers ---------------------------------------------------------------------------------------
-def same_layout(call: LayerCall, spec: TensorSpec | None = None) -> TensorSpec:
-    """Output spec of a layer that keeps its input's shape and layout (and folded flatten order).
-
-    Element-wise layers (and softmax-like ones over the flattened axis, which permute along with
-    it) may sit between a Flatten and the Dense that absorbs its order.
-    """
-    spec = spec or call.inputs[0]
-    out = call.output_spec(spec.perm)
-    return replace(out, flat_order=spec.flat_order) if spec.flat_order is not None else out
-
-
-def has_keras_mask(call: LayerCall, index: int = 0) -> bool:
-    """Whether input ``index`` carries a Keras mask (Embedding(mask_zero=True), Masking)."""
-    tensors = getattr(call.node.keras_node, "input_tensors", None) or []
-    return index < len(tensors) and getattr(tensors[index], "_keras_mask", None) is not None
-
-
 @converter("Activation", passthrough=True)
 def convert_activation(call: LayerCall) -> Converted:
     spec = call.inputs[0]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .. import initializers, layout
-from ..ir import TensorSpec
 from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
+from ._common import same_layout
 from .activations import activation_steps
 
 
@@ -24,12 +22,6 @@ def _refuse_quantized(call: LayerCall) -> None:
         raise call.unsupported(
             f"quantized ({mode}) layers compute on quantized values; convert the float model instead"
         )
-
-
-def _same_layout(call: LayerCall, spec: TensorSpec) -> TensorSpec:
-    """The output spec of a shape-preserving element-wise layer: the input's layout (and flatten order)."""
-    out = call.output_spec(spec.perm)
-    return replace(out, flat_order=spec.flat_order) if spec.flat_order is not None else out
 
 
 @converter("Dense")
@@ -107,7 +99,7 @@ def convert_masking(call: LayerCall) -> Converted:
         "Keras also hands the mask to mask-aware layers downstream (RNNs, attention, pooling): "
         "the port computes it where they read it and passes it to them."
     )
-    return Converted([step], [_same_layout(call, spec)], notes=[note])
+    return Converted([step], [same_layout(call, spec)], notes=[note])
 
 
 # -- layers that only act in training -------------------------------------------------------------
@@ -123,7 +115,7 @@ def convert_dropout(call: LayerCall) -> Converted:
             "torch's dropout draws it per element (training only)."
         )
     module = Submodule(f"nn.{kind}(p={float(layer.rate)!r})", comment=comment)
-    return Converted([Step("{m}({x})")], [_same_layout(call, spec)], {"": module})
+    return Converted([Step("{m}({x})")], [same_layout(call, spec)], {"": module})
 
 
 @converter("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", passthrough=True)
@@ -152,7 +144,7 @@ def convert_gaussian_noise(call: LayerCall) -> Converted:
         f"{{x}} + {stddev!r} * torch.randn_like({{x}}) if self.training else {{x}}",
         "Keras GaussianNoise: additive noise while training, the identity in eval mode",
     )
-    return Converted([step], [_same_layout(call, spec)])
+    return Converted([step], [same_layout(call, spec)])
 
 
 @converter("GaussianDropout", passthrough=True)
@@ -165,7 +157,7 @@ def convert_gaussian_dropout(call: LayerCall) -> Converted:
         f"Keras GaussianDropout(rate={rate:g}): noise of mean 1, std sqrt(rate / (1 - rate)) "
         "while training, the identity in eval mode",
     )
-    return Converted([step], [_same_layout(call, spec)])
+    return Converted([step], [same_layout(call, spec)])
 
 
 @converter("ActivityRegularization", passthrough=True)
@@ -180,10 +172,10 @@ def convert_activity_regularization(call: LayerCall) -> Converted:
         + " to the loss (add it to yours)."
     )
     module = Submodule("nn.Identity()", comment=comment)
-    return Converted([Step("{m}({x})")], [_same_layout(call, spec)], {"": module})
+    return Converted([Step("{m}({x})")], [same_layout(call, spec)], {"": module})
 
 
 @converter("Identity", passthrough=True)
 def convert_identity(call: LayerCall) -> Converted:
     spec = call.inputs[0]
-    return Converted([], [_same_layout(call, spec)])
+    return Converted([], [same_layout(call, spec)])

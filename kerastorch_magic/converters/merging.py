@@ -8,25 +8,9 @@ lower rank by inserting unit axes after the batch axis (``(N, C)`` with ``(N, H,
 
 from __future__ import annotations
 
-from collections import Counter
-
 from .. import layout
-from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step, converter
-from .activations import has_keras_mask
-
-
-def common_perm(specs: list[TensorSpec]) -> tuple[int, ...]:
-    """The layout most of the highest-rank inputs already have (the first of them on a tie).
-
-    Re-laying the others to it costs the fewest permutes; the keras.ops element-wise converters
-    (ops_math) choose their output layout the same way.
-    """
-    rank = max(spec.rank for spec in specs)
-    perms = [spec.perm for spec in specs if spec.rank == rank]
-    counts = Counter(perms)
-    best = max(counts.values())
-    return next(perm for perm in perms if counts[perm] == best)
+from ._common import common_perm, has_keras_mask
 
 
 def _operand(call: LayerCall, index: int, perm: tuple[int, ...]) -> str:

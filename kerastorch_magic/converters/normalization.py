@@ -27,25 +27,21 @@ def _affine_init(
     A parameter torch has but Keras does not learn (``scale=False`` or ``center=False`` with the
     other one on) is fixed at 1 (weight) or 0 (bias) and frozen with ``requires_grad_(False)``.
     """
-    config = call.config
     lines: list[str] = []
-    if has_weight:
-        if learn_scale:
-            lines += initializers.init_lines(config.get("gamma_initializer", "ones"), shape, shape, "weight")
+    for present, learned, name, keras_name, option, fill in (
+        (has_weight, learn_scale, "weight", "gamma", "scale", "ones"),
+        (has_bias, learn_center, "bias", "beta", "center", "zeros"),
+    ):
+        if not present:
+            continue
+        if learned:
+            initializer = call.config.get(f"{keras_name}_initializer", fill)
+            lines += initializers.init_lines(initializer, shape, shape, name)
         else:
             lines += [
-                "nn.init.ones_({m}.weight)",
-                "# Keras scale=False: gamma is not learned",
-                "{m}.weight.requires_grad_(False)",
-            ]
-    if has_bias:
-        if learn_center:
-            lines += initializers.init_lines(config.get("beta_initializer", "zeros"), shape, shape, "bias")
-        else:
-            lines += [
-                "nn.init.zeros_({m}.bias)",
-                "# Keras center=False: beta is not learned",
-                "{m}.bias.requires_grad_(False)",
+                f"nn.init.{fill}_({{m}}.{name})",
+                f"# Keras {option}=False: {keras_name} is not learned",
+                f"{{m}}.{name}.requires_grad_(False)",
             ]
     return lines
 

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..ir import TensorSpec
 from ..registry import Converted, LayerCall, Step
-from .merging import common_perm
+from ._common import common_perm
 
 # Keras dtype name -> torch dtype source.
 _TORCH_DTYPES = {
@@ -185,10 +184,3 @@ def _unit_axes(lay, index, rank: int, perm: tuple[int, ...]) -> str:
         parts.pop(0)
     expr = lay(index, order)
     return f"{expr}[{', '.join(parts)}]" if parts else expr
-
-
-def same_layout(call: LayerCall) -> TensorSpec:
-    """Output spec of an op that keeps its single input's shape and layout."""
-    from .activations import same_layout as keep
-
-    return keep(call)

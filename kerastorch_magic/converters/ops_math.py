@@ -9,13 +9,13 @@ and ``%`` takes the divisor's sign (NumPy's and torch's ``remainder``).
 from __future__ import annotations
 
 from ..registry import Converted, LayerCall, Step, converter
+from ._common import same_layout
 from .ops_common import (
     arguments,
     broadcast,
     is_float,
     parenthesised,
     result,
-    same_layout,
     tensor_index,
     torch_dtype,
 )

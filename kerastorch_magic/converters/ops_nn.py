@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
+from ._common import same_layout
 from ._source import number
 from .activations import _ACTIVATIONS, convert_relu, convert_softmax
 from .ops_common import (
@@ -19,7 +20,6 @@ from .ops_common import (
     keep_dims,
     keras_layout,
     result,
-    same_layout,
     tensor_index,
     torch_dtype,
     value_in_keras_layout,

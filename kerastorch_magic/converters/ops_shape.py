@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import layout
 from ..registry import Converted, LayerCall, Step, converter
+from ._common import common_perm
 from ._source import int_or_tuple
-from .merging import common_perm
 from .ops_common import (
     arguments,
     axes_of,

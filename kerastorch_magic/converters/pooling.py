@@ -18,11 +18,12 @@ from ._source import compact, int_or_tuple
 from .padding import SAME_PAD_HELPER, SAME_PAD_NAME, same_pad, spatial_padding, torch_pad_tuple, tuple_of
 
 
-@converter(
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    channels_first=True,
-)  # fmt: skip
+def _in_1d_2d_3d(*kinds: str) -> list[str]:
+    """The Keras class names of each of ``kinds`` in 1D, 2D and 3D (``MaxPooling1D``...)."""
+    return [f"{kind}{rank}D" for kind in kinds for rank in (1, 2, 3)]
+
+
+@converter(*_in_1d_2d_3d("MaxPooling", "AveragePooling"), channels_first=True)
 def convert_pooling(call: LayerCall) -> Converted:
     config = call.config
     rank = call.inputs[0].rank - 2
@@ -97,11 +98,7 @@ def convert_pooling(call: LayerCall) -> Converted:
     return Converted(steps, [call.output_spec(cf)], {"": Submodule(ctor)}, notes)
 
 
-@converter(
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    channels_first=True,
-)  # fmt: skip
+@converter(*_in_1d_2d_3d("GlobalAveragePooling", "GlobalMaxPooling"), channels_first=True)
 def convert_global_pooling(call: LayerCall) -> Converted:
     spec = call.inputs[0]
     rank = spec.rank
@@ -136,11 +133,7 @@ def _masked_average(call: LayerCall, index: int, dim: int, keep: str, out_perm) 
 
 
 # -- adaptive pooling ------------------------------------------------------------------------------
-@converter(
-    "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
-    "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
-    channels_first=True,
-)  # fmt: skip
+@converter(*_in_1d_2d_3d("AdaptiveAveragePooling", "AdaptiveMaxPooling"), channels_first=True)
 def convert_adaptive_pooling(call: LayerCall) -> Converted:
     """``nn.AdaptiveAvgPool*d``/``nn.AdaptiveMaxPool*d``, channels-first like the other pooling.
 
