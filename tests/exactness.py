@@ -179,6 +179,27 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.max(np.abs(expected - actual))) / scale
 
 
+def run_both(model, conversion, inputs) -> tuple[list[np.ndarray], tuple[torch.Tensor, ...]]:
+    """Keras's outputs (numpy, Keras's layout) and the built module's (torch's layout) on ``inputs``.
+
+    Keras runs in inference mode, the module under ``torch.no_grad()``; as many outputs each.
+    """
+    import keras
+
+    module = conversion.build()
+    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    expected = [np.asarray(keras.ops.convert_to_numpy(e)) for e in keras.tree.flatten(expected)]
+    torch_inputs = [
+        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
+        for spec, a in zip(conversion.inputs, inputs)
+    ]
+    with torch.no_grad():
+        actual = module(*torch_inputs)
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    assert len(actual) == len(expected)
+    return expected, actual
+
+
 def assert_exact(
     model,
     input_format: str = "channels_first",
@@ -194,17 +215,7 @@ def assert_exact(
     conversion = k2t.convert(model, input_format=input_format)
     if check_code:
         check_source(conversion.code)
-    module = conversion.build()
-    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
-    torch_inputs = [
-        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
-        for spec, a in zip(conversion.inputs, inputs)
-    ]
-    with torch.no_grad():
-        actual = module(*torch_inputs)
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    assert len(actual) == len(expected)
+    expected, actual = run_both(model, conversion, inputs)
     worst = 0.0
     for spec, keras_out, torch_out in zip(conversion.outputs, expected, actual):
         torch_out = torch_out.numpy()

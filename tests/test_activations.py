@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error, unwrap
+from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error, run_both, unwrap
 
 import kerastorch_magic as k2t
 from kerastorch_magic.converters.activations import KERAS_UNUSABLE_BY_NAME, supported_activations
@@ -31,20 +31,10 @@ def assert_each_output_exact(model, fmt, labels, inputs=None, scale=1.0, rtol=RT
     randomise_weights(model, inputs=inputs)
     conversion = k2t.convert(model, input_format=fmt)
     check_source(conversion.code)
-    module = conversion.build()
-    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    expected = expected if isinstance(expected, (list, tuple)) else [expected]
-    torch_inputs = [
-        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
-        for spec, a in zip(conversion.inputs, inputs)
-    ]
-    with torch.no_grad():
-        actual = module(*torch_inputs)
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    assert len(actual) == len(expected)
+    expected, actual = run_both(model, conversion, inputs)
     errors = {}
     for label, spec, keras_out, torch_out in zip(labels, conversion.outputs, expected, actual):
-        keras_out = np.transpose(np.asarray(keras_out), spec.perm)
+        keras_out = np.transpose(keras_out, spec.perm)
         assert tuple(torch_out.shape) == keras_out.shape, f"{label}: shape {tuple(torch_out.shape)}"
         errors[label] = relative_error(keras_out, torch_out.numpy())
     bad = {label: error for label, error in errors.items() if not error <= rtol}

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from exactness import check_source, randomise_weights, relative_error
+from exactness import check_source, randomise_weights, relative_error, run_both
 
 import kerastorch_magic as k2t
 
@@ -33,17 +33,8 @@ def assert_outputs_exact(model, names, fmt, inputs=None, int64_ok=()):
     randomise_weights(model, inputs=inputs)
     conversion = k2t.convert(model, input_format=fmt)
     check_source(conversion.code)
-    module = conversion.build()
-    expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    expected = [np.asarray(keras.ops.convert_to_numpy(e)) for e in keras.tree.flatten(expected)]
-    feeds = [
-        torch.from_numpy(np.ascontiguousarray(spec.to_torch_layout(a)))
-        for spec, a in zip(conversion.inputs, inputs)
-    ]
-    with torch.no_grad():
-        actual = module(*feeds)
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    assert len(actual) == len(expected) == len(names)
+    expected, actual = run_both(model, conversion, inputs)
+    assert len(actual) == len(names)
     for name, spec, want, got in zip(names, conversion.outputs, expected, actual):
         want = np.transpose(want, spec.perm)
         got_array = got.numpy()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import keras
 from exactness import assert_exact
+from test_seed_examples import sequential_cnn
 
 import kerastorch_magic as k2t
 
@@ -73,17 +74,7 @@ def test_generated_code_sample_is_current():
     """The README's sample class is what convert() writes for the guide's Sequential CNN."""
     match = re.search(r"(class SequentialCNN\(nn\.Module\):.*?)\n\n\nsequential_cnn = ", readme(), re.S)
     assert match, "README.md lost its sample of generated code"
-    model = keras.Sequential(  # a fresh session (conftest): layer names conv2d, conv2d_1, dense...
-        [
-            keras.Input((64, 64, 3)),
-            keras.layers.Conv2D(32, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Conv2D(64, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    model = sequential_cnn()  # a fresh session (conftest): layer names conv2d, conv2d_1, dense...
     code = k2t.convert(model, class_name="SequentialCNN").code
     generated = code[code.index("class SequentialCNN") :].rstrip("\n")
     assert match.group(1) == generated, (
