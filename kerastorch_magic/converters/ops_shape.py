@@ -315,27 +315,30 @@ def _slice_text(start, stop, step: int, size=None) -> str:
     return text + (f":{step}" if step != 1 else "")
 
 
-@converter("Take", operation=True)
-def convert_take(call: LayerCall) -> Converted:
-    """``ops.take(x, indices, axis)``: advanced indexing along the axis (``w[ids]`` for axis 0)."""
+def _take_operands(call: LayerCall) -> tuple[str, str, int | None]:
+    """``x`` and ``indices`` of a take call, both in Keras's layout, and the axis made
+    non-negative (None: over the flattened ``x``)."""
     args = arguments(call)
     source = value_in_keras_layout(call, args["x"])
     indices = value_in_keras_layout(call, args["indices"])
-    if call.layer.axis is None:
+    axis = None if call.layer.axis is None else int(call.layer.axis) % len(args["x"].shape)
+    return source, indices, axis
+
+
+@converter("Take", operation=True)
+def convert_take(call: LayerCall) -> Converted:
+    """``ops.take(x, indices, axis)``: advanced indexing along the axis (``w[ids]`` for axis 0)."""
+    source, indices, axis = _take_operands(call)
+    if axis is None:
         return result(call, f"{source}.flatten()[{indices}]", comment="NumPy's take flattens first")
-    rank = len(args["x"].shape)
-    axis = int(call.layer.axis) % rank
     return result(call, f"{source}[{', '.join([':'] * axis + [indices])}]")
 
 
 @converter("TakeAlongAxis", operation=True)
 def convert_take_along_axis(call: LayerCall) -> Converted:
-    args = arguments(call)
-    source = value_in_keras_layout(call, args["x"])
-    indices = value_in_keras_layout(call, args["indices"])
-    if call.layer.axis is None:
+    source, indices, axis = _take_operands(call)
+    if axis is None:
         return result(call, f"torch.take_along_dim({source}, {indices}.long())")
-    axis = int(call.layer.axis) % len(args["x"].shape)
     return result(call, f"torch.take_along_dim({source}, {indices}.long(), dim={axis})")
 
 
