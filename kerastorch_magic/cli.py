@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly Keras's layouts",
     )
     parser.add_argument(
+        "--flat",
+        action="store_true",
+        help="one class holding every layer (default: each structure the model repeats, e.g. a "
+        "ResNet bottleneck, is one nn.Module class instantiated in nn.Sequential stages)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="compare Keras and PyTorch layer by layer on seeded random input; print a table and "
@@ -153,7 +159,10 @@ def _run(args, progress: _Progress) -> int:
     try:
         from .conversion import convert
 
-        conversion = convert(model, class_name=class_name, input_format=args.input_format)
+        structure = "flat" if args.flat else "blocks"
+        conversion = convert(
+            model, class_name=class_name, input_format=args.input_format, structure=structure
+        )
     except ConversionError as error:
         raise _Exit(str(error), EXIT_FAILED) from None
     code = module_source(conversion, output, weights_path, model_path.name)

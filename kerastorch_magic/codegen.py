@@ -48,6 +48,10 @@ class ClassSource:
     helpers: dict[str, str] = field(default_factory=dict)
     # The classes of traced custom layers this one instantiates (theirs first), rendered above it.
     classes: list[ClassSource] = field(default_factory=list)
+    # A repeated block's class (see blocks.py): the constructor's parameters, and whether its own
+    # __init__ runs reset_parameters (a block's is run by the model that holds it, once).
+    init_args: list[str] = field(default_factory=list)
+    resets_in_init: bool = True
 
     def body_key(self) -> str:
         """Everything but the class name: two traced layers with equal keys share one class."""
@@ -110,13 +114,14 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
     body += ['    """' + source.docstring.rstrip() + '\n    """', ""]
     seen: set[str] = set()  # explanations this class has written (each is written once)
     if source.declarations:  # nothing to declare (a parameter-free Lambda): nn.Module's __init__
-        body += ["    def __init__(self):", "        super().__init__()"]
+        signature = ", ".join(["self", *source.init_args])
+        body += [f"    def __init__({signature}):", "        super().__init__()"]
     for decl in source.declarations:
         if decl.comment:
             body += _comment_lines(decl.comment, "        ", seen)
         body.append(f"        self.{decl.attr} = {decl.ctor}")
     init = _init_method(source.declarations)
-    if init:
+    if init and source.resets_in_init:
         body.append("        self.reset_parameters()")
     if source.declarations:
         body.append("")

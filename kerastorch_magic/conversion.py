@@ -12,13 +12,15 @@ from collections import deque
 
 import numpy as np
 
-from . import codegen, idioms, layout, naming, registry, support, traced, tracing
+from . import blocks, codegen, idioms, layout, naming, registry, support, traced, tracing
 from .conversion_result import Conversion, LayerTrace, Note
 from .graph import read_model
 from .ir import Graph, Node, TensorSpec
 from .layout import INPUT_FORMATS
 from .locals import Locals
 from .registry import ConversionError, Converted, LayerCall
+
+STRUCTURES = ("blocks", "flat")  # convert()'s layouts of the generated code
 
 
 def convert(
@@ -28,6 +30,7 @@ def convert(
     *,
     trace_lambda: bool = True,
     fold_batchnorm: bool = False,
+    structure: str = "blocks",
 ) -> Conversion:
     """Convert a built Keras model to PyTorch source plus a matching ``state_dict``.
 
@@ -45,6 +48,10 @@ def convert(
             file loaded in safe mode must not run their code).
         fold_batchnorm: True gives the deployment variant: each BatchNormalization after a
             convolution or Dense layer folded into its weights (inference only).
+        structure: ``"blocks"`` (default) writes each structure the model repeats (ResNet
+            bottlenecks, MBConv blocks, a function called several times) as one ``nn.Module``
+            class instantiated in ``nn.Sequential`` stages; ``"flat"`` one class holding every
+            layer. See :mod:`blocks` and ``Conversion.state_dict_keys``.
 
     Returns:
         A :class:`Conversion`: ``.code``, ``.state_dict``, ``.inputs``/``.outputs`` specs,
@@ -63,6 +70,8 @@ def convert(
     """
     from . import converters  # noqa: F401  (registers the built-in converters)
 
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, not {structure!r}")
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be one of {INPUT_FORMATS}, not {input_format!r}")
     class_name = naming.class_identifier(class_name)
@@ -70,7 +79,7 @@ def convert(
         graph = read_model(model, trace_lambda)
         support.check_supported(graph)
         graph = idioms.rewrite(graph, fold_batchnorm=fold_batchnorm)  # torch idioms, folded BatchNorms
-        return _Builder(graph, model, class_name, input_format).build()
+        return _Builder(graph, model, class_name, input_format).build(structure)
     except ConversionError:
         raise
     except Exception as error:  # noqa: BLE001 - a model we cannot read is refused, not crashed on
@@ -134,15 +143,17 @@ class _Builder:
         return _feeds_channels_first(value, self.readers)
 
     # -- main loop ------------------------------------------------------------------------------
-    def build(self) -> Conversion:
+    def build(self, structure: str = "flat") -> Conversion:
         source, inputs, outputs = self.assemble()
         import torch
 
         state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state.items()}
+        structured = blocks.restructure(source, self.traces, state_dict) if structure == "blocks" else None
+        keys = structured.keys if structured else {k: k for k in state_dict}
         return Conversion(
-            code=codegen.render(source),
+            code=codegen.render(structured.source if structured else source),
             class_name=self.class_name,
-            state_dict=state_dict,
+            state_dict={keys[k]: v for k, v in state_dict.items()},
             inputs=inputs,
             outputs=outputs,
             notes=self.notes,
@@ -150,6 +161,8 @@ class _Builder:
             model_name=self.graph.name,
             input_format=self.input_format,
             _source=source,
+            state_dict_keys=keys,
+            module_paths=structured.paths if structured else {},
         )
 
     def assemble(self) -> tuple[codegen.ClassSource, list[TensorSpec], list[TensorSpec]]:

@@ -62,6 +62,13 @@ class Conversion:
         traces: where each Keras layer's output lives in ``forward`` (what ``compare`` reads).
         model_name: the Keras model's name.
         input_format: ``"channels_first"`` or ``"channels_last"``, as requested.
+        state_dict_keys: flat key -> key of ``state_dict``. The flat key is the one the
+            one-class form (``structure="flat"``) uses, ``<keras layer>.<tensor>``
+            (``conv2_block1_1_conv.weight``); with repeated blocks as classes the tensor lives at
+            ``conv2.0.conv1.weight``. Identity for the flat form.
+        module_paths: flat attribute -> the submodule's dotted path in the generated class
+            (``conv2_block1_1_conv`` -> ``conv2.0.conv1``); empty for the flat form. See
+            :meth:`submodule_path`.
 
     Example:
         >>> conv = k2t.convert(model, class_name="Net")  # doctest: +SKIP
@@ -78,6 +85,8 @@ class Conversion:
     model_name: str
     input_format: str
     _source: codegen.ClassSource = field(repr=False)
+    state_dict_keys: dict = field(default_factory=dict)
+    module_paths: dict = field(default_factory=dict)
     _classes: dict = field(default_factory=dict, repr=False)  # source -> its class, run once
 
     def build(self, device=None):
@@ -100,6 +109,11 @@ class Conversion:
         """
         return self._instantiate(self.code, device)
 
+    def submodule_path(self, attribute: str) -> str:
+        """Where the flat class's submodule ``attribute`` (a ``LayerTrace.modules`` entry, named
+        after the Keras layer) lives in the generated class: ``net.get_submodule(path)``."""
+        return self.module_paths.get(attribute, attribute)
+
     def build_traced(self, tap, device=None):
         """Like :meth:`build`, but ``forward`` calls ``tap(trace_index, tensor)`` after each layer.
 
@@ -107,11 +121,14 @@ class Conversion:
         (``assign=True``): no second copy of the weights while comparing. Not for training: its
         parameters are ``self.state_dict``'s tensors.
         """
-        module = self._instantiate(codegen.render(self._source, trace=True), device, share=True)
+        # The flat class with taps, whatever the structure of ``code``: compare maps every Keras
+        # layer to its own submodule there. Same tensors under their flat keys, no copy.
+        flat = {key: self.state_dict[new] for key, new in self.state_dict_keys.items()} or self.state_dict
+        module = self._instantiate(codegen.render(self._source, trace=True), device, share=True, state=flat)
         module._tap = tap
         return module
 
-    def _instantiate(self, code: str, device, share: bool = False):
+    def _instantiate(self, code: str, device, share: bool = False, state: dict | None = None):
         """Run ``code`` and build its class with this conversion's weights.
 
         The class is built on the meta device, so ``reset_parameters()`` (Keras's initialisers:
@@ -129,17 +146,17 @@ class Conversion:
             cls = self._classes[code] = namespace[self.class_name]
         with torch.device("meta"):
             module = cls()
+        source = self.state_dict if state is None else state
         if share:
-            state = self.state_dict
+            state = source
         else:
             state = {
-                k: v.to(device, copy=True) if device is not None else v.clone()
-                for k, v in self.state_dict.items()
+                k: v.to(device, copy=True) if device is not None else v.clone() for k, v in source.items()
             }
         module.load_state_dict(state, strict=True, assign=True)
         if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
             module = cls()
-            module.load_state_dict(self.state_dict, strict=True)
+            module.load_state_dict(source, strict=True)
         if device is not None:
             module = module.to(device)
         return module.eval()

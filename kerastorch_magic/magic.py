@@ -210,6 +210,12 @@ class Keras2TorchMagics(Magics):
         "(N, C, H, W); channels_last: exactly Keras's layouts (N, H, W, C).",
     )
     @argument(
+        "--flat",
+        action="store_true",
+        help="One class holding every layer, as before repeated blocks became classes (the default "
+        "writes each structure the model repeats, e.g. a ResNet bottleneck, as one nn.Module class).",
+    )
+    @argument(
         "--fold-batchnorm",
         action="store_true",
         help="Deployment variant: fold each BatchNormalization that follows a convolution or Dense "
@@ -442,6 +448,7 @@ class Keras2TorchMagics(Magics):
                 class_name=options.class_name,
                 input_format=args.input_format,
                 fold_batchnorm=args.fold_batchnorm,
+                structure="flat" if args.flat else "blocks",
             )
         except ConversionError as error:
             raise _clean_error(error) from None

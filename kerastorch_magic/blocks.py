@@ -1,0 +1,707 @@
+"""Repeated blocks as classes: a flat generated class restructured the way torchvision writes ResNet.
+
+A pass over the flat :class:`codegen.ClassSource` (the converters and the builder are unaware):
+
+1. **Segments.** ``forward`` is cut wherever a single tensor is alive (the main path ``x``): a
+   residual block, whose shortcut lives across it, is one segment. Segments without a branch
+   (EfficientNet's first MBConv of a stage, MobileNet's blocks) are joined by the Keras layer-name
+   prefix they share (``block2a_``, ``expanded_conv_4_``); a layer with an automatic name
+   (``re_lu_3``) belongs to the segment before it.
+2. **Structures.** Two segments are the same structure when their code is equal up to the number
+   literals (see :mod:`block_templates`); a structure with at least two instances becomes an
+   ``nn.Module`` class whose constructor takes the numbers that vary (literals varying together
+   are one parameter), named from the torch signature (``in_channels``, ``stride``).
+3. **Stages.** Consecutive instances sharing the Keras stage prefix (``conv3_`` of ``conv3_block2``,
+   ``block4`` of ``block4b``) are one ``nn.Sequential``; ``forward`` calls the stage.
+
+The state_dict keys move with the submodules (``conv2_block1_1_conv.weight`` ->
+``conv2.0.conv1.weight``); :class:`Structured` keeps the mapping. A model with no repeated
+structure is returned unchanged (None).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+from . import block_templates, codegen, initializers, naming
+from .block_templates import Template
+from .converters._source import number
+
+_LOCAL = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
+_ATTR = re.compile(r"\bself\.(\w+)")
+_DIGIT = re.compile(r"\d")
+# Constructor parameters that count channels: they become positional block arguments.
+_CHANNELS = {"in_channels", "out_channels", "num_features", "in_features", "out_features", "normalized_shape"}
+_ACTIVATIONS = {"ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"}
+_RENAMED = {"p": "drop_rate", "num_features": "channels", "normalized_shape": "channels", "pad": "padding"}
+
+
+@dataclass
+class Structured:
+    """The restructured class and where each flat state_dict key went."""
+
+    source: codegen.ClassSource
+    keys: dict[str, str]  # flat key (``conv2_block1_1_conv.weight``) -> structured (``conv2.0.conv1.weight``)
+    paths: dict[str, str]  # flat attribute (``conv2_block1_1_conv``) -> submodule path (``conv2.0.conv1``)
+
+
+@dataclass
+class _Unit:
+    """One Keras layer's statements (and taps) in ``forward``."""
+
+    name: str  # the layer's stable name, as an identifier ("" for the final re-layout)
+    anonymous: bool  # an automatic Keras name (``re_lu``): no block prefix to read from it
+    activation: bool  # a Keras activation layer (it ends the block before it)
+    start: int  # its span in ``source.statements``
+    end: int
+
+
+@dataclass
+class _Segment:
+    units: list[_Unit]
+    block_id: str | None  # the Keras name prefix its layers share (``conv2_block1``)
+    branched: bool = False  # a second tensor is alive inside it (a residual block)
+    in_var: str = ""
+    out_var: str = ""
+    attrs: list[str] = field(default_factory=list)  # submodules it calls, in order of first use
+    key: tuple = ()
+    templates: list = field(default_factory=list)  # per attr (ctor, inits), then per statement
+
+    @property
+    def start(self) -> int:
+        return self.units[0].start
+
+    @property
+    def end(self) -> int:
+        return self.units[-1].end
+
+
+def restructure(source: codegen.ClassSource, traces, state: dict) -> Structured | None:
+    """``source`` with its repeated blocks as classes, or None when nothing repeats."""
+    units = _units(source, traces)
+    segments = _segments(source, units)
+    declared = {d.attr: d for d in source.declarations}
+    candidates = [s for s in segments if _describe(s, source, declared)]
+    groups: dict[tuple, list[_Segment]] = {}
+    for segment in candidates:
+        groups.setdefault(segment.key, []).append(segment)
+    structures = [group for group in groups.values() if len(group) >= 2]
+    if not structures:
+        return None
+    return _Restructurer(source, declared, structures, state, traces).run()
+
+
+# -- 1. units and segments ------------------------------------------------------------------------
+def _units(source: codegen.ClassSource, traces) -> list[_Unit]:
+    units: list[_Unit] = []
+    start = 0
+    for position, item in enumerate(source.statements):
+        if not isinstance(item, tuple):
+            continue
+        node = traces[item[0]].node
+        only_taps = all(isinstance(s, tuple) for s in source.statements[start:position])
+        if units and only_taps and start == units[-1].end and position == start:
+            units[-1].end = position + 1  # a layer's second output: one more tap
+            start = position + 1
+            continue
+        name = naming.identifier(node.local_name(0))
+        auto = naming.stable(node.layer.name, node.class_name) == naming.snake_case(node.class_name)
+        units.append(_Unit(name, auto, node.class_name in _ACTIVATIONS, start, position + 1))
+        start = position + 1
+    if start < len(source.statements):
+        units.append(_Unit("", True, False, start, len(source.statements)))
+    return units
+
+
+def _reads(expr: str, names: set[str]) -> set[str]:
+    return {m for m in _LOCAL.findall(expr) if m in names}
+
+
+def _live_before(source: codegen.ClassSource) -> list[set[str]]:
+    """The locals alive before each entry of ``source.statements`` (and after the last)."""
+    statements = source.statements
+    names = set(source.forward_args)
+    for s in statements:
+        if not isinstance(s, tuple):
+            names.update(t.strip() for t in s.target.split(","))
+    live = set(source.returns) & names
+    out: list[set[str]] = [set()] * (len(statements) + 1)
+    out[len(statements)] = set(live)
+    for position in range(len(statements) - 1, -1, -1):
+        s = statements[position]
+        if not isinstance(s, tuple):
+            live = (live - {t.strip() for t in s.target.split(",")}) | _reads(s.expr, names)
+        out[position] = set(live)
+    return out
+
+
+def _prefixes(name: str) -> list[str]:
+    """The block prefixes a layer name offers: its words up to each word with a digit
+    (``conv2_block1_1_conv`` -> ``conv2``, ``conv2_block1``, ``conv2_block1_1``)."""
+    words = name.split("_")
+    return ["_".join(words[: i + 1]) for i, w in enumerate(words) if _DIGIT.search(w)]
+
+
+def _common_id(units: list[_Unit]) -> str | None:
+    named = [u for u in units if not u.anonymous]
+    if not named:
+        return None
+    common = set(_prefixes(named[0].name))
+    for unit in named[1:]:
+        common &= set(_prefixes(unit.name))
+    return max(common, key=len) if common else None
+
+
+def _leaves(prefix: str, units: list[_Unit]) -> bool:
+    """Whether every named layer is ``prefix`` + a layer's own name (a number only at its end:
+    ``..._downsampling_block_0`` + ``layernorm_0``), not a deeper numbered block (``block1_0_conv``)."""
+    for unit in units:
+        if unit.anonymous:
+            continue
+        words = unit.name[len(prefix) + 1 :].split("_")
+        if any(_DIGIT.search(w) for w in words[:-1]):
+            return False
+    return True
+
+
+def _segments(source: codegen.ClassSource, units: list[_Unit]) -> list[_Segment]:
+    """Cut where one local is alive, then join neighbours that share a Keras block prefix.
+
+    A piece of automatically named layers joins the block before it when that block has a name
+    prefix, or when it is an activation (the ReLU after a residual add).
+    """
+    live = _live_before(source)
+    pieces: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    for unit in units:
+        current.append(unit)
+        if len(live[unit.end]) == 1:
+            pieces.append(current)
+            current = []
+    if current:
+        pieces.append(current)
+    segments: list[_Segment] = []
+    for piece in pieces:
+        block_id = _common_id(piece)
+        previous = segments[-1] if segments else None
+        anonymous = all(u.anonymous for u in piece)
+        if (
+            previous is not None
+            and anonymous
+            and (previous.block_id is not None or all(u.activation for u in piece))
+        ):
+            previous.units += piece
+            continue
+        joined = _common_id(previous.units + piece) if previous is not None and block_id is not None else None
+        if joined is not None and (
+            joined == block_id == previous.block_id or _leaves(joined, previous.units + piece)
+        ):
+            previous.units += piece
+            previous.block_id = joined
+            continue
+        segments.append(_Segment(piece, block_id))
+    for segment in segments:
+        segment.branched = any(len(live[p]) > 1 for p in range(segment.start + 1, segment.end))
+        before, after = live[segment.start], live[segment.end]
+        if len(before) == 1 and len(after) == 1:
+            segment.in_var, segment.out_var = next(iter(before)), next(iter(after))
+    return segments
+
+
+# -- 2. structures --------------------------------------------------------------------------------
+def _local_attr(attr: str, block_id: str | None) -> str:
+    """A submodule's name inside its block: the Keras name less the block prefix, a leading
+    number moved to the end (``conv2_block1_1_conv`` -> ``conv1``, ``block2a_se_reduce`` ->
+    ``se_reduce``)."""
+    prefix = naming.identifier(block_id) + "_" if block_id else None
+    local = attr[len(prefix) :] if prefix and attr.startswith(prefix) else re.sub(r"_\d+$", "", attr)
+    words = local.split("_")
+    if block_id:  # a nested model's layer repeats its block's words: ``..._block_1`` + ``..._conv_1``
+        block_words = block_id.split("_")
+        while len(words) > 1 and block_words and words[0] == block_words[0]:
+            words, block_words = words[1:], block_words[1:]
+        if len(words) > 1 and words[-1] == block_id.split("_")[-1] and words[-1].isdigit():
+            words = words[:-1]
+    if len(words) > 1 and words[0].isdigit():
+        words = [*words[1:-1], words[-1] + words[0]]
+    return naming.identifier("_".join(words), "layer")
+
+
+def _describe(segment: _Segment, source: codegen.ClassSource, declared: dict) -> bool:
+    """Fill the segment's attrs, templates and structure key; False when it cannot be a block."""
+    if not segment.in_var or (segment.block_id is None and not segment.branched):
+        return False  # a stretch of plain layers with no name prefix: no block boundary to trust
+    statements = [s for s in source.statements[segment.start : segment.end] if not isinstance(s, tuple)]
+    attrs: list[str] = []
+    for statement in statements:
+        for attr in _ATTR.findall(statement.expr):
+            if attr in declared and attr not in attrs:
+                attrs.append(attr)
+    if not attrs:
+        return False
+    outside = source.statements[: segment.start] + source.statements[segment.end :]
+    used_outside = {a for s in outside if not isinstance(s, tuple) for a in _ATTR.findall(s.expr)}
+    if used_outside & set(attrs):
+        return False  # a layer shared with code outside the block
+    index = {attr: k for k, attr in enumerate(attrs)}
+
+    def positional(text: str) -> str:
+        return _ATTR.sub(lambda m: f"self._a{index[m[1]]}_" if m[1] in index else m[0], text)
+
+    templates: list = []
+    for attr in attrs:
+        decl = declared[attr]
+        inits = tuple(block_templates.template(line) for line in decl.init)
+        templates.append((block_templates.template(decl.ctor, module_call=True), inits))
+    for statement in statements:
+        templates.append((statement.target, block_templates.template(positional(statement.expr))))
+    segment.attrs, segment.templates = attrs, templates
+    segment.key = (segment.in_var, segment.out_var, *_template_keys(templates))
+    return True
+
+
+def _template_keys(templates: list) -> list:
+    keys = []
+    for first, second in templates:
+        if isinstance(first, Template):  # a declaration: its constructor and init lines
+            keys.append((first.key(), tuple(t.key() for t in second)))
+        else:  # a statement: its target and expression
+            keys.append((first, second.key()))
+    return keys
+
+
+def _slot_paths(segment: _Segment):
+    """Every slot of a segment as (path, Slot): the same path in another instance is the same slot."""
+    for position, (first, second) in enumerate(segment.templates):
+        if isinstance(first, Template):
+            for i, slot in enumerate(first.slots):
+                yield ("ctor", position, i), slot
+            for line, template in enumerate(second):
+                for i, slot in enumerate(template.slots):
+                    yield ("init", position, line, i), slot
+        else:
+            for i, slot in enumerate(second.slots):
+                yield ("stmt", position, i), slot
+
+
+# -- 3. classes and stages ------------------------------------------------------------------------
+@dataclass
+class _BlockClass:
+    name: str
+    instances: list[_Segment]
+    params: list[str]  # constructor parameters, in order
+    values: dict[str, list[str]]  # parameter -> its text per instance
+    locals: list[str]  # the submodules' names inside the class, by position in the block
+    source: codegen.ClassSource
+
+
+class _Restructurer:
+    def __init__(self, source, declared, structures, state, traces):
+        self.source, self.declared, self.structures = source, declared, structures
+        self.layers = {attr: t.node.layer for t in traces for attr in t.modules}  # attr -> Keras layer
+        self.state = state  # flat key -> tensor (its shape gives a weight's fans)
+        self.class_names = {source.class_name, *(c.class_name for c in source.classes)}
+
+    def run(self) -> Structured | None:
+        classes = [c for c in (self._block_class(group) for group in self._ordered()) if c is not None]
+        if not classes:
+            return None
+        of_segment = {id(s): c for c in classes for s in c.instances}
+        return self._main(classes, of_segment)
+
+    def _claim(self, base: str) -> str:
+        name, suffix = base, 2
+        while name in self.class_names:
+            name, suffix = f"{base}{suffix}", suffix + 1
+        self.class_names.add(name)
+        return name
+
+    def _ordered(self) -> list[list[_Segment]]:
+        return sorted(self.structures, key=lambda group: group[0].start)
+
+    def _block_class(self, group: list[_Segment]) -> _BlockClass | None:
+        first = group[0]
+        paths = [dict(_slot_paths(s)) for s in group]
+        # Parameters: the varying slots, one per distinct vector of values across the instances.
+        vectors: dict[tuple, list] = {}
+        for path, slot in paths[0].items():
+            vector = tuple(p[path].value for p in paths)
+            if len(set(map(repr, vector))) == 1:
+                continue
+            if path[0] == "init":
+                continue  # an initialiser's bound depending on the block's sizes: see _init_lines
+            vectors.setdefault(tuple(map(repr, vector)), []).append((path, slot))
+        names = self._parameter_names(first, vectors)
+        param_of = {path: names[v] for v, members in vectors.items() for path, _ in members}
+        attr_names = naming.Namespace({"forward", "reset_parameters", "training", *names.values()})
+        locals_ = {attr: attr_names.claim(_local_attr(attr, first.block_id)) for attr in first.attrs}
+        stored = sorted({param_of[p] for p in param_of if p[0] == "stmt"}, key=list(names.values()).index)
+        declarations = [codegen.Declaration(p, p, None, []) for p in stored]
+        for position, attr in enumerate(first.attrs):
+            ctor, inits = first.templates[position]
+            decl = self.declared[attr]
+
+            def value(i, slot, path_head, _position=position):
+                param = param_of.get((*path_head, i))
+                if param is not None:
+                    return param
+                return None if slot.default else slot.text
+
+            text = ctor.render({i: value(i, s, ("ctor", position)) for i, s in enumerate(ctor.slots)})
+            init = self._init_lines(group, position, inits)
+            if init is None:
+                return None  # an initialiser varying in a way no fan explains: left flat
+            declarations.append(codegen.Declaration(locals_[attr], text, decl.comment, init))
+        statements = []
+        body = [s for s in self.source.statements[first.start : first.end] if not isinstance(s, tuple)]
+        rename = {f"_a{k}_": locals_[attr] for k, attr in enumerate(first.attrs)}
+        for position, statement in enumerate(body, start=len(first.attrs)):
+            target, template = first.templates[position]
+            values = {}
+            for i, slot in enumerate(template.slots):
+                param = param_of.get(("stmt", position, i))
+                values[i] = f"self.{param}" if param else slot.text
+            expr = re.sub(r"\b_a\d+_\b", lambda m: rename[m[0]], template.render(values))
+            statements.append(codegen.Statement(target, expr, statement.comment))
+        params = sorted(dict.fromkeys(names.values()), key=lambda p: not p.endswith("channels"))
+        values = {names[v]: [p[members[0][0]].text for p in paths] for v, members in vectors.items()}
+        ids = [s.block_id for s in group]
+        name = self._claim(_class_name(first.block_id))
+        docstring = "\n    ".join(textwrap.wrap(f"A block the Keras model repeats: {_id_list(ids)}.", 80))
+        source = codegen.ClassSource(
+            class_name=name,
+            header=[],
+            docstring=docstring,
+            forward_args=[first.in_var],
+            declarations=declarations,
+            statements=statements,
+            returns=[first.out_var],
+            init_args=params,
+            resets_in_init=False,
+        )
+        return _BlockClass(name, group, params, values, [locals_[a] for a in first.attrs], source)
+
+    def _init_lines(self, group: list[_Segment], position: int, inits) -> list[str] | None:
+        """The block's ``reset_parameters`` lines for its submodule ``position``.
+
+        Keras's variance-scaling and Glorot initialisers scale with the kernel's fans, so their
+        bounds differ between blocks of different widths: a bound that varies is written as
+        ``math.sqrt(K / fan)`` with the fan read off the weight (the one expression that gives
+        every instance its own Keras bound), other numbers as the ratio to it (``a=-2.0 * std``).
+        """
+        lines: list[str] = []
+        for line, template in enumerate(inits):
+            texts = [s.templates[position][1][line] for s in group]
+            if not template.slots:
+                if len({t.pieces for t in texts}) > 1:  # a comment quoting one instance's fans
+                    lines.append(re.sub(r"\s*\([\d\s,.]+\)|\s\d+(\.\d+)?\b", "", template.pieces[0]))
+                else:
+                    lines.append(template.render({}))
+                continue
+            values = [[slot.value for slot in t.slots] for t in texts]
+            varying = [i for i in range(len(template.slots)) if len({repr(v[i]) for v in values}) > 1]
+            if not varying:
+                lines.append(template.render({i: slot.text for i, slot in enumerate(template.slots)}))
+                continue
+            weight = re.search(r"\{m\}\.(\w+)", template.render({i: "0" for i in range(len(template.slots))}))
+            if weight is None:
+                return None
+            shapes = [tuple(self.state[f"{s.attrs[position]}.{weight[1]}"].shape) for s in group]
+            fans = [_keras_fans(self.layers.get(s.attrs[position])) for s in group]
+            formula = _fan_formula(f"{{m}}.{weight[1]}", shapes, values, varying, template, fans)
+            if formula is None:
+                return None
+            lines += formula
+        return lines
+
+    @staticmethod
+    def _parameter_names(first: _Segment, vectors: dict) -> dict[tuple, str]:
+        """A name per varying vector: its first slot's parameter (``stride``), channels by role.
+
+        The channels entering the block's first layer are ``in_channels``, those its last layer
+        makes ``out_channels`` (both: ``channels``); others are named after the layer making them.
+        """
+        channel_paths = sorted(
+            path
+            for members in vectors.values()
+            for path, slot in members
+            if path[0] == "ctor" and slot.hint in _CHANNELS
+        )
+        ends = (channel_paths[0], channel_paths[-1]) if channel_paths else ()
+        names: dict[tuple, str] = {}
+        taken: set[str] = set()
+        for vector, members in sorted(vectors.items(), key=lambda item: min(p for p, _ in item[1])):
+            path, slot = min(members, key=lambda m: m[0])
+            paths = {p for p, _ in members}
+            if any(s.hint in _CHANNELS for _, s in members):
+                first_in, last_out = bool(ends) and ends[0] in paths, bool(ends) and ends[1] in paths
+                base = {
+                    (True, True): "channels",
+                    (True, False): "in_channels",
+                    (False, True): "out_channels",
+                }.get((first_in, last_out), "")
+                if not base:
+                    base = f"{_short(_local_attr(first.attrs[path[1]], first.block_id))}_channels"
+            else:
+                base = _RENAMED.get(slot.hint, slot.hint) or "size"
+            if base in taken and path[0] == "ctor":
+                base = f"{_local_attr(first.attrs[path[1]], first.block_id)}_{base}"
+            name, suffix = base, 2
+            while name in taken:
+                name, suffix = f"{base}{suffix}", suffix + 1
+            taken.add(name)
+            names[vector] = name
+        return names
+
+    def _main(self, classes: list[_BlockClass], of_segment: dict) -> Structured:
+        """The main class: block instances grouped into stages, the rest as it was."""
+        instances = sorted((s for c in classes for s in c.instances), key=lambda s: s.start)
+        stages: list[list[_Segment]] = []
+        for segment in instances:
+            previous = stages[-1][-1] if stages else None
+            if (
+                previous is not None
+                and previous.end == segment.start
+                and _stage_of(previous.block_id) == _stage_of(segment.block_id)
+            ):
+                stages[-1].append(segment)
+            else:
+                stages.append([segment])
+        moved = {attr for s in instances for attr in s.attrs}
+        kept = [d.attr for d in self.source.declarations if d.attr not in moved]
+        attrs = naming.Namespace({*kept, *_MODULE_ATTRIBUTES})
+        renamed: dict[str, str] = {}  # flat attribute -> its path in the structured class
+        stage_decls: dict[str, codegen.Declaration] = {}  # first moved attribute -> the stage
+        calls: dict[int, tuple[int, codegen.Statement]] = {}  # stage start -> (end, the call)
+        for stage in stages:
+            stage_id = _stage_of(stage[0].block_id)
+            if stage_id is not None:
+                name = attrs.claim(_stage_name(stage_id))
+            elif len(stage) == 1 and stage[0].block_id is not None:  # a lone block: its own name
+                name = attrs.claim(_lone_name(stage[0].block_id))
+            else:
+                name = attrs.claim("blocks")
+            members = []
+            for position, segment in enumerate(stage):
+                block = of_segment[id(segment)]
+                index = block.instances.index(segment)
+                members.append(_instantiation(block, index))
+                where = f"{name}.{position}" if len(stage) > 1 else name
+                for attr, local in zip(segment.attrs, block.locals):
+                    renamed[attr] = f"{where}.{local}"
+            ctor = members[0] if len(stage) == 1 else "nn.Sequential(" + ", ".join(members) + ")"
+            blocks = [of_segment[id(s)] for s in stage]
+            resets = [codegen.has_reset_parameters(b.source) for b in blocks]
+            if len(stage) == 1:
+                init = ["{m}.reset_parameters()"] if resets[0] else []
+            elif all(resets):
+                init = ["for block in {m}:", "    block.reset_parameters()"]
+            else:
+                init = [f"{{m}}[{i}].reset_parameters()" for i, r in enumerate(resets) if r]
+            ids = [s.block_id for s in stage]
+            comment = f"Keras {_id_list(ids)}"
+            stage_decls[stage[0].attrs[0]] = codegen.Declaration(name, ctor, comment, init)
+            call = codegen.Statement(stage[-1].out_var, f"self.{name}({stage[0].in_var})")
+            calls[stage[0].start] = (stage[-1].end, call)
+        declarations = []
+        for decl in self.source.declarations:
+            if decl.attr in stage_decls:
+                declarations.append(stage_decls[decl.attr])
+            if decl.attr not in moved:
+                declarations.append(decl)
+        statements: list = []
+        position = 0
+        while position < len(self.source.statements):
+            if position in calls:
+                position, call = calls[position]
+                statements.append(call)
+                continue
+            statements.append(self.source.statements[position])
+            position += 1
+        main = codegen.ClassSource(
+            class_name=self.source.class_name,
+            header=self.source.header,
+            docstring=self.source.docstring,
+            forward_args=self.source.forward_args,
+            declarations=declarations,
+            statements=statements,
+            returns=self.source.returns,
+            helpers=self.source.helpers,
+            classes=[*self.source.classes, *(c.source for c in classes)],
+        )
+        keys = {}
+        for key in self.state:
+            attr, _, rest = key.partition(".")
+            new = renamed.get(attr, attr)
+            keys[key] = f"{new}.{rest}" if rest else new
+        return Structured(main, keys, renamed)
+
+
+# -- names ----------------------------------------------------------------------------------------
+def _module_attributes() -> frozenset[str]:
+    """Names a stage attribute must not shadow (``training``, ``forward``...)."""
+    from torch import nn
+
+    return frozenset(dir(nn.Module)) | {"reset_parameters"}
+
+
+_MODULE_ATTRIBUTES = _module_attributes()
+
+
+def _last_numbered(block_id: str) -> tuple[list[str], int]:
+    words = block_id.split("_")
+    last = max((i for i, w in enumerate(words) if _DIGIT.search(w)), default=len(words) - 1)
+    return words, last
+
+
+def _class_name(block_id: str | None) -> str:
+    """``conv2_block1`` -> ``Block``, ``block2a`` -> ``Block``, ``expanded_conv_4`` -> ``ExpandedConv``."""
+    if block_id is None:
+        return "Block"
+    words, last = _last_numbered(block_id)
+    stem = re.sub(r"\d.*$", "", words[last])
+    if not stem:  # a bare number: the words naming it come before
+        before = [w for w in words[:last] if not _DIGIT.search(w)]
+        start = last
+        while start > 0 and not _DIGIT.search(words[start - 1]):
+            start -= 1
+        stem_words = (words[start:last] or before[-1:])[-2:]
+    else:
+        stem_words = [stem]
+    name = "".join(w.capitalize() for w in stem_words if w)
+    return name if name.isidentifier() else "Block"
+
+
+def _stage_of(block_id: str | None) -> str | None:
+    """The stage a block belongs to: ``conv3`` of ``conv3_block2``, ``block4`` of ``block4b``,
+    ``convnext_tiny_stage_1`` of ``convnext_tiny_stage_1_block_0``; None when the name has none."""
+    if block_id is None:
+        return None
+    words, last = _last_numbered(block_id)
+    lettered = re.fullmatch(r"(\D*\d+)[a-z]+", words[last])
+    if lettered:
+        return "_".join([*words[:last], lettered[1]])
+    start = last
+    while start > 0 and not _DIGIT.search(words[start - 1]):
+        start -= 1
+    return "_".join(words[:start]) or None
+
+
+def _stage_name(stage_id: str) -> str:
+    """The stage attribute: its last numbered word, with the word before a bare number
+    (``conv3``, ``block4``, ``stage_1``)."""
+    words, last = _last_numbered(stage_id)
+    if words[last].isdigit() and last > 0:
+        return f"{words[last - 1]}{words[last]}"
+    return words[last]
+
+
+def _lone_name(block_id: str) -> str:
+    """``convnext_tiny_downsampling_block_1`` -> ``downsampling_block_1``: the words naming the
+    block's kind (at most two) and its number."""
+    words, last = _last_numbered(block_id)
+    start = last
+    while start > 0 and not _DIGIT.search(words[start - 1]) and last - start < 2:
+        start -= 1
+    return "_".join(words[start : last + 1])
+
+
+def _id_list(ids: list[str | None]) -> str:
+    if None in ids:
+        return f"{len(ids)} blocks" if len(ids) > 1 else "1 block"
+    return ", ".join(ids) if len(ids) <= 3 else f"{ids[0]}, {ids[1]}, ..., {ids[-1]} ({len(ids)} blocks)"
+
+
+def _instantiation(block: _BlockClass, index: int) -> str:
+    """``Block(256, 64, stride=2)``: channel counts positional, the rest by keyword."""
+    args = []
+    for param in block.params:
+        value = block.values[param][index]
+        args.append(value if param.endswith(("channels", "features")) else f"{param}={value}")
+    return f"{block.name}({', '.join(args)})"
+
+
+def _keras_fans(layer) -> list[int]:
+    """The fans Keras's initialiser of ``layer``'s kernel scales by, one per instance; [] unknown.
+
+    From the layer's config (``VarianceScaling(mode=...)``, Glorot: fan_in + fan_out, He/LeCun:
+    fan_in) and its kernel's Keras shape, so the formula names the fan Keras uses even where
+    two fans grow together across the blocks (an expansion ratio).
+    """
+    modes = set()
+    config = layer.get_config() if layer is not None and hasattr(layer, "get_config") else {}
+    for key, value in config.items():
+        if not key.endswith("initializer") or not isinstance(value, dict):
+            continue
+        name = str(value.get("class_name", "")).lower().replace("_", "")
+        if name.startswith("glorot"):
+            modes.add("fan_avg")
+        elif name.startswith(("he", "lecun")):
+            modes.add("fan_in")
+        elif name == "variancescaling":
+            modes.add((value.get("config") or {}).get("mode", "fan_in"))
+    kernels = [w for w in getattr(layer, "weights", []) if len(w.shape) >= 2]
+    if len(modes) != 1 or len(kernels) != 1:
+        return []
+    fan_in, fan_out = initializers.keras_fans(tuple(kernels[0].shape))
+    return [{"fan_in": fan_in, "fan_out": fan_out, "fan_avg": fan_in + fan_out}[modes.pop()]]
+
+
+def _fan_formula(
+    weight: str, shapes: list[tuple], values: list[list], varying: list[int], template, fans: list[list[int]]
+) -> list[str] | None:
+    """Lines writing an init call's varying bounds as ``math.sqrt(K / fan)`` (see ``_init_lines``).
+
+    The fan candidates are what Keras's fans come to for torch's weight layouts: ``w[0].numel()``
+    (a Dense/convolution's fan_in, a depthwise kernel's fan_out), ``w[:, 0].numel()`` (their
+    fan_out), ``w.numel()`` (a depthwise kernel's fan_in) and sums of two (Glorot's fan_in +
+    fan_out). The first that makes ``bound**2 * fan`` the same for every instance is the one.
+    """
+    basic = [
+        (f"{weight}[0].numel()", lambda s: math.prod(s[1:])),
+        (f"{weight}[:, 0].numel()", lambda s: s[0] * math.prod(s[2:])),
+        (f"{weight}.numel()", math.prod),
+    ]
+    pairs = [
+        (f"({a} + {b})", lambda s, fa=fa, fb=fb: fa(s) + fb(s))
+        for (a, fa), (b, fb) in itertools.combinations_with_replacement(basic, 2)
+    ]
+    base = next((i for i in varying if values[0][i] > 0), None)
+    if base is None:
+        return None
+    known = [f[0] for f in fans] if all(fans) else None
+    for expr, fan in basic + pairs:
+        if known is not None and any(fan(shape) != k for shape, k in zip(shapes, known)):
+            continue  # not the fan Keras's initialiser uses
+        constants = [v[base] ** 2 * fan(shape) for v, shape in zip(values, shapes)]
+        if not all(math.isclose(c, constants[0], rel_tol=1e-9) for c in constants):
+            continue
+        ratios = {i: values[0][i] / values[0][base] for i in varying}
+        if any(not math.isclose(v[i], ratios[i] * v[base], rel_tol=1e-9) for v in values for i in varying):
+            continue
+        name = "std" if template.slots[base].hint == "std" else "bound"
+        rendered = {}
+        for i, slot in enumerate(template.slots):
+            if i not in varying:
+                rendered[i] = slot.text
+            elif ratios[i] == 1:
+                rendered[i] = name
+            elif ratios[i] == -1:
+                rendered[i] = f"-{name}"
+            else:
+                rendered[i] = f"{number(ratios[i])} * {name}"
+        call, _, comment = template.render(rendered).partition("  # ")
+        # The initialiser's trailing comment on a line of its own: the call then fits one line.
+        explained = [f"# {comment}"] if comment else []
+        return [*explained, f"{name} = math.sqrt({number(constants[0])} / {expr})", call]
+    return None
+
+
+def _short(local: str) -> str:
+    """A submodule's name without its kind (``expand_conv`` -> ``expand``, ``se_reduce`` -> ``se``)."""
+    words = local.split("_")
+    return "_".join(words[:-1]) if len(words) > 1 and not words[-1].isdigit() else local
