@@ -283,6 +283,10 @@ class LayerCall:
     # custom cell): ``traced_class(node, input_specs)`` with ``node.subgraph`` set returns its
     # class name, state, whether it has reset_parameters() and a comment (conversion's traced use).
     traced_class: Callable[[Node, list[TensorSpec]], Any] | None = field(default=None, repr=False)
+    # The same for a traced parameter-free function (a custom activation):
+    # ``traced_function(node, input_specs, docstring)`` returns ``(name, def source, helpers)``
+    # for a module-level function, or None when the function holds weights or constants.
+    traced_function: Callable[[Node, list[TensorSpec], str], Any] | None = field(default=None, repr=False)
     _config: dict | None = None
 
     def argument_inputs(self, name: str) -> list[int]:

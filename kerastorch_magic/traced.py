@@ -8,6 +8,8 @@ expressions of constants computed while tracing (``torch.arange``, causal masks)
 
 from __future__ import annotations
 
+import builtins
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,7 @@ class Classes:
     root: Any = None  # the Keras model being converted
     sources: list[codegen.ClassSource] = field(default_factory=list)
     by_body: dict[tuple[str, str], str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)  # traced functions: name -> source
 
     def trainable_weight_like(self, array: np.ndarray):
         """The root model's trainable weight ``array`` holds (as is or transposed), if any."""
@@ -70,6 +73,50 @@ class Classes:
         self.sources.append(source)
         self.by_body[key] = name
         return name
+
+    def add_function(self, wanted: str, source: codegen.ClassSource, docstring: str) -> str:
+        """A traced parameter-free function (a custom activation) as a module-level ``def``.
+
+        Returns its name: ``wanted``, numbered when another function already has it with
+        other code (two users' ``act`` functions); the same code under the same name is one def.
+        """
+        name, number = wanted, 2
+        while True:
+            text = function_source(source, name, docstring)
+            if self.functions.get(name, text) == text:
+                self.functions[name] = text
+                return name
+            name, number = f"{wanted}{number}", number + 1
+
+
+def function_name(layer) -> str:
+    """The ``def`` name of a traced function: its Python name, else ``activation``; no builtin."""
+    raw = getattr(getattr(layer, "function", None), "__name__", "")
+    name = naming.identifier(raw if raw.isidentifier() else "activation", "activation")
+    return f"{name}_" if name in dir(builtins) else name
+
+
+def function_source(source: codegen.ClassSource, name: str, docstring: str) -> str:
+    """``source``'s ``forward`` as a function ``name`` (it declares nothing: no ``self``).
+
+    A Lambda's argument is called ``inputs`` (Keras's name); a lone argument is renamed ``x``,
+    the name an activation function's input has in hand-written code.
+    """
+    args = ", ".join(source.forward_args)
+    lines: list[str] = []
+    seen: set[str] = set()
+    for statement in source.statements:
+        if isinstance(statement, tuple):  # a tap point: the function is one row of a comparison
+            continue
+        if statement.comment:
+            lines += codegen._comment_lines(statement.comment, "    ", seen)
+        lines.append(f"    {statement.target} = {statement.expr}")
+    lines.append(f"    return {', '.join(source.returns)}")
+    body = "\n".join(lines)
+    if len(source.forward_args) == 1 and not re.search(r"\bx\b", body):
+        body = re.sub(rf"\b{re.escape(args)}\b", "x", body)
+        args = "x"
+    return f'def {name}({args}):\n    """{docstring}"""\n{body}\n'
 
 
 def keras_value(variable) -> np.ndarray:

@@ -68,9 +68,73 @@ def test_a_conv_with_an_ops_activation_in_both_formats():
         assert_exact(model, input_format)
 
 
-def test_a_users_own_function_is_still_refused_by_name():
-    def gelu(x):  # same name as keras.ops.gelu, another formula
-        return x * keras.ops.sigmoid(1.702 * x)
+def test_a_function_sharing_a_builtin_name_is_traced_not_mistaken_for_it():
+    def relu(x):  # not keras.activations.relu
+        return x * 2
 
-    with pytest.raises(k2t.ConversionError, match="custom function"):
-        k2t.convert(_dense(gelu))
+    conversion, _ = assert_exact(_dense(relu))
+    assert "def relu(x):" in conversion.code and "x = relu(self.dense(x))" in conversion.code
+    assert "F.relu" not in conversion.code
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + keras.ops.tanh(0.7978845608 * (x + 0.044715 * x**3)))
+
+
+@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
+def test_a_users_own_function_becomes_a_def_in_both_layouts(input_format):
+    def channel_softmax(x):  # reads an axis: the def must follow the tensor's torch layout
+        return keras.ops.softmax(x * 2.0, axis=-1)
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation=_gelu),
+            keras.layers.Conv2D(5, 3, activation=channel_softmax),
+            keras.layers.Flatten(),
+            keras.layers.Dense(6, activation=_gelu),
+            keras.layers.Dense(3, activation=lambda x: x * keras.ops.sigmoid(x)),
+        ]
+    )
+    conversion, _ = assert_exact(model, input_format)
+    code = conversion.code
+    assert code.count("def gelu(x):") == 1 and code.count("gelu(self.") == 2  # one def, two calls
+    assert "def channel_softmax(x):" in code and "def activation(x):" in code
+    assert "F.softmax(x, dim=1)" in code  # Keras's channel axis, where the conv's output has it
+
+
+def test_two_functions_with_one_name_get_two_defs():
+    def act(x):
+        return x * 2.0
+
+    first = act
+
+    def act(x):  # noqa: F811 - a second function of the same name, another formula
+        return x - 1.0
+
+    model = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4, activation=first), keras.layers.Dense(3, activation=act)]
+    )
+    conversion, _ = assert_exact(model)
+    assert "def act(x):" in conversion.code and "def act2(x):" in conversion.code
+
+
+def test_what_a_def_cannot_hold_is_refused_with_the_reason():
+    table = np.linspace(0.5, 1.5, 6).astype("float32")
+
+    def scaled(x):  # a constant array: a def has no self to keep it in
+        return x * keras.ops.convert_to_tensor(table)
+
+    with pytest.raises(k2t.ConversionError, match="holds weights or constants") as info:
+        k2t.convert(_dense(scaled))
+    assert info.value.layers == [("dense", "Dense")]
+
+    def numpy_only(x):
+        return np.tanh(x)  # NumPy on a symbolic tensor: nothing to trace
+
+    with pytest.raises(k2t.ConversionError, match="cannot be traced"):
+        k2t.convert(_dense(numpy_only))
+
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(5, activation=_gelu, name="lstm")])
+    with pytest.raises(k2t.ConversionError, match="recurrent layer's step"):
+        k2t.convert(model)

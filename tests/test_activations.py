@@ -247,16 +247,6 @@ def test_prelu_layer(fmt):
     assert ("self.p_re_lu_5 = nn.PReLU(3)" in code) == (fmt == "channels_first")
 
 
-def test_custom_activation_sharing_a_builtin_name_is_refused():
-    def relu(x):
-        return x * 2
-
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation=relu, name="odd")])
-    with pytest.raises(k2t.ConversionError, match="custom function") as info:
-        k2t.convert(model)
-    assert info.value.layers == [("odd", "Dense")]
-
-
 # -- activation objects: functions and layers passed as activation= --------------------------------
 ACTIVATION_LAYERS = {
     "LeakyReLU(0.2)": lambda: keras.layers.LeakyReLU(0.2),

@@ -341,8 +341,8 @@ def test_lora_adapter_is_merged():
 
 # -- errors ----------------------------------------------------------------------------------------
 def test_unconvertible_option_names_every_layer():
-    def scaled_tanh(x):
-        return 2 * keras.ops.tanh(x)
+    def scaled_tanh(x):  # a constant array: a traced activation becomes a def, which cannot hold it
+        return keras.ops.convert_to_tensor(np.full((4,), 2.0, "float32")) * keras.ops.tanh(x)
 
     inputs = keras.Input((8, 8, 3))
     outputs = [

@@ -1,4 +1,4 @@
-"""Activation functions passed as objects that are not ``keras.activations``: ``keras.ops`` and TF.
+"""Activation functions passed as objects that are not ``keras.activations``: keras.ops, TF, yours.
 
 Real notebooks write ``Dense(64, activation=ops.gelu)`` or, from the Keras 2 era,
 ``Dense(64, activation=tf.nn.gelu)`` and ``mlp(x, activation=tf.tanh)``. These are not custom
@@ -9,12 +9,21 @@ tanh approximation while ``keras.activations.gelu`` and ``tf.nn.gelu`` use the e
 
 TensorFlow is never imported here: its functions are only looked up when the user's code has
 imported it already (a function object from TF means TF is in ``sys.modules``).
+
+A function of the user's own (``activation=my_gelu``) is traced like a ``Lambda`` layer, on a
+symbolic tensor shaped like the layer's output, and becomes a module-level ``def my_gelu(x):``
+that the layer's step calls: what a person porting it by hand writes.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
+
+from .. import layout, tracing
+from ..ir import Node, TensorSpec, Value
+from ..registry import LayerCall
 
 # keras.ops functions whose formula and defaults are those of the keras.activations function of
 # the same name (checked in tests/test_activations.py against Keras itself).
@@ -47,6 +56,7 @@ class KnownFunction:
     name: str | None = None  # the keras.activations function with the same formula and defaults
     template: str | None = None  # else the torch expression of ``{x}``
     note: str | None = None
+    sources: tuple[tuple[str, str], ...] = ()  # module-level functions the template calls
 
 
 _GELU_TANH = KnownFunction(
@@ -85,3 +95,61 @@ def _table() -> dict[int, KnownFunction]:
             if function is not None:
                 table.setdefault(id(function), KnownFunction(f"tf.{path}", name))
     return table
+
+
+def traced_function(call: LayerCall, function, dim: int) -> KnownFunction:
+    """The user's own activation ``function``, traced into a module-level ``def``.
+
+    ``dim`` is the torch dim holding Keras's last axis: it tells the layout the layer's output
+    has (channels-last as Keras, or channels-first), which the traced code must follow.
+    """
+    import keras
+
+    from ..graph import read_trace
+
+    label = getattr(function, "__name__", repr(function))
+    if call.traced_function is None:  # a converter called outside a conversion's builder
+        raise call.unsupported(
+            f"activation {label!r} is a custom function: it is traced only within convert()"
+        )
+    if getattr(call.layer, "cell", None) is not None:
+        raise call.unsupported(
+            f"activation {label!r} is a custom function: inside a recurrent layer's step it is not "
+            "traced; use a keras.activations function, or write the cell as a custom RNN cell (traced)"
+        )
+    value = call.node.outputs[0]
+    rank = len(value.shape)
+    perm = next(
+        (p for p in (layout.identity(rank), layout.channels_first(rank)) if p.index(rank - 1) == dim % rank),
+        None,
+    )
+    layer = keras.layers.Lambda(function, name=f"{call.layer.name}_activation")
+    x = keras.KerasTensor(tuple(value.shape), dtype=call.layer.compute_dtype)
+    scope = (*call.node.scope, call.layer.name)
+    try:
+        trace = tracing.trace(
+            layer, SimpleNamespace(args=(x,), kwargs={}, keras_tensors=[x]), "/".join((*scope, layer.name))
+        )
+    except Exception as error:  # noqa: BLE001 - whatever the user's code raises names the cause
+        raise call.unsupported(
+            f"activation {label!r} is a custom function that cannot be traced: {error}"
+        ) from error
+    subgraph = read_trace(layer, trace, scope, (*call.node.scope_classes, call.class_name))
+    same_shape = len(subgraph.outputs) == 1 and tuple(subgraph.outputs[0].shape) == tuple(value.shape)
+    if perm is None or not same_shape:
+        raise call.unsupported(
+            f"activation {label!r} is a custom function that does not keep its input's shape"
+        )
+    node = Node(
+        layer, scope, [Value(tuple(value.shape), value.dtype)], list(subgraph.outputs), None, (), subgraph
+    )
+    where = tracing.source_of(layer)
+    docstring = f"Keras activation {label}{f' ({where})' if where else ''}, traced at inference."
+    made = call.traced_function(node, [TensorSpec(tuple(value.shape), perm, value.dtype)], docstring)
+    if made is None:
+        raise call.unsupported(
+            f"activation {label!r} is a custom function that holds weights or constants or changes its "
+            "tensor's layout: only a function of its input alone becomes a def; make it a layer (traced)"
+        )
+    name, source, helpers = made
+    return KnownFunction(label, template=f"{name}({{x}})", sources=((name, source), *helpers.items()))

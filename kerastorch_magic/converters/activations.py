@@ -17,7 +17,7 @@ import numpy as np
 from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from ._common import has_keras_mask, same_layout
 from ._source import int_or_tuple, number, size_args
-from .activation_functions import known_function
+from .activation_functions import known_function, traced_function
 
 _SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
 
@@ -29,6 +29,7 @@ class _Activation:
     template: str
     note: str | None = None
     helper: str | None = None  # name of a module-level function the expression calls
+    sources: tuple[tuple[str, str], ...] = ()  # (name, source) of traced functions it calls
 
     @property
     def reads_input_twice(self) -> bool:
@@ -107,7 +108,7 @@ def supported_activations() -> list[str]:
     return sorted(_ACTIVATIONS)
 
 
-def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
+def _lookup(call: LayerCall, name, dim: int) -> tuple[str, _Activation]:
     # A custom function that happens to share a built-in's name must not pass for it: find the
     # layer attribute this config entry configures (``activation``, ``recurrent_activation``...).
     function = _configured_function(call, name)
@@ -120,17 +121,18 @@ def _lookup(call: LayerCall, name) -> tuple[str, _Activation]:
         return known.label, _Activation(known.template, known.note)
     key = activation_name(name)
     entry = _ACTIVATIONS.get(key)
+    if callable(function) and not _is_builtin(function, key):  # the user's own: traced into a def
+        mine = traced_function(call, function, dim)
+        return mine.label, _Activation(mine.template, sources=mine.sources)
     if entry is None:
         raise call.unsupported(f"activation {key!r} has no converter")
-    if callable(function) and not _is_builtin(function, key):
-        raise call.unsupported(f"activation {key!r} is a custom function, not keras.activations.{key}")
     return key, entry
 
 
 def _configured_function(call: LayerCall, name):
     """The function the layer holds for config entry ``name``; None when it cannot be told."""
     for option, value in call.config.items():
-        if option.endswith("activation") and value == name:
+        if option.endswith("activation") and activation_name(value) == activation_name(name):
             for owner in (call.layer, getattr(call.layer, "cell", None)):
                 function = getattr(owner, option, None)
                 if function is not None:
@@ -192,8 +194,8 @@ def activation_steps(call: LayerCall, expr: str, name, dim: int, comment: str | 
     when the activation reads its input twice and ``expr`` is not the bare input (``{x}``); none
     for ``linear`` on the bare input. The notes and helpers the activation needs come with them.
     """
-    key, entry = _lookup(call, name)
-    code = Fragment(notes=_notes(call, entry))
+    key, entry = _lookup(call, name, dim)
+    code = Fragment(notes=_notes(call, entry), helpers=dict(entry.sources))
     if entry.helper:
         code.helpers[entry.helper] = _helper_source(call, entry.helper)
     if entry.template == "{x}":
