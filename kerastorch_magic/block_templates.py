@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,9 @@ class Template:
 
     def key(self) -> tuple:
         """The line with its numbers blanked: equal keys are the same line up to its numbers."""
+        if len(self.pieces) == 1 and str(self.pieces[0]).lstrip().startswith("#"):
+            # A comment line (an initialiser's note quoting this layer's fans): its numbers too.
+            return (re.sub(r"\d+(\.\d+)?", "#", self.pieces[0]),)
         return tuple(
             p if isinstance(p, str) else ("#",) if isinstance(p, int) else ("kw", p.name) for p in self.pieces
         )

@@ -310,8 +310,22 @@ class _Restructurer:
         classes = [c for c in (self._block_class(group) for group in self._ordered()) if c is not None]
         if not classes:
             return None
+        self._name_classes(classes)
         of_segment = {id(s): c for c in classes for s in c.instances}
         return self._main(classes, of_segment)
+
+    def _name_classes(self, classes: list[_BlockClass]) -> None:
+        """Classes of one kind (``Block``) told apart by what only some have: a projection on
+        the shortcut, a residual connection, a stride (``ProjectionBlock``, ``StridedBlock``)."""
+        by_base: dict[str, list[_BlockClass]] = {}
+        for block in classes:
+            by_base.setdefault(block.name, []).append(block)
+        for base, group in by_base.items():
+            features = [_features(block) for block in group]
+            for block, own in zip(group, features):
+                words = [w for w in _FEATURES if own[w] and not all(f[w] for f in features)][:1]
+                name = self._claim("".join(w.capitalize() for w in words) + base)
+                block.name = block.source.class_name = name
 
     def _claim(self, base: str) -> str:
         name, suffix = base, 2
@@ -345,17 +359,20 @@ class _Restructurer:
             ctor, inits = first.templates[position]
             decl = self.declared[attr]
 
-            def value(i, slot, path_head, _position=position):
-                param = param_of.get((*path_head, i))
-                if param is not None:
-                    return param
-                return None if slot.default else slot.text
-
-            text = ctor.render({i: value(i, s, ("ctor", position)) for i, s in enumerate(ctor.slots)})
+            values = {}
+            for i, slot in enumerate(ctor.slots):
+                param = param_of.get(("ctor", position, i))
+                values[i] = param if param is not None else None if slot.default else slot.text
+            varied = {
+                ctor.slots[i].hint: p
+                for i, p in enumerate(map(values.get, range(len(ctor.slots))))
+                if ("ctor", position, i) in param_of
+            }
             init = self._init_lines(group, position, inits)
             if init is None:
                 return None  # an initialiser varying in a way no fan explains: left flat
-            declarations.append(codegen.Declaration(locals_[attr], text, decl.comment, init))
+            comment = _general(decl.comment, varied)
+            declarations.append(codegen.Declaration(locals_[attr], ctor.render(values), comment, init))
         statements = []
         body = [s for s in self.source.statements[first.start : first.end] if not isinstance(s, tuple)]
         rename = {f"_a{k}_": locals_[attr] for k, attr in enumerate(first.attrs)}
@@ -366,11 +383,16 @@ class _Restructurer:
                 param = param_of.get(("stmt", position, i))
                 values[i] = f"self.{param}" if param else slot.text
             expr = re.sub(r"\b_a\d+_\b", lambda m: rename[m[0]], template.render(values))
-            statements.append(codegen.Statement(target, expr, statement.comment))
+            varied = {
+                slot.hint: values[i]
+                for i, slot in enumerate(template.slots)
+                if ("stmt", position, i) in param_of
+            }
+            statements.append(codegen.Statement(target, expr, _general(statement.comment, varied)))
         params = sorted(dict.fromkeys(names.values()), key=lambda p: not p.endswith("channels"))
         values = {names[v]: [p[members[0][0]].text for p in paths] for v, members in vectors.items()}
         ids = [s.block_id for s in group]
-        name = self._claim(_class_name(first.block_id))
+        name = _class_name(first.block_id)  # made unique with the others' in _name_classes
         docstring = "\n    ".join(textwrap.wrap(f"A block the Keras model repeats: {_id_list(ids)}.", 80))
         source = codegen.ClassSource(
             class_name=name,
@@ -541,6 +563,37 @@ class _Restructurer:
         return Structured(main, keys, renamed)
 
 
+_FEATURES = ("projection", "residual", "strided")
+
+
+def _features(block: _BlockClass) -> dict[str, bool]:
+    """What a block class does that another of its kind may not (see ``_name_classes``)."""
+    x = block.source.forward_args[0]
+    main = {x, *block.source.returns}
+    # Statements starting a second path from the block's input: ``shortcut = x`` (identity) or
+    # ``shortcut = self.conv0(x)`` (projection); a squeeze-and-excite starts from a later x.
+    starts = [
+        st for st in block.source.statements[:3] if st.target not in main and x in _LOCAL.findall(st.expr)
+    ]
+    return {
+        "projection": any("self." in st.expr for st in starts),
+        "residual": bool(starts),
+        "strided": any(re.search(r"\bstride=(stride|[2-9])", d.ctor) for d in block.source.declarations),
+    }
+
+
+def _general(comment: str | None, varied: dict[str, str]) -> str | None:
+    """A comment written for one instance, made true of every instance of the block: the
+    numbers of the arguments that became parameters are replaced by the parameter
+    (``groups=96`` -> ``groups=channels``), a quoted tuple of them is left out."""
+    if not comment or not varied:
+        return comment
+    for hint, param in varied.items():
+        if hint:
+            comment = re.sub(rf"\b{re.escape(hint)}=[\d.e+-]+", f"{hint}={param}", comment)
+    return re.sub(r"\s*\(\([\d\s,()]+\)\)|\s*\(pads for the \d+x\d+ input\)", "", comment)
+
+
 # -- names ----------------------------------------------------------------------------------------
 def _module_attributes() -> frozenset[str]:
     """Names a stage attribute must not shadow (``training``, ``forward``...)."""
@@ -697,7 +750,9 @@ def _fan_formula(
         call, _, comment = template.render(rendered).partition("  # ")
         # The initialiser's trailing comment on a line of its own: the call then fits one line.
         explained = [f"# {comment}"] if comment else []
-        return [*explained, f"{name} = math.sqrt({number(constants[0])} / {expr})", call]
+        short = float(f"{constants[0]:.10g}")  # 6.000000000000001 is Glorot's 6
+        constant = short if len(repr(short)) <= 8 else constants[0]
+        return [*explained, f"{name} = math.sqrt({number(constant)} / {expr})", call]
     return None
 
 

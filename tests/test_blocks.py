@@ -25,8 +25,12 @@ from keras import layers  # noqa: E402
 
 import kerastorch_magic as k2t  # noqa: E402
 
-# Generated lines at most (issue 11 item 5; flat form before: 527, 833, 924, 651).
-TARGETS = {"ResNet50": 250, "EfficientNetB0": 450, "ConvNeXtTiny": 300, "MobileNetV3Small": 480}
+# Generated lines at most. Issue 11 item 5's targets for ResNet50 (250) and ConvNeXtTiny (300);
+# measured 156 and 253 (flat: 436 and 515). EfficientNetB0's target of 350 is not reached: its
+# three MBConv variants (strided with an explicit pad, residual, plain) are three classes, 424
+# lines (flat: 842); the bound here keeps that figure from regressing. MobileNetV3Small: 366 at
+# 96x96 (flat: 473), a few lines more at this 64x64 size.
+TARGETS = {"ResNet50": 250, "EfficientNetB0": 430, "ConvNeXtTiny": 300, "MobileNetV3Small": 380}
 SIZES = {"ResNet50": 96, "EfficientNetB0": 96, "ConvNeXtTiny": 96, "MobileNetV3Small": 64}
 
 
@@ -101,6 +105,24 @@ def test_compare_still_maps_every_layer(application):
     _run(module, array, conversion)
     taps = [t.index for t in conversion.traces if not t.fused_into]
     assert sorted(set(seen)) == sorted(taps)
+
+
+def _classes(code: str) -> dict[str, str]:
+    """Each class's source by name."""
+    parts = re.split(r"^(?=class )", code, flags=re.M)
+    return {re.match(r"class (\w+)", p)[1]: p for p in parts if p.startswith("class ")}
+
+
+def test_every_class_reads_like_a_hand_port(application):
+    """Issue 11 points 1 and 2 hold per class: few short locals, each explanation once."""
+    name, model, array, expected = application
+    code = k2t.convert(model).code
+    for class_name, source in _classes(code).items():
+        forward = source.split("    def forward(self, ")[1].split("\n    def ")[0]
+        assigned = set(re.findall(r"^        (\w+) = ", forward, re.M))
+        assert len(assigned) <= 5 and all(len(n) <= 20 for n in assigned), (class_name, assigned)
+        assert source.count("momentum 0.99") <= 1, class_name  # BatchNorm's note once per class
+        assert source.count("F.pad lists the last dimension first") <= 1, class_name
 
 
 def test_resnet50_reads_like_torchvision():

@@ -36,11 +36,15 @@ def forward_locals(code: str, class_name: str = "Net") -> set[str]:
 
 @pytest.fixture(scope="module")
 def applications() -> dict[str, str]:
-    """ResNet50 and MobileNetV3Small at 96x96 (random weights), converted once for all tests."""
+    """ResNet50 and MobileNetV3Small at 96x96 (random weights), converted once for all tests.
+
+    The one-class form: these targets are about one class's forward and comments; the block
+    classes of the default form are checked per class in test_blocks.py.
+    """
     codes = {}
     for name in ("ResNet50", "MobileNetV3Small"):
         model = getattr(keras.applications, name)(weights=None, input_shape=(96, 96, 3))
-        codes[name] = k2t.convert(model).code
+        codes[name] = k2t.convert(model, structure="flat").code
     return codes
 
 
