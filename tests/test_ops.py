@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from exactness import check_source, randomise_weights, relative_error, run_both
+from exactness import assert_exact, check_source, randomise_weights, relative_error, run_both
 
 import kerastorch_magic as k2t
 
@@ -166,6 +166,24 @@ def test_keras_mask_ops_convert():
 
 
 # -- shape ----------------------------------------------------------------------------------------
+class _Boxes(keras.layers.Layer):
+    """RetinaNet's head: (N, H, W, 4k) -> (N, H * W * k, 4), the batch read with ops.shape."""
+
+    def call(self, x):
+        n = ops.shape(x)[0]  # None while tracing: the batch, kept as the port's x.shape[0]
+        return ops.reshape(x, [n, -1, 4])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reshape_by_the_batch_with_unknown_spatial_sizes(fmt):
+    image = keras.Input((None, None, 3))
+    boxes = _Boxes()(L.Conv2D(8, 3, padding="same")(image))
+    model = keras.Model(image, boxes)
+    x = np.random.default_rng(0).normal(size=(2, 6, 5, 3)).astype("float32")
+    conversion, _ = assert_exact(model, fmt, inputs=[x])
+    assert ".reshape(x.shape[0], -1, 4)" in conversion.code
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_shape_ops(fmt):
     image, conv, dense = branches()

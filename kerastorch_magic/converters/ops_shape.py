@@ -36,10 +36,15 @@ def _shape_source(shape) -> str:
 @converter("Reshape", operation=True)
 def convert_reshape(call: LayerCall) -> Converted:
     shape = list(call.layer.newshape)
-    if shape.count(None) + shape.count(-1) > 1:
+    # ops.reshape(x, (ops.shape(x)[0], -1, 4)) records the batch size as None: the input's own
+    # batch (every tensor of the graph shares it), so the -1 stays the one unknown size.
+    batch = shape[:1] == [None] and call.inputs[0].keras_shape[0] is None
+    rest = shape[1:] if batch else shape
+    if rest.count(None) + rest.count(-1) > 1:
         raise call.unsupported(f"reshape to {tuple(shape)}: more than one unknown size")
     comment = "in Keras's (channels-last) order" if not layout.is_identity(call.inputs[0].perm) else None
-    return result(call, f"{keras_layout(call, 0)}.reshape({_shape_source(shape)})", comment=comment)
+    target = ("{x}.shape[0], " if batch else "") + _shape_source(rest)
+    return result(call, f"{keras_layout(call, 0)}.reshape({target})", comment=comment)
 
 
 def _permutation(call: LayerCall, order: tuple[int, ...]) -> Converted:
