@@ -21,19 +21,16 @@ structure is returned unchanged (None).
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 import textwrap
 from dataclasses import dataclass, field
 
-from . import block_templates, codegen, initializers, naming
+from . import block_inits, block_templates, codegen, naming
+from . import block_names as names_of
 from .block_templates import Template
-from .converters._source import number
 
 _LOCAL = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
 _ATTR = re.compile(r"\bself\.(\w+)")
-_DIGIT = re.compile(r"\d")
 # Constructor parameters that count channels: they become positional block arguments.
 _CHANNELS = {"in_channels", "out_channels", "num_features", "in_features", "out_features", "normalized_shape"}
 _ACTIVATIONS = {"ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"}
@@ -143,7 +140,7 @@ def _prefixes(name: str) -> list[str]:
     """The block prefixes a layer name offers: its words up to each word with a digit
     (``conv2_block1_1_conv`` -> ``conv2``, ``conv2_block1``, ``conv2_block1_1``)."""
     words = name.split("_")
-    return ["_".join(words[: i + 1]) for i, w in enumerate(words) if _DIGIT.search(w)]
+    return ["_".join(words[: i + 1]) for i, w in enumerate(words) if names_of.DIGIT.search(w)]
 
 
 def _common_id(units: list[_Unit]) -> str | None:
@@ -163,7 +160,7 @@ def _leaves(prefix: str, units: list[_Unit]) -> bool:
         if unit.anonymous:
             continue
         words = unit.name[len(prefix) + 1 :].split("_")
-        if any(_DIGIT.search(w) for w in words[:-1]):
+        if any(names_of.DIGIT.search(w) for w in words[:-1]):
             return False
     return True
 
@@ -213,24 +210,6 @@ def _segments(source: codegen.ClassSource, units: list[_Unit]) -> list[_Segment]
 
 
 # -- 2. structures --------------------------------------------------------------------------------
-def _local_attr(attr: str, block_id: str | None) -> str:
-    """A submodule's name inside its block: the Keras name less the block prefix, a leading
-    number moved to the end (``conv2_block1_1_conv`` -> ``conv1``, ``block2a_se_reduce`` ->
-    ``se_reduce``)."""
-    prefix = naming.identifier(block_id) + "_" if block_id else None
-    local = attr[len(prefix) :] if prefix and attr.startswith(prefix) else re.sub(r"_\d+$", "", attr)
-    words = local.split("_")
-    if block_id:  # a nested model's layer repeats its block's words: ``..._block_1`` + ``..._conv_1``
-        block_words = block_id.split("_")
-        while len(words) > 1 and block_words and words[0] == block_words[0]:
-            words, block_words = words[1:], block_words[1:]
-        if len(words) > 1 and words[-1] == block_id.split("_")[-1] and words[-1].isdigit():
-            words = words[:-1]
-    if len(words) > 1 and words[0].isdigit():
-        words = [*words[1:-1], words[-1] + words[0]]
-    return naming.identifier("_".join(words), "layer")
-
-
 def _describe(segment: _Segment, source: codegen.ClassSource, declared: dict) -> bool:
     """Fill the segment's attrs, templates and structure key; False when it cannot be a block."""
     if not segment.in_var or (segment.block_id is None and not segment.branched):
@@ -352,7 +331,7 @@ class _Restructurer:
         names = self._parameter_names(first, vectors)
         param_of = {path: names[v] for v, members in vectors.items() for path, _ in members}
         attr_names = naming.Namespace({"forward", "reset_parameters", "training", *names.values()})
-        locals_ = {attr: attr_names.claim(_local_attr(attr, first.block_id)) for attr in first.attrs}
+        locals_ = {attr: attr_names.claim(names_of.local_attr(attr, first.block_id)) for attr in first.attrs}
         stored = sorted({param_of[p] for p in param_of if p[0] == "stmt"}, key=list(names.values()).index)
         declarations = [codegen.Declaration(p, p, None, []) for p in stored]
         for position, attr in enumerate(first.attrs):
@@ -371,7 +350,7 @@ class _Restructurer:
             init = self._init_lines(group, position, inits)
             if init is None:
                 return None  # an initialiser varying in a way no fan explains: left flat
-            comment = _general(decl.comment, varied)
+            comment = names_of.general(decl.comment, varied)
             declarations.append(codegen.Declaration(locals_[attr], ctor.render(values), comment, init))
         statements = []
         body = [s for s in self.source.statements[first.start : first.end] if not isinstance(s, tuple)]
@@ -388,12 +367,14 @@ class _Restructurer:
                 for i, slot in enumerate(template.slots)
                 if ("stmt", position, i) in param_of
             }
-            statements.append(codegen.Statement(target, expr, _general(statement.comment, varied)))
+            statements.append(codegen.Statement(target, expr, names_of.general(statement.comment, varied)))
         params = sorted(dict.fromkeys(names.values()), key=lambda p: not p.endswith("channels"))
         values = {names[v]: [p[members[0][0]].text for p in paths] for v, members in vectors.items()}
         ids = [s.block_id for s in group]
-        name = _class_name(first.block_id)  # made unique with the others' in _name_classes
-        docstring = "\n    ".join(textwrap.wrap(f"A block the Keras model repeats: {_id_list(ids)}.", 80))
+        name = names_of.class_name(first.block_id)  # made unique with the others' in _name_classes
+        docstring = "\n    ".join(
+            textwrap.wrap(f"A block the Keras model repeats: {names_of.id_list(ids)}.", 80)
+        )
         source = codegen.ClassSource(
             class_name=name,
             header=[],
@@ -433,8 +414,8 @@ class _Restructurer:
             if weight is None:
                 return None
             shapes = [tuple(self.state[f"{s.attrs[position]}.{weight[1]}"].shape) for s in group]
-            fans = [_keras_fans(self.layers.get(s.attrs[position])) for s in group]
-            formula = _fan_formula(f"{{m}}.{weight[1]}", shapes, values, varying, template, fans)
+            fans = [block_inits.keras_fans(self.layers.get(s.attrs[position])) for s in group]
+            formula = block_inits.fan_formula(f"{{m}}.{weight[1]}", shapes, values, varying, template, fans)
             if formula is None:
                 return None
             lines += formula
@@ -467,11 +448,12 @@ class _Restructurer:
                     (False, True): "out_channels",
                 }.get((first_in, last_out), "")
                 if not base:
-                    base = f"{_short(_local_attr(first.attrs[path[1]], first.block_id))}_channels"
+                    maker = names_of.local_attr(first.attrs[path[1]], first.block_id)
+                    base = f"{names_of.short(maker)}_channels"
             else:
                 base = _RENAMED.get(slot.hint, slot.hint) or "size"
             if base in taken and path[0] == "ctor":
-                base = f"{_local_attr(first.attrs[path[1]], first.block_id)}_{base}"
+                base = f"{names_of.local_attr(first.attrs[path[1]], first.block_id)}_{base}"
             name, suffix = base, 2
             while name in taken:
                 name, suffix = f"{base}{suffix}", suffix + 1
@@ -488,7 +470,7 @@ class _Restructurer:
             if (
                 previous is not None
                 and previous.end == segment.start
-                and _stage_of(previous.block_id) == _stage_of(segment.block_id)
+                and names_of.stage_of(previous.block_id) == names_of.stage_of(segment.block_id)
             ):
                 stages[-1].append(segment)
             else:
@@ -500,11 +482,11 @@ class _Restructurer:
         stage_decls: dict[str, codegen.Declaration] = {}  # first moved attribute -> the stage
         calls: dict[int, tuple[int, codegen.Statement]] = {}  # stage start -> (end, the call)
         for stage in stages:
-            stage_id = _stage_of(stage[0].block_id)
+            stage_id = names_of.stage_of(stage[0].block_id)
             if stage_id is not None:
-                name = attrs.claim(_stage_name(stage_id))
+                name = attrs.claim(names_of.stage_name(stage_id))
             elif len(stage) == 1 and stage[0].block_id is not None:  # a lone block: its own name
-                name = attrs.claim(_lone_name(stage[0].block_id))
+                name = attrs.claim(names_of.lone_name(stage[0].block_id))
             else:
                 name = attrs.claim("blocks")
             members = []
@@ -525,7 +507,7 @@ class _Restructurer:
             else:
                 init = [f"{{m}}[{i}].reset_parameters()" for i, r in enumerate(resets) if r]
             ids = [s.block_id for s in stage]
-            comment = f"Keras {_id_list(ids)}"
+            comment = f"Keras {names_of.id_list(ids)}"
             stage_decls[stage[0].attrs[0]] = codegen.Declaration(name, ctor, comment, init)
             call = codegen.Statement(stage[-1].out_var, f"self.{name}({stage[0].in_var})")
             calls[stage[0].start] = (stage[-1].end, call)
@@ -582,18 +564,6 @@ def _features(block: _BlockClass) -> dict[str, bool]:
     }
 
 
-def _general(comment: str | None, varied: dict[str, str]) -> str | None:
-    """A comment written for one instance, made true of every instance of the block: the
-    numbers of the arguments that became parameters are replaced by the parameter
-    (``groups=96`` -> ``groups=channels``), a quoted tuple of them is left out."""
-    if not comment or not varied:
-        return comment
-    for hint, param in varied.items():
-        if hint:
-            comment = re.sub(rf"\b{re.escape(hint)}=[\d.e+-]+", f"{hint}={param}", comment)
-    return re.sub(r"\s*\(\([\d\s,()]+\)\)|\s*\(pads for the \d+x\d+ input\)", "", comment)
-
-
 # -- names ----------------------------------------------------------------------------------------
 def _module_attributes() -> frozenset[str]:
     """Names a stage attribute must not shadow (``training``, ``forward``...)."""
@@ -605,70 +575,6 @@ def _module_attributes() -> frozenset[str]:
 _MODULE_ATTRIBUTES = _module_attributes()
 
 
-def _last_numbered(block_id: str) -> tuple[list[str], int]:
-    words = block_id.split("_")
-    last = max((i for i, w in enumerate(words) if _DIGIT.search(w)), default=len(words) - 1)
-    return words, last
-
-
-def _class_name(block_id: str | None) -> str:
-    """``conv2_block1`` -> ``Block``, ``block2a`` -> ``Block``, ``expanded_conv_4`` -> ``ExpandedConv``."""
-    if block_id is None:
-        return "Block"
-    words, last = _last_numbered(block_id)
-    stem = re.sub(r"\d.*$", "", words[last])
-    if not stem:  # a bare number: the words naming it come before
-        before = [w for w in words[:last] if not _DIGIT.search(w)]
-        start = last
-        while start > 0 and not _DIGIT.search(words[start - 1]):
-            start -= 1
-        stem_words = (words[start:last] or before[-1:])[-2:]
-    else:
-        stem_words = [stem]
-    name = "".join(w.capitalize() for w in stem_words if w)
-    return name if name.isidentifier() else "Block"
-
-
-def _stage_of(block_id: str | None) -> str | None:
-    """The stage a block belongs to: ``conv3`` of ``conv3_block2``, ``block4`` of ``block4b``,
-    ``convnext_tiny_stage_1`` of ``convnext_tiny_stage_1_block_0``; None when the name has none."""
-    if block_id is None:
-        return None
-    words, last = _last_numbered(block_id)
-    lettered = re.fullmatch(r"(\D*\d+)[a-z]+", words[last])
-    if lettered:
-        return "_".join([*words[:last], lettered[1]])
-    start = last
-    while start > 0 and not _DIGIT.search(words[start - 1]):
-        start -= 1
-    return "_".join(words[:start]) or None
-
-
-def _stage_name(stage_id: str) -> str:
-    """The stage attribute: its last numbered word, with the word before a bare number
-    (``conv3``, ``block4``, ``stage_1``)."""
-    words, last = _last_numbered(stage_id)
-    if words[last].isdigit() and last > 0:
-        return f"{words[last - 1]}{words[last]}"
-    return words[last]
-
-
-def _lone_name(block_id: str) -> str:
-    """``convnext_tiny_downsampling_block_1`` -> ``downsampling_block_1``: the words naming the
-    block's kind (at most two) and its number."""
-    words, last = _last_numbered(block_id)
-    start = last
-    while start > 0 and not _DIGIT.search(words[start - 1]) and last - start < 2:
-        start -= 1
-    return "_".join(words[start : last + 1])
-
-
-def _id_list(ids: list[str | None]) -> str:
-    if None in ids:
-        return f"{len(ids)} blocks" if len(ids) > 1 else "1 block"
-    return ", ".join(ids) if len(ids) <= 3 else f"{ids[0]}, {ids[1]}, ..., {ids[-1]} ({len(ids)} blocks)"
-
-
 def _instantiation(block: _BlockClass, index: int) -> str:
     """``Block(256, 64, stride=2)``: channel counts positional, the rest by keyword."""
     args = []
@@ -676,87 +582,3 @@ def _instantiation(block: _BlockClass, index: int) -> str:
         value = block.values[param][index]
         args.append(value if param.endswith(("channels", "features")) else f"{param}={value}")
     return f"{block.name}({', '.join(args)})"
-
-
-def _keras_fans(layer) -> list[int]:
-    """The fans Keras's initialiser of ``layer``'s kernel scales by, one per instance; [] unknown.
-
-    From the layer's config (``VarianceScaling(mode=...)``, Glorot: fan_in + fan_out, He/LeCun:
-    fan_in) and its kernel's Keras shape, so the formula names the fan Keras uses even where
-    two fans grow together across the blocks (an expansion ratio).
-    """
-    modes = set()
-    config = layer.get_config() if layer is not None and hasattr(layer, "get_config") else {}
-    for key, value in config.items():
-        if not key.endswith("initializer") or not isinstance(value, dict):
-            continue
-        name = str(value.get("class_name", "")).lower().replace("_", "")
-        if name.startswith("glorot"):
-            modes.add("fan_avg")
-        elif name.startswith(("he", "lecun")):
-            modes.add("fan_in")
-        elif name == "variancescaling":
-            modes.add((value.get("config") or {}).get("mode", "fan_in"))
-    kernels = [w for w in getattr(layer, "weights", []) if len(w.shape) >= 2]
-    if len(modes) != 1 or len(kernels) != 1:
-        return []
-    fan_in, fan_out = initializers.keras_fans(tuple(kernels[0].shape))
-    return [{"fan_in": fan_in, "fan_out": fan_out, "fan_avg": fan_in + fan_out}[modes.pop()]]
-
-
-def _fan_formula(
-    weight: str, shapes: list[tuple], values: list[list], varying: list[int], template, fans: list[list[int]]
-) -> list[str] | None:
-    """Lines writing an init call's varying bounds as ``math.sqrt(K / fan)`` (see ``_init_lines``).
-
-    The fan candidates are what Keras's fans come to for torch's weight layouts: ``w[0].numel()``
-    (a Dense/convolution's fan_in, a depthwise kernel's fan_out), ``w[:, 0].numel()`` (their
-    fan_out), ``w.numel()`` (a depthwise kernel's fan_in) and sums of two (Glorot's fan_in +
-    fan_out). The first that makes ``bound**2 * fan`` the same for every instance is the one.
-    """
-    basic = [
-        (f"{weight}[0].numel()", lambda s: math.prod(s[1:])),
-        (f"{weight}[:, 0].numel()", lambda s: s[0] * math.prod(s[2:])),
-        (f"{weight}.numel()", math.prod),
-    ]
-    pairs = [
-        (f"({a} + {b})", lambda s, fa=fa, fb=fb: fa(s) + fb(s))
-        for (a, fa), (b, fb) in itertools.combinations_with_replacement(basic, 2)
-    ]
-    base = next((i for i in varying if values[0][i] > 0), None)
-    if base is None:
-        return None
-    known = [f[0] for f in fans] if all(fans) else None
-    for expr, fan in basic + pairs:
-        if known is not None and any(fan(shape) != k for shape, k in zip(shapes, known)):
-            continue  # not the fan Keras's initialiser uses
-        constants = [v[base] ** 2 * fan(shape) for v, shape in zip(values, shapes)]
-        if not all(math.isclose(c, constants[0], rel_tol=1e-9) for c in constants):
-            continue
-        ratios = {i: values[0][i] / values[0][base] for i in varying}
-        if any(not math.isclose(v[i], ratios[i] * v[base], rel_tol=1e-9) for v in values for i in varying):
-            continue
-        name = "std" if template.slots[base].hint == "std" else "bound"
-        rendered = {}
-        for i, slot in enumerate(template.slots):
-            if i not in varying:
-                rendered[i] = slot.text
-            elif ratios[i] == 1:
-                rendered[i] = name
-            elif ratios[i] == -1:
-                rendered[i] = f"-{name}"
-            else:
-                rendered[i] = f"{number(ratios[i])} * {name}"
-        call, _, comment = template.render(rendered).partition("  # ")
-        # The initialiser's trailing comment on a line of its own: the call then fits one line.
-        explained = [f"# {comment}"] if comment else []
-        short = float(f"{constants[0]:.10g}")  # 6.000000000000001 is Glorot's 6
-        constant = short if len(repr(short)) <= 8 else constants[0]
-        return [*explained, f"{name} = math.sqrt({number(constant)} / {expr})", call]
-    return None
-
-
-def _short(local: str) -> str:
-    """A submodule's name without its kind (``expand_conv`` -> ``expand``, ``se_reduce`` -> ``se``)."""
-    words = local.split("_")
-    return "_".join(words[:-1]) if len(words) > 1 and not words[-1].isdigit() else local
