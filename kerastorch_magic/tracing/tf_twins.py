@@ -51,6 +51,29 @@ def _tf_extract_patches(ops, images, sizes, strides, rates, padding):
     )
 
 
+def _unsupported(option: str):
+    # The caller runs TensorFlow's own function instead, which refuses the symbolic tensor.
+    raise TypeError(f"no keras.ops twin with {option}")
+
+
+def _tf_gather(ops, params, indices, validate_indices=None, axis=None, batch_dims=0):
+    if batch_dims != 0:
+        _unsupported("batch_dims")
+    return ops.take(params, indices, axis=0 if axis is None else axis)
+
+
+def _tf_one_hot(ops, indices, depth, on_value=None, off_value=None, axis=None, dtype=None):
+    if on_value is not None or off_value is not None or dtype is not None:
+        _unsupported("on_value/off_value/dtype")
+    return ops.one_hot(indices, depth, axis=-1 if axis is None else axis)
+
+
+def _tf_where(ops, condition, x=None, y=None):
+    if x is None or y is None:
+        _unsupported("one argument (the indices of true values: a data-dependent shape)")
+    return ops.where(condition, x, y)
+
+
 _TF_EQUIVALENTS = {
     "shape": lambda ops, input, out_type=None: ops.shape(input),
     "reshape": lambda ops, tensor, shape: ops.reshape(tensor, batch_reshape_target(tensor, tuple(shape))),
@@ -104,6 +127,44 @@ _TF_EQUIVALENTS = {
     "multiply": lambda ops, x, y: ops.multiply(x, y),
     "split": _tf_split,
     "image.extract_patches": _tf_extract_patches,
+    "sign": lambda ops, x: ops.sign(x),
+    "math.sign": lambda ops, x: ops.sign(x),
+    "sin": lambda ops, x: ops.sin(x),
+    "math.sin": lambda ops, x: ops.sin(x),
+    "cos": lambda ops, x: ops.cos(x),
+    "math.cos": lambda ops, x: ops.cos(x),
+    "math.log": lambda ops, x: ops.log(x),
+    "math.rsqrt": lambda ops, x: ops.rsqrt(x),
+    "pow": lambda ops, x, y: ops.power(x, y),
+    "math.pow": lambda ops, x, y: ops.power(x, y),
+    "subtract": lambda ops, x, y: ops.subtract(x, y),
+    "math.subtract": lambda ops, x, y: ops.subtract(x, y),
+    "divide": lambda ops, x, y: ops.divide(x, y),
+    "math.divide": lambda ops, x, y: ops.divide(x, y),
+    "truediv": lambda ops, x, y: ops.true_divide(x, y),
+    "math.maximum": lambda ops, x, y: ops.maximum(x, y),
+    "math.minimum": lambda ops, x, y: ops.minimum(x, y),
+    "clip_by_value": lambda ops, t, clip_value_min, clip_value_max: ops.clip(
+        t, clip_value_min, clip_value_max
+    ),
+    "where": _tf_where,
+    "equal": lambda ops, x, y: ops.equal(x, y),
+    "not_equal": lambda ops, x, y: ops.not_equal(x, y),
+    "math.equal": lambda ops, x, y: ops.equal(x, y),
+    "math.not_equal": lambda ops, x, y: ops.not_equal(x, y),
+    "zeros_like": lambda ops, input, dtype=None: ops.zeros_like(input, _tf_dtype(dtype)),
+    "ones_like": lambda ops, input, dtype=None: ops.ones_like(input, _tf_dtype(dtype)),
+    "tile": lambda ops, input, multiples: ops.tile(input, multiples),
+    "gather": _tf_gather,
+    "one_hot": _tf_one_hot,
+    "nn.moments": lambda ops, x, axes, shift=None, keepdims=False: ops.moments(x, axes, keepdims=keepdims),
+    "nn.relu6": lambda ops, features: ops.relu6(features),
+    "nn.elu": lambda ops, features: ops.elu(features),
+    "nn.selu": lambda ops, features: ops.selu(features),
+    "nn.leaky_relu": lambda ops, features, alpha=0.2: ops.leaky_relu(features, alpha),
+    "nn.softplus": lambda ops, features: ops.softplus(features),
+    "math.softplus": lambda ops, features: ops.softplus(features),
+    "linalg.matmul": _tf_matmul,
     "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
         "normal", shape, mean, stddev, _tf_dtype(dtype)
     ),

@@ -1,0 +1,102 @@
+"""Raw ``tf.*`` calls in a traced ``call()`` that run as their keras.ops twin: exact against Keras.
+
+keras-io examples written for Keras 2 call TensorFlow on tensors inside ``call()``; the ones below
+come verbatim from them (DDPM's ``TimeEmbedding``, the ``StandardizedConv2DWithCall`` recipe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from exactness import assert_exact
+
+import kerastorch_magic as k2t
+
+FORMATS = ["channels_first", "channels_last"]
+
+
+class TimeEmbedding(keras.layers.Layer):
+    """keras-io generative/ddpm.py, verbatim."""
+
+    def __init__(self, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.half_dim = dim // 2
+        self.emb = math.log(10000) / (self.half_dim - 1)
+        self.emb = tf.exp(tf.range(self.half_dim, dtype=tf.float32) * -self.emb)
+
+    def call(self, inputs):
+        inputs = tf.cast(inputs, dtype=tf.float32)
+        emb = inputs[:, None] * self.emb[None, :]
+        emb = tf.concat([tf.sin(emb), tf.cos(emb)], axis=-1)
+        return emb
+
+
+class StandardizedConv2DWithCall(keras.layers.Conv2D):
+    """keras-io keras_recipes/subclassing_conv_layers.py, verbatim: weight standardisation."""
+
+    def call(self, inputs):
+        mean, var = tf.nn.moments(self.kernel, axes=[0, 1, 2], keepdims=True)
+        result = self.convolution_op(inputs, (self.kernel - mean) / tf.sqrt(var + 1e-10))
+        if self.use_bias:
+            result = result + self.bias
+        return result
+
+
+class ManyTwins(keras.layers.Layer):
+    """The element-wise, comparison, gather and activation twins in one call()."""
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(7, input_shape[-1]), initializer="random_normal", name="table")
+
+    def call(self, x):
+        y = tf.math.pow(tf.abs(x) + 1.0, 0.5) - tf.math.rsqrt(tf.abs(x) + 2.0)
+        y = tf.divide(tf.subtract(y, tf.math.log(tf.abs(x) + 1.0)), 3.0)
+        y = tf.clip_by_value(y, -0.5, 0.5) + tf.nn.leaky_relu(x) + tf.nn.relu6(x) + tf.nn.elu(x)
+        y = tf.where(tf.math.not_equal(tf.sign(x), 1.0), y, tf.nn.softplus(x))
+        y = y + tf.zeros_like(x) + tf.ones_like(x) * tf.math.minimum(x, 0.1)
+        tokens = tf.cast(tf.clip_by_value(tf.abs(x[:, :3]) * 3.0, 0.0, 6.0), "int32")
+        looked_up = tf.reduce_sum(tf.gather(self.table, tokens), axis=1)
+        hot = tf.reduce_sum(tf.one_hot(tokens, 4), axis=1)
+        return tf.concat([y + looked_up, tf.tile(hot, [1, 2])], axis=-1)
+
+
+def test_ddpm_time_embedding():
+    steps = keras.Input((), dtype="int32")
+    outputs = keras.layers.Dense(8)(TimeEmbedding(16)(steps))
+    model = keras.Model(steps, outputs)
+    t = np.random.default_rng(0).integers(0, 1000, size=(3,)).astype("int32")
+    conversion, _ = assert_exact(model, inputs=[t])
+    assert "torch.sin(" in conversion.code and "torch.cos(" in conversion.code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_weight_standardised_convolution(fmt):
+    inputs = keras.Input((9, 9, 3))
+    outputs = StandardizedConv2DWithCall(4, 3, padding="same")(inputs)
+    conversion, _ = assert_exact(keras.Model(inputs, outputs), fmt)
+    assert (
+        "correction=0" in conversion.code
+    )  # TF's moments: the biased variance, as torch's var(correction=0)
+    assert "F.conv2d(" in conversion.code
+
+
+def test_many_twins_in_one_call():
+    inputs = keras.Input((6,))
+    outputs = ManyTwins()(keras.layers.Dense(6)(inputs))
+    assert_exact(keras.Model(inputs, outputs))
+
+
+def test_an_option_without_a_twin_is_still_refused_by_name():
+    class Gathered(keras.layers.Layer):
+        def call(self, x):
+            return tf.gather(x, tf.zeros_like(x, "int32"), batch_dims=1)
+
+    inputs = keras.Input((4,))
+    with pytest.raises(k2t.ConversionError, match="raw TensorFlow call") as info:
+        k2t.convert(keras.Model(inputs, Gathered(name="gathered")(inputs)))
+    assert "tf.gather(x, tf.zeros_like" in str(info.value)  # the user's line
