@@ -87,7 +87,9 @@ def fan_formula(
         call, _, comment = template.render(rendered).partition("  # ")
         # The initialiser's trailing comment on a line of its own: the call then fits one line.
         explained = [f"# {comment}"] if comment else []
-        short = float(f"{constants[0]:.10g}")  # 6.000000000000001 is Glorot's 6
-        constant = short if len(repr(short)) <= 8 else constants[0]
+        # K is a few ulps off Keras's own constant (6.000000000000001 for Glorot's 6): rounded, the
+        # layers sharing an initialiser share the line, and a short constant reads as one.
+        short = float(f"{constants[0]:.10g}")
+        constant = short if len(repr(short)) <= 8 else float(f"{constants[0]:.14g}")
         return [*explained, f"{name} = math.sqrt({number(constant)} / {expr})", call]
     return None

@@ -34,7 +34,7 @@ _ATTR = re.compile(r"\bself\.(\w+)")
 # Constructor parameters that count channels: they become positional block arguments.
 _CHANNELS = {"in_channels", "out_channels", "num_features", "in_features", "out_features", "normalized_shape"}
 _ACTIVATIONS = {"ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"}
-_RENAMED = {"p": "drop_rate", "num_features": "channels", "normalized_shape": "channels", "pad": "padding"}
+_RENAMED = {"p": "drop_rate", "num_features": "channels", "normalized_shape": "channels"}
 
 
 @dataclass
@@ -328,11 +328,22 @@ class _Restructurer:
             if path[0] == "init":
                 continue  # an initialiser's bound depending on the block's sizes: see _init_lines
             vectors.setdefault(tuple(map(repr, vector)), []).append((path, slot))
-        names = self._parameter_names(first, vectors)
-        param_of = {path: names[v] for v, members in vectors.items() for path, _ in members}
-        attr_names = naming.Namespace({"forward", "reset_parameters", "training", *names.values()})
+        derived = _derived(vectors, paths)
+        names = self._parameter_names(first, {v: m for v, m in vectors.items() if v not in derived})
+        for vector, (source, suffix) in derived.items():
+            names[vector] = names[source] + suffix
+        # path -> (parameter, what is applied to it): padding=kernel_size // 2 needs no parameter.
+        param_of = {
+            path: (names[derived[v][0]] if v in derived else names[v], derived[v][1] if v in derived else "")
+            for v, members in vectors.items()
+            for path, _ in members
+        }
+        attr_names = naming.Namespace(
+            {"forward", "reset_parameters", "training", *(p for p, _ in param_of.values())}
+        )
         locals_ = {attr: attr_names.claim(names_of.local_attr(attr, first.block_id)) for attr in first.attrs}
-        stored = sorted({param_of[p] for p in param_of if p[0] == "stmt"}, key=list(names.values()).index)
+        order = list(names.values())
+        stored = sorted({param_of[p][0] for p in param_of if p[0] == "stmt"}, key=order.index)
         declarations = [codegen.Declaration(p, p, None, []) for p in stored]
         for position, attr in enumerate(first.attrs):
             ctor, inits = first.templates[position]
@@ -341,13 +352,15 @@ class _Restructurer:
             values = {}
             for i, slot in enumerate(ctor.slots):
                 param = param_of.get(("ctor", position, i))
-                values[i] = param if param is not None else None if slot.default else slot.text
+                values[i] = "".join(param) if param is not None else None if slot.default else slot.text
             varied = {
                 ctor.slots[i].hint: p
                 for i, p in enumerate(map(values.get, range(len(ctor.slots))))
                 if ("ctor", position, i) in param_of
             }
-            init = self._init_lines(group, position, inits)
+            init = self._init_lines(
+                [s.attrs[position] for s in group], [s.templates[position][1] for s in group]
+            )
             if init is None:
                 return None  # an initialiser varying in a way no fan explains: left flat
             comment = names_of.general(decl.comment, varied)
@@ -360,7 +373,7 @@ class _Restructurer:
             values = {}
             for i, slot in enumerate(template.slots):
                 param = param_of.get(("stmt", position, i))
-                values[i] = f"self.{param}" if param else slot.text
+                values[i] = f"self.{''.join(param)}" if param else slot.text
             expr = re.sub(r"\b_a\d+_\b", lambda m: rename[m[0]], template.render(values))
             varied = {
                 slot.hint: values[i]
@@ -368,8 +381,9 @@ class _Restructurer:
                 if ("stmt", position, i) in param_of
             }
             statements.append(codegen.Statement(target, expr, names_of.general(statement.comment, varied)))
-        params = sorted(dict.fromkeys(names.values()), key=lambda p: not p.endswith("channels"))
-        values = {names[v]: [p[members[0][0]].text for p in paths] for v, members in vectors.items()}
+        own = [v for v in vectors if v not in derived]  # the constructor's parameters
+        params = sorted(dict.fromkeys(names[v] for v in own), key=lambda p: not p.endswith("channels"))
+        values = {names[v]: [p[vectors[v][0][0]].text for p in paths] for v in own}
         ids = [s.block_id for s in group]
         name = names_of.class_name(first.block_id)  # made unique with the others' in _name_classes
         docstring = "\n    ".join(
@@ -388,37 +402,47 @@ class _Restructurer:
         )
         return _BlockClass(name, group, params, values, [locals_[a] for a in first.attrs], source)
 
-    def _init_lines(self, group: list[_Segment], position: int, inits) -> list[str] | None:
-        """The block's ``reset_parameters`` lines for its submodule ``position``.
+    def _init_lines(self, attrs: list[str], inits: list[tuple]) -> list[str] | None:
+        """``reset_parameters`` lines of one submodule, written once for all its instances.
 
-        Keras's variance-scaling and Glorot initialisers scale with the kernel's fans, so their
-        bounds differ between blocks of different widths: a bound that varies is written as
-        ``math.sqrt(K / fan)`` with the fan read off the weight (the one expression that gives
-        every instance its own Keras bound), other numbers as the ratio to it (``a=-2.0 * std``).
+        ``attrs``: the submodule's flat attribute in each instance; ``inits``: its init lines
+        (templates) in each. Keras's variance-scaling and Glorot initialisers scale with the
+        kernel's fans, so their bounds differ between blocks of different widths: a bound that
+        varies is written as ``math.sqrt(K / fan)`` with the fan read off the weight (the one
+        expression that gives every instance its own Keras bound), other numbers as the ratio to
+        it (``a=-2.0 * std``). A lone submodule (the main class's) gets that form too when its
+        initialiser is one of those, else its lines unchanged; None: no formula explains them.
         """
         lines: list[str] = []
-        for line, template in enumerate(inits):
-            texts = [s.templates[position][1][line] for s in group]
+        for line, template in enumerate(inits[0]):
+            texts = [own[line] for own in inits]
             if not template.slots:
                 if len({t.pieces for t in texts}) > 1:  # a comment quoting one instance's fans
-                    lines.append(re.sub(r"\s*\([\d\s,.]+\)|\s\d+(\.\d+)?\b", "", template.pieces[0]))
+                    lines.append(_without_numbers(template.pieces[0]))
                 else:
                     lines.append(template.render({}))
                 continue
             values = [[slot.value for slot in t.slots] for t in texts]
+            literal = template.render({i: slot.text for i, slot in enumerate(template.slots)})
             varying = [i for i in range(len(template.slots)) if len({repr(v[i]) for v in values}) > 1]
+            if len(attrs) == 1:
+                varying = [i for i, slot in enumerate(template.slots) if isinstance(slot.value, float)]
             if not varying:
-                lines.append(template.render({i: slot.text for i, slot in enumerate(template.slots)}))
+                lines.append(literal)
                 continue
             weight = re.search(r"\{m\}\.(\w+)", template.render({i: "0" for i in range(len(template.slots))}))
-            if weight is None:
+            fans = [block_inits.keras_fans(self.layers.get(attr)) for attr in attrs]
+            formula = None
+            if weight is not None and (len(attrs) > 1 or fans[0]):
+                shapes = [tuple(self.state[f"{attr}.{weight[1]}"].shape) for attr in attrs]
+                formula = block_inits.fan_formula(
+                    f"{{m}}.{weight[1]}", shapes, values, varying, template, fans
+                )
+            if formula is None and len(attrs) > 1:
                 return None
-            shapes = [tuple(self.state[f"{s.attrs[position]}.{weight[1]}"].shape) for s in group]
-            fans = [block_inits.keras_fans(self.layers.get(s.attrs[position])) for s in group]
-            formula = block_inits.fan_formula(f"{{m}}.{weight[1]}", shapes, values, varying, template, fans)
-            if formula is None:
-                return None
-            lines += formula
+            lines += formula or [literal]
+            if formula:  # the fans are in the formula now: a comment quoting them would repeat them
+                lines = [_without_numbers(text) if text.lstrip().startswith("#") else text for text in lines]
         return lines
 
     @staticmethod
@@ -506,9 +530,8 @@ class _Restructurer:
                 init = ["for block in {m}:", "    block.reset_parameters()"]
             else:
                 init = [f"{{m}}[{i}].reset_parameters()" for i, r in enumerate(resets) if r]
-            ids = [s.block_id for s in stage]
-            comment = f"Keras {names_of.id_list(ids)}"
-            stage_decls[stage[0].attrs[0]] = codegen.Declaration(name, ctor, comment, init)
+            # No comment: the stage is named after Keras's, each class's docstring lists its blocks.
+            stage_decls[stage[0].attrs[0]] = codegen.Declaration(name, ctor, None, init)
             call = codegen.Statement(stage[-1].out_var, f"self.{name}({stage[0].in_var})")
             calls[stage[0].start] = (stage[-1].end, call)
         declarations = []
@@ -516,7 +539,9 @@ class _Restructurer:
             if decl.attr in stage_decls:
                 declarations.append(stage_decls[decl.attr])
             if decl.attr not in moved:
-                declarations.append(decl)
+                inits = tuple(block_templates.template(line) for line in decl.init)
+                init = self._init_lines([decl.attr], [inits]) if decl.init else []
+                declarations.append(codegen.Declaration(decl.attr, decl.ctor, decl.comment, init))
         statements: list = []
         position = 0
         while position < len(self.source.statements):
@@ -543,6 +568,28 @@ class _Restructurer:
             new = renamed.get(attr, attr)
             keys[key] = f"{new}.{rest}" if rest else new
         return Structured(main, keys, renamed)
+
+
+def _derived(vectors: dict, paths: list[dict]) -> dict[tuple, tuple[tuple, str]]:
+    """Varying numbers that follow from another one: a TF 'same' padding that is the kernel
+    size halved (``padding=kernel_size // 2``) is not a parameter of its own."""
+    actual = {v: [p[members[0][0]].value for p in paths] for v, members in vectors.items()}
+    integral = [v for v in vectors if all(type(x) is int for x in actual[v])]
+    derived: dict[tuple, tuple[tuple, str]] = {}
+    paddings = [v for v in integral if all(slot.hint == "padding" for _, slot in vectors[v])]
+    for target in paddings:
+        for source in integral:
+            if source == target or source in derived or any(d[0] == target for d in derived.values()):
+                continue
+            if all(y == x // 2 for x, y in zip(actual[source], actual[target])):
+                derived[target] = (source, " // 2")
+                break
+    return derived
+
+
+def _without_numbers(comment: str) -> str:
+    """``# Keras's glorot_uniform: fans (144, 9) of ...`` less its numbers."""
+    return re.sub(r"\s*\([\d\s,.]+\)|\s\d+(\.\d+)?\b", "", comment)
 
 
 _FEATURES = ("projection", "residual", "strided")
