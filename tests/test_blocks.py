@@ -96,6 +96,41 @@ def test_structured_state_dict_loads_into_a_fresh_instance_and_resets(applicatio
     assert relative_error(expected, _run(net, array, conversion)) <= RTOL
 
 
+def _init_calls(code: str) -> list[tuple]:
+    """Every ``nn.init`` call building the generated class makes: (function, shape, numbers)."""
+    namespace: dict = {}
+    exec(compile(code, "<generated>", "exec"), namespace)  # noqa: S102
+    calls = []
+    originals = {name: getattr(torch.nn.init, name) for name in ("uniform_", "normal_", "trunc_normal_")}
+
+    def recorder(name):
+        def record(tensor, *args, **kwargs):
+            numbers = [float(f"{float(v):.9g}") for v in (*args, *kwargs.values())]
+            calls.append((name, tuple(tensor.shape), tuple(numbers)))
+            return tensor
+
+        return record
+
+    try:
+        for name in originals:
+            setattr(torch.nn.init, name, recorder(name))
+        with torch.device("meta"):  # the shapes and bounds are what matters, not the draws
+            namespace["Net"]()
+    finally:
+        for name, function in originals.items():
+            setattr(torch.nn.init, name, function)
+    return sorted(calls)
+
+
+def test_block_initialisers_give_every_instance_its_keras_bounds(application):
+    """The formula lines (``math.sqrt(K / fan)``) reproduce the flat class's per-layer numbers."""
+    name, model, array, expected = application
+    structured = _init_calls(k2t.convert(model).code)
+    flat = _init_calls(k2t.convert(model, structure="flat").code)
+    assert flat or name == "ResNet50"  # (ResNet's Glorot kernels need no numbers: xavier_uniform_)
+    assert structured == flat
+
+
 def test_compare_still_maps_every_layer(application):
     """``build_traced`` keeps the flat class: one tap per Keras layer output, same tensors."""
     name, model, array, expected = application
