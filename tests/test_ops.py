@@ -184,6 +184,27 @@ def test_reshape_by_the_batch_with_unknown_spatial_sizes(fmt):
     assert ".reshape(x.shape[0], -1, 4)" in conversion.code
 
 
+class _BoxNet(keras.Model):
+    """A subclassed model (traced whole): the comparison steps its reshape by the batch too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = L.Conv2D(8, 3, padding="same")
+
+    def call(self, x):
+        x = self.conv(x)
+        return ops.reshape(x, [ops.shape(x)[0], -1, 4])
+
+
+def test_compare_steps_a_traced_reshape_by_the_batch():
+    model = _BoxNet()
+    model.build((None, None, None, 3))
+    x = np.random.default_rng(0).normal(size=(2, 5, 4, 3)).astype("float32")
+    comparison = k2t.compare(model, k2t.convert(model), inputs=x, device="cpu")
+    assert comparison.first_failure is None and comparison.error is None, comparison.summary()
+    assert len(comparison.compared) >= 2
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_shape_ops(fmt):
     image, conv, dense = branches()
@@ -515,6 +536,7 @@ def test_an_op_on_a_weight_alone_reads_the_parameter_without_assigning_it():
         (lambda x: ops.image.resize(x, (4, 4), interpolation="area"), "interpolation='area'"),
         (lambda x: ops.average_pool(x, 2, strides=2, padding="same"), "uneven padding"),
         (lambda x: ops.broadcast_to(ops.mean(x, axis=0, keepdims=True), ops.shape(x)), "known only when"),
+        (lambda x: ops.broadcast_to(ops.mean(x, axis=0), ops.shape(x)), "known only when"),
         (lambda x: ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric"), "symmetric"),
         (lambda x: x[:, 4:1:-2], None),
         (lambda x: ops.dot(x, np.ones((2, 3, 2), "float32")), "rank > 2"),
@@ -524,6 +546,7 @@ def test_an_op_on_a_weight_alone_reads_the_parameter_without_assigning_it():
         "area",
         "uneven average_pool",
         "broadcast to the batch",
+        "broadcast to a new batch axis",
         "symmetric pad",
         "negative step ok",
         "dot of ranks 4 and 3",

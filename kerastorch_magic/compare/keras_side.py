@@ -83,7 +83,7 @@ class KerasStepper:
         ):
             kwargs["training"] = False
         try:
-            outputs = operation(*args, **kwargs)
+            outputs = _batch_sized(operation, args)(*args, **kwargs)
         except Exception as error:
             raise RuntimeError(f"running Keras layer {node.qualified_name!r} failed: {error}") from error
         flat = keras.tree.flatten(outputs)
@@ -103,6 +103,19 @@ class KerasStepper:
 
     def device_name(self) -> str:
         return f"{keras.backend.backend()} · {self._device or 'default device'}"
+
+
+def _batch_sized(operation, args):
+    """``operation``, or a reshape to the running batch where tracing recorded the batch as None.
+
+    A traced ``ops.reshape(x, (ops.shape(x)[0], -1, 4))`` (RetinaNet's heads) holds None where
+    the batch size goes: Keras cannot run that op again eagerly, the port reads ``x.shape[0]``.
+    """
+    shape = getattr(operation, "newshape", None)
+    if type(operation).__name__ != "Reshape" or not shape or shape[0] is not None or not args:
+        return operation
+    rest = tuple(shape[1:])
+    return lambda x, *more, **options: keras.ops.reshape(x, (x.shape[0], *rest))
 
 
 def _device_of(tensor) -> str:

@@ -206,7 +206,8 @@ def convert_broadcast_to(call: LayerCall) -> Converted:
     spec = call.inputs[0]
     # An unknown target size (ops.shape(x)[0] of another tensor) becomes -1, which keeps the
     # input's size: right only where the input's own size is unknown too (the same batch).
-    sizes = (None,) * (len(shape) - spec.rank) + tuple(spec.keras_shape)
+    # A new leading axis has no size of its own to keep: unknown there is unknown for good.
+    sizes = (0,) * (len(shape) - spec.rank) + tuple(spec.keras_shape)
     if any(target is None and size is not None for target, size in zip(shape, sizes)):
         raise call.unsupported(
             f"broadcast_to {shape} of a {tuple(spec.keras_shape)} tensor: a size known only when the "
