@@ -283,7 +283,12 @@ class _Restructurer:
         self.source, self.declared, self.structures = source, declared, structures
         self.layers = {attr: t.node.layer for t in traces for attr in t.modules}  # attr -> Keras layer
         self.state = state  # flat key -> tensor (its shape gives a weight's fans)
-        self.class_names = {source.class_name, *(c.class_name for c in source.classes)}
+        helpers = "\n".join(source.helpers.values())  # module-level classes and functions
+        self.class_names = {
+            source.class_name,
+            *(c.class_name for c in source.classes),
+            *re.findall(r"^(?:class|def) (\w+)", helpers, re.M),
+        }
 
     def run(self) -> Structured | None:
         classes = [c for c in (self._block_class(group) for group in self._ordered()) if c is not None]
