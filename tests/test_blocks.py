@@ -248,6 +248,23 @@ def test_a_model_without_repetition_renders_as_before():
     assert blocks.state_dict_keys == {k: k for k in flat.state_dict}
 
 
+def test_flat_option_of_the_cli_and_the_magic(tmp_path, monkeypatch):
+    from IPython.core.magic_arguments import parse_argstring
+
+    from kerastorch_magic import cli
+    from kerastorch_magic.magic import Keras2TorchMagics
+
+    path = tmp_path / "res.keras"
+    _users_model().save(path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([str(path), "-o", "blocks.py", "-q", "--no-training"]) == 0
+    assert cli.main([str(path), "-o", "flat.py", "-q", "--no-training", "--flat"]) == 0
+    assert "class Block(nn.Module)" in (tmp_path / "blocks.py").read_text()
+    assert "class Block(" not in (tmp_path / "flat.py").read_text()
+    assert parse_argstring(Keras2TorchMagics.keras2torch, "--flat").flat
+    assert not parse_argstring(Keras2TorchMagics.keras2torch, "").flat
+
+
 def test_unknown_structure_is_refused():
     model = keras.Sequential([keras.Input((3,)), layers.Dense(2)])
     with pytest.raises(ValueError, match="structure"):
