@@ -100,3 +100,48 @@ def test_an_option_without_a_twin_is_still_refused_by_name():
     with pytest.raises(k2t.ConversionError, match="raw TensorFlow call") as info:
         k2t.convert(keras.Model(inputs, Gathered(name="gathered")(inputs)))
     assert "tf.gather(x, tf.zeros_like" in str(info.value)  # the user's line
+
+
+class Involution(keras.layers.Layer):
+    """keras-io vision/involution.py, shortened: ``tf.identity`` kept in an attribute at __init__."""
+
+    def __init__(self, channel, kernel_size, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.channel, self.kernel_size, self.stride = channel, kernel_size, stride
+
+    def build(self, input_shape):
+        (_, height, width, num_channels) = input_shape
+        height, width = height // self.stride, width // self.stride
+        self.stride_layer = (
+            keras.layers.AveragePooling2D(pool_size=self.stride, strides=self.stride, padding="same")
+            if self.stride > 1
+            else tf.identity
+        )
+        self.kernel_gen = keras.layers.Conv2D(self.kernel_size * self.kernel_size, 1)
+        self.kernel_reshape = keras.layers.Reshape((height, width, self.kernel_size * self.kernel_size, 1))
+        self.input_patches_reshape = keras.layers.Reshape(
+            (height, width, self.kernel_size * self.kernel_size, num_channels)
+        )
+        self.output_reshape = keras.layers.Reshape((height, width, num_channels))
+
+    def call(self, x):
+        kernel = self.kernel_reshape(self.kernel_gen(self.stride_layer(x)))
+        input_patches = tf.image.extract_patches(
+            images=x,
+            sizes=[1, self.kernel_size, self.kernel_size, 1],
+            strides=[1, self.stride, self.stride, 1],
+            rates=[1, 1, 1, 1],
+            padding="SAME",
+        )
+        input_patches = self.input_patches_reshape(input_patches)
+        output = tf.reduce_sum(tf.multiply(kernel, input_patches), axis=3)
+        return self.output_reshape(output)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_tf_function_kept_in_an_attribute_runs_as_its_twin(fmt):
+    inputs = keras.Input((8, 8, 3))
+    outputs = Involution(3, 3, 1, name="involution")(inputs)
+    model = keras.Model(inputs, outputs)
+    assert_exact(model, fmt)
+    assert model.layers[1].stride_layer is tf.identity  # put back after tracing

@@ -286,7 +286,7 @@ def _run(layer, args, kwargs, inputs, qualified_name: str) -> Trace:
             layer_calls_patched(),
             random_patched(),
             reshape_patched(),
-            tensorflow_twins(),
+            tensorflow_twins(layer),
             weights_symbolic(layer, attributes),
             active(True),
         ):

@@ -194,10 +194,15 @@ def _tf_twin(path: str, original, twin):
 
 
 @contextlib.contextmanager
-def tensorflow_twins():
-    """While tracing, ``tf.shape(x)``, ``tf.reshape``... on symbolic tensors run as keras.ops."""
+def tensorflow_twins(layer=None):
+    """While tracing, ``tf.shape(x)``, ``tf.reshape``... on symbolic tensors run as keras.ops.
+
+    ``layer``'s own attributes holding one of those functions (``self.stride_layer = tf.identity``,
+    kept at ``__init__`` before any patch) hold the twin too while it is traced.
+    """
     tf = sys.modules.get("tensorflow")
     saved = []
+    patched: dict[int, object] = {}
     if tf is not None:
         for path, twin in _TF_EQUIVALENTS.items():
             *parents, name = path.split(".")
@@ -208,9 +213,16 @@ def tensorflow_twins():
             if original is None or getattr(original, "_kerastorch_patch", False):
                 continue
             saved.append((module, name, original))
-            setattr(module, name, _tf_twin(path, original, twin))
+            patched[id(original)] = _tf_twin(path, original, twin)
+            setattr(module, name, patched[id(original)])
+    attributes = vars(layer).items() if layer is not None else ()
+    held = [(name, value) for name, value in attributes if id(value) in patched]
+    for name, value in held:
+        object.__setattr__(layer, name, patched[id(value)])
     try:
         yield
     finally:
+        for name, value in held:
+            object.__setattr__(layer, name, value)
         for module, name, original in saved:
             setattr(module, name, original)
