@@ -145,3 +145,36 @@ def test_a_tf_function_kept_in_an_attribute_runs_as_its_twin(fmt):
     model = keras.Model(inputs, outputs)
     assert_exact(model, fmt)
     assert model.layers[1].stride_layer is tf.identity  # put back after tracing
+
+
+class StandardizedConv2DWithOverride(keras.layers.Conv2D):
+    """keras-io keras_recipes/subclassing_conv_layers.py, verbatim: convolution_op overridden."""
+
+    def convolution_op(self, inputs, kernel):
+        mean, var = tf.nn.moments(kernel, axes=[0, 1, 2], keepdims=True)
+        return tf.nn.conv2d(
+            inputs,
+            (kernel - mean) / tf.sqrt(var + 1e-10),
+            padding="VALID",
+            strides=list(self.strides),
+            name=self.__class__.__name__,
+        )
+
+
+class ShiftedImages(keras.layers.Layer):
+    """vit_small_ds.py's ShiftedPatchTokenization shifts: crop, then pad back, per direction."""
+
+    def call(self, images):
+        shifted = [images]
+        for top, left in ((0, 0), (2, 0), (0, 2), (2, 2)):
+            crop = tf.image.crop_to_bounding_box(images, top, left, 6, 7)
+            shifted.append(tf.image.pad_to_bounding_box(crop, 2 - top, 1 + left // 2, 8, 9))
+        return tf.concat(shifted, axis=-1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_convolution_op_override_and_image_crops_and_pads(fmt):
+    inputs = keras.Input((8, 9, 3))
+    shifted = ShiftedImages()(inputs)
+    outputs = StandardizedConv2DWithOverride(4, 3, strides=2)(shifted)
+    assert_exact(keras.Model(inputs, outputs), fmt)

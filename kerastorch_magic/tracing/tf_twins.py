@@ -74,6 +74,33 @@ def _tf_where(ops, condition, x=None, y=None):
     return ops.where(condition, x, y)
 
 
+def _tf_crop_to_bounding_box(ops, image, offset_height, offset_width, target_height, target_width):
+    if len(image.shape) != 4:
+        _unsupported("an image without a batch axis")
+    rows = slice(offset_height, offset_height + target_height)
+    return image[:, rows, offset_width : offset_width + target_width, :]
+
+
+def _tf_pad_to_bounding_box(ops, image, offset_height, offset_width, target_height, target_width):
+    if len(image.shape) != 4 or None in image.shape[1:3]:
+        _unsupported("an image without a batch axis or of unknown size")
+    height, width = image.shape[1:3]
+    rows = [offset_height, target_height - offset_height - height]
+    columns = [offset_width, target_width - offset_width - width]
+    return ops.pad(image, [[0, 0], rows, columns, [0, 0]])
+
+
+def _tf_conv2d(ops, input, filters, strides, padding, data_format="NHWC", dilations=None):
+    if data_format != "NHWC" or not isinstance(padding, str):
+        _unsupported("data_format other than NHWC or explicit paddings")
+
+    def spatial(value):  # TF takes 1, 2 or 4 (N, H, W, C) numbers
+        value = [1] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+        return tuple(value[1:3]) if len(value) == 4 else tuple(value) * (2 // len(value))
+
+    return ops.conv(input, filters, spatial(strides), padding.lower(), "channels_last", spatial(dilations))
+
+
 _TF_EQUIVALENTS = {
     "shape": lambda ops, input, out_type=None: ops.shape(input),
     "reshape": lambda ops, tensor, shape: ops.reshape(tensor, batch_reshape_target(tensor, tuple(shape))),
@@ -165,6 +192,9 @@ _TF_EQUIVALENTS = {
     "nn.softplus": lambda ops, features: ops.softplus(features),
     "math.softplus": lambda ops, features: ops.softplus(features),
     "linalg.matmul": _tf_matmul,
+    "image.crop_to_bounding_box": _tf_crop_to_bounding_box,
+    "image.pad_to_bounding_box": _tf_pad_to_bounding_box,
+    "nn.conv2d": _tf_conv2d,
     "random.normal": lambda ops, shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: random_draw(
         "normal", shape, mean, stddev, _tf_dtype(dtype)
     ),
