@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass, field
 
 from . import block_inits, block_templates, codegen, naming
@@ -78,7 +79,22 @@ class _Segment:
 
 
 def restructure(source: codegen.ClassSource, traces, state: dict) -> Structured | None:
-    """``source`` with its repeated blocks as classes, or None when nothing repeats."""
+    """``source`` with its repeated blocks as classes, or None when nothing repeats.
+
+    The flat class is already exact: should this pass fail on a model it was not written for,
+    the conversion keeps the flat class (with a warning) rather than failing.
+    """
+    try:
+        return _restructure(source, traces, state)
+    except Exception as error:  # noqa: BLE001 - a layout pass never costs the user the port
+        warnings.warn(
+            f"kerastorch_magic: repeated blocks left in one class ({type(error).__name__}: {error})",
+            stacklevel=2,
+        )
+        return None
+
+
+def _restructure(source: codegen.ClassSource, traces, state: dict) -> Structured | None:
     units = _units(source, traces)
     segments = _segments(source, units)
     declared = {d.attr: d for d in source.declarations}
