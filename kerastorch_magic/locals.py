@@ -41,6 +41,11 @@ class Arm:
     pooled: bool  # it reduces the spatial axes (a squeeze-and-excite's global pooling)
 
 
+def _reads_only_sizes(node: Node) -> bool:
+    """A node reading its inputs' runtime sizes only (tracing's ``torch.arange(x.shape[1])``)."""
+    return getattr(node.layer, "reads_only_sizes", False)
+
+
 def _kind(node: Node | None) -> str:
     """``add``, ``multiply``, ``concatenate``... for Keras's merge layers and keras.ops alike."""
     return "" if node is None else node.class_name.lower()
@@ -137,6 +142,8 @@ class Locals:
         return name, keep
 
     def _choose(self, node: Node, in_vars: list[str], steps) -> tuple[str, str | None]:
+        if _reads_only_sizes(node):  # positions = torch.arange(x.shape[1]): a value of its own
+            return self._side(self.short_name(node)), None
         if len(self.graph.outputs) > 1 and self.last_use.get(id(node.outputs[0])) == math.inf:
             # One of several results: named after its layer, so ``return`` says what each is.
             return self.fresh(self.short_name(node)), None
@@ -193,7 +200,11 @@ class Locals:
         return not any(p in step.expr for step in steps[1:] for p in placeholders)
 
     def _later_readers(self, value) -> list[Node]:
-        readers = {id(n): n for n in self.readers.get(id(value), []) if self.position[id(n)] > self.now}
+        readers = {
+            id(n): n
+            for n in self.readers.get(id(value), [])
+            if self.position[id(n)] > self.now and not _reads_only_sizes(n)  # not a use of the values
+        }
         return list(readers.values())
 
     def _arm_of(self, reader: Node) -> Arm:

@@ -48,6 +48,8 @@ OPERATION_FAMILIES = {
     "ops_reduce": "Reductions, sorting and top-k",
     "ops_nn": "Activations, normalisation and linear algebra",
     "ops_image": "Images, convolution and pooling",
+    "ops_dynamic": "Over sizes unknown while tracing (the trace's own records of ops.arange, ops.reshape "
+    "and ops.tile given ops.shape(x)[i] of an axis of length None)",
     "activations": "Activations shared with the layers",
 }
 

@@ -538,7 +538,10 @@ def test_tensorflow_extract_patches_is_traced(fmt):
 
 
 class UnknownLengthPositions(layers.Layer):
-    """keras-io's positional embedding: positions from the (possibly unknown) sequence length."""
+    """Positions from the static shape ``x.shape[-1]``: None (not a size) for an unknown length.
+
+    (``ops.shape(x)[-1]`` converts at any length: tests/test_dynamic_lengths.py.)
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -546,7 +549,7 @@ class UnknownLengthPositions(layers.Layer):
         self.positions = layers.Embedding(20, 8)
 
     def call(self, x):
-        return self.tokens(x) + self.positions(ops.arange(0, ops.shape(x)[-1]))
+        return self.tokens(x) + self.positions(ops.arange(0, x.shape[-1]))
 
 
 def test_positions_of_an_unknown_length_are_refused_not_baked_in():

@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     image_preprocessing,
     merging,
     normalization,
+    ops_dynamic,
     ops_fft,
     ops_image,
     ops_math,

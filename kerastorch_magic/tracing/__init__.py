@@ -18,8 +18,9 @@ Three things would otherwise escape the graph, and the trace keeps them symbolic
   caught and refused by :func:`trace` with the user's ``file:line``.
 
 Modules: :mod:`.pseudo` (the trace's own entry points), :mod:`.scope` (what changes while a call()
-is traced), :mod:`.tf_twins` (tf.* calls run as keras.ops), :mod:`.init_recovery` (the
-initialisers of traced weights); this one decides what is traced and runs the trace.
+is traced), :mod:`.sizes` (sizes unknown while tracing: ``ops.arange(ops.shape(x)[1])``),
+:mod:`.tf_twins` (tf.* calls run as keras.ops), :mod:`.init_recovery` (the initialisers of traced
+weights); this one decides what is traced and runs the trace.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..registry import ConversionError
 from .init_recovery import initializer_of, recover_initializers
 from .pseudo import constant, is_constant, is_random_draw, is_variable_read, random_draw, variable_read
 from .scope import active, layer_calls_patched, random_patched, reshape_patched, weights_symbolic
+from .sizes import UNSUPPORTED_SIZE_USE, UnknownSizeError, check_recorded, sizes_patched
 from .tf_twins import tensorflow_twins
 
 __all__ = [
@@ -198,6 +200,10 @@ def _user_frame(error: BaseException, layer) -> str | None:
 def _reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if isinstance(error, UnknownSizeError):  # its message says what and why
+        return text
+    if "UnknownSize" in text:  # given to an op that wants a number (ops.ones((n, n)))
+        return f"{UNSUPPORTED_SIZE_USE} (here given to an op that needs a number)"
     if "KerasTensor cannot be used as input to a TensorFlow function" in text:
         return "a raw TensorFlow call on a symbolic tensor; use keras.ops (or register a converter)"
     if isinstance(error, TypeError) and "cannot be used as a boolean" in text:
@@ -227,6 +233,12 @@ def trace(layer, arguments, qualified_name: str) -> Trace:
         new = keras.KerasTensor(tuple(tensor.shape), dtype=tensor.dtype)
         fresh.setdefault(id(tensor), new)
         inputs.append(fresh[id(tensor)])
+    for tensor in arguments.keras_tensors:
+        # At run time the input carries its Keras mask, which inner layers read themselves
+        # (MultiHeadAttention's query/value masks): keep it where call() also got it (mask=).
+        mask = getattr(tensor, "_keras_mask", None)
+        if mask is not None and id(mask) in fresh:
+            fresh[id(tensor)]._keras_mask = fresh[id(mask)]
 
     def swap(value):
         return fresh.get(id(value), value) if isinstance(value, keras.KerasTensor) else value
@@ -286,11 +298,13 @@ def _run(layer, args, kwargs, inputs, qualified_name: str) -> Trace:
             layer_calls_patched(),
             random_patched(),
             reshape_patched(),
+            sizes_patched(),
             tensorflow_twins(layer),
             weights_symbolic(layer, attributes),
             active(True),
         ):
             outputs = layer.call(*args, **kwargs)
+        check_recorded(keras.tree.flatten(outputs))
     except ConversionError:
         raise
     except Exception as error:  # noqa: BLE001 - anything the user's call() raises is refused by name

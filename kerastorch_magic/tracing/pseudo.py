@@ -2,10 +2,14 @@
 
 Each is a keras ``Operation`` called with no inputs, so it records a node the graph walk reaches
 like any other; :mod:`conversion` turns them into ``self.<weight>``, ``torch.arange(...)``/buffers
-and ``torch.randn(...)``.
+and ``torch.randn(...)``. The sized operations (:func:`sized_operation`: an ``arange`` over a
+length unknown while tracing...) are the one kind with inputs: the tensors whose runtime sizes
+they read, so their converters (``converters/ops_dynamic.py``) write ``x.shape[1]``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,9 +75,53 @@ def random_draw(kind: str, shape, low: float, high: float, dtype):
 
     operation = _pseudo_class("RandomDraw")(name=f"random_{kind}")
     operation.kind, operation.low, operation.high = kind, float(low), float(high)
-    operation.shape = tuple(None if d is None else int(d) for d in shape)
+    from .sizes import UnknownSize  # ops.shape(x) while tracing: the batch (or a refused size)
+
+    operation.shape = tuple(None if d is None or isinstance(d, UnknownSize) else int(d) for d in shape)
     operation.dtype = str(dtype or keras.config.floatx())
     return operation.symbolic_call()
+
+
+class SizeOf(NamedTuple):
+    """A sized operation's size known only at run time: axis ``axis`` of its input ``input``."""
+
+    input: int
+    axis: int
+
+
+def sized_operation(kind: str, operands: list, shape: tuple, dtype: str, **attributes):
+    """A symbolic tensor computed from sizes unknown while tracing (``tracing.sizes``).
+
+    ``attributes`` (``stop=``, ``target=``...) hold ints and :class:`~.sizes.UnknownSize`s, alone or
+    in tuples; each UnknownSize becomes a :class:`SizeOf` reading the tensor it was taken from,
+    which joins ``operands`` as an input of the recorded node (once per tensor).
+    """
+    from .sizes import UnknownSize
+
+    inputs = list(operands)
+
+    def reference(value):
+        if not isinstance(value, UnknownSize):
+            return value
+        index = next((i for i, t in enumerate(inputs) if t is value.tensor), None)
+        if index is None:
+            inputs.append(value.tensor)
+            index = len(inputs) - 1
+        return SizeOf(index, value.axis)
+
+    operation = _pseudo_class(kind)(name=naming_of(kind))
+    for name, value in attributes.items():
+        setattr(
+            operation, name, tuple(map(reference, value)) if isinstance(value, tuple) else reference(value)
+        )
+    operation.shape, operation.dtype = tuple(shape), str(dtype)
+    operation.reads_only_sizes = not operands  # not their values: local names look past it
+    return operation.symbolic_call(*inputs)
+
+
+def naming_of(kind: str) -> str:
+    """``positions`` for an arange (what the values are), the op's own word otherwise."""
+    return {"DynamicArange": "positions"}.get(kind, kind.removeprefix("Dynamic").lower())
 
 
 def is_random_draw(operation) -> bool:

@@ -58,12 +58,14 @@ def _patched_layer_call(original):
                 return value
             array = keras.ops.convert_to_numpy(value)
             if array.size == 0:
-                # ops.arange(ops.shape(x)[1]) on an axis of unknown length (None while tracing)
-                # is empty: baked in, the port would fail (or be wrong) at every real length.
+                # ops.arange(x.shape[1]) on an axis of unknown length (None while tracing) is
+                # empty: baked in, the port would fail (or be wrong) at every real length.
+                # ops.shape(x)[1] is not None while tracing (see .sizes) and converts.
                 raise ValueError(
                     f"{type(self).__name__} {self.name!r} is called on an empty array computed "
                     "from a size that is unknown while tracing (an input axis of length None); "
-                    "give the model input a fixed length, e.g. keras.Input((20,))"
+                    "read the size with ops.shape(x)[1], which converts at any length, or give "
+                    "the model input a fixed length, e.g. keras.Input((20,))"
                 )
             return constant(array)
 
