@@ -46,6 +46,17 @@ def _reads_only_sizes(node: Node) -> bool:
     return getattr(node.layer, "reads_only_sizes", False)
 
 
+def _mask_into_values(node: Node, index: int) -> bool:
+    """Input ``index`` is an integer or boolean mask among a node's inputs, its output floats.
+
+    The output is then what the other inputs hold (attention over a causal mask): it does not
+    take the mask's name.
+    """
+    if len({id(v) for v in node.inputs}) < 2 or not node.outputs:
+        return False
+    return "float" not in node.inputs[index].dtype and "float" in node.outputs[0].dtype
+
+
 def _kind(node: Node | None) -> str:
     """``add``, ``multiply``, ``concatenate``... for Keras's merge layers and keras.ops alike."""
     return "" if node is None else node.class_name.lower()
@@ -150,7 +161,10 @@ class Locals:
         reusable = [
             i
             for i, var in enumerate(in_vars)
-            if self.is_local(var) and self.is_free(var) and self._safe(i, in_vars, steps)
+            if self.is_local(var)
+            and self.is_free(var)
+            and self._safe(i, in_vars, steps)
+            and not _mask_into_values(node, i)
         ]
         if reusable:
             # Prefer the main path's name: ``x = shortcut + x`` leaves ``x`` holding the sum.

@@ -180,6 +180,7 @@ def test_nmt_transformer_at_any_length():
     assert ".reshape(1, inputs.shape[1], inputs.shape[1])" in code
     assert ".repeat(inputs.shape[0], 1, 1)" in code
     assert "torch.arange(inputs.shape[1], device=inputs.device)" in code
+    assert "attention_1 = F.scaled_dot_product_attention(" in code  # not named after the mask
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

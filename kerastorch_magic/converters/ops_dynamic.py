@@ -53,7 +53,8 @@ def convert_reshape(call: LayerCall) -> Converted:
 
 @converter("DynamicTile", operation=True)
 def convert_tile(call: LayerCall) -> Converted:
-    # ops.tile has NumPy's semantics, which are Tensor.repeat's (torch.repeat_interleave is
-    # NumPy's repeat); Keras already padded the repeats to the output's rank.
+    # The repeats were padded to the output's rank when traced (NumPy's rule), so Tensor.repeat
+    # reads them as ops.tile does.
     repeats = ", ".join(_size(call, entry) for entry in call.layer.repeats)
-    return result(call, f"{keras_layout(call, 0)}.repeat({repeats})", comment="ops.tile")
+    comment = "Keras's ops.tile is Tensor.repeat (torch's repeat_interleave is ops.repeat)"
+    return result(call, f"{keras_layout(call, 0)}.repeat({repeats})", comment=comment)
