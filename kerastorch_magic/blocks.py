@@ -222,7 +222,45 @@ def _segments(source: codegen.ClassSource, units: list[_Unit]) -> list[_Segment]
         before, after = live[segment.start], live[segment.end]
         if len(before) == 1 and len(after) == 1:
             segment.in_var, segment.out_var = next(iter(before)), next(iter(after))
-    return segments
+    return [part for segment in segments for part in _named_runs(source, segment, live)]
+
+
+def _named_runs(source: codegen.ClassSource, segment: _Segment, live: list[set[str]]) -> list[_Segment]:
+    """An unnamed stretch (a U-Net's encoder, with its skips alive) split at the named blocks in it.
+
+    A run of layers sharing a Keras prefix (``enc2_a``, ``enc2_b``) is a block when it reads one
+    tensor and leaves one, whatever else stays alive around it untouched (the skip tensors).
+    """
+    if segment.block_id is not None:
+        return [segment]
+    runs: list[list[_Unit]] = []
+    for unit in segment.units:
+        run = runs[-1] if runs else None
+        joined = _common_id(run + [unit]) if run and not unit.anonymous else None
+        if run and (
+            joined is not None and _leaves(joined, run + [unit]) or unit.anonymous and unit.activation
+        ):
+            run.append(unit)
+        else:
+            runs.append([unit])
+    parts: list[_Segment] = []
+    for run in runs:
+        block_id = _common_id(run)
+        start, end = run[0].start, run[-1].end
+        items = [st for st in source.statements[start:end] if not isinstance(st, tuple)]
+        touched = {name for st in items for name in _LOCAL.findall(f"{st.target} {st.expr}")}
+        through = (live[start] & live[end]) - touched
+        ins, outs = live[start] - through, live[end] - through
+        if block_id is None or len(run) < 2 or len(ins) != 1 or len(outs) != 1:
+            if parts and not parts[-1].block_id:
+                parts[-1].units += run  # filler between the named blocks, never a block itself
+            else:
+                parts.append(_Segment(list(run), None))
+            continue
+        parts.append(_Segment(list(run), block_id, in_var=next(iter(ins)), out_var=next(iter(outs))))
+    if not any(part.block_id for part in parts):
+        return [segment]
+    return parts
 
 
 # -- 2. structures --------------------------------------------------------------------------------
@@ -236,8 +274,8 @@ def _describe(segment: _Segment, source: codegen.ClassSource, declared: dict) ->
         for attr in _ATTR.findall(statement.expr):
             if attr in declared and attr not in attrs:
                 attrs.append(attr)
-    if not attrs:
-        return False
+    if len(attrs) < 2:
+        return False  # one layer (a Conv2D and its activation) is no block worth a class
     outside = source.statements[: segment.start] + source.statements[segment.end :]
     used_outside = {a for s in outside if not isinstance(s, tuple) for a in _ATTR.findall(s.expr)}
     if used_outside & set(attrs):
@@ -406,7 +444,8 @@ class _Restructurer:
         params = sorted(dict.fromkeys(names[v] for v in own), key=lambda p: not p.endswith("channels"))
         values = {names[v]: [p[vectors[v][0][0]].text for p in paths] for v in own}
         ids = [s.block_id for s in group]
-        name = names_of.class_name(first.block_id)  # made unique with the others' in _name_classes
+        kinds = {names_of.class_name(segment.block_id) for segment in group}  # enc1, dec1: Block
+        name = kinds.pop() if len(kinds) == 1 else "Block"  # made unique in _name_classes
         docstring = "\n    ".join(
             textwrap.wrap(f"A block the Keras model repeats: {names_of.id_list(ids)}.", 80)
         )

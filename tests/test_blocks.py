@@ -214,6 +214,43 @@ def test_a_users_repeated_function_becomes_one_class(input_format):
     assert error <= RTOL
 
 
+def _unet():
+    """conv_block called five times, three of them while skip tensors wait for the decoder."""
+
+    def conv_block(x, filters, name):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_a")(x)
+        return layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_b")(x)
+
+    inputs = keras.Input((16, 16, 3))
+    enc1 = conv_block(inputs, 4, "enc1")
+    enc2 = conv_block(layers.MaxPooling2D(name="down1")(enc1), 8, "enc2")
+    bottom = conv_block(layers.MaxPooling2D(name="down2")(enc2), 8, "bottom3")
+    up2 = layers.Conv2DTranspose(8, 2, strides=2, padding="same", name="up2")(bottom)
+    dec2 = conv_block(layers.Concatenate(name="skip2")([up2, enc2]), 8, "dec2")
+    up1 = layers.UpSampling2D(2, name="up1")(dec2)
+    dec1 = conv_block(layers.Concatenate(name="skip1")([up1, enc1]), 4, "dec1")
+    return keras.Model(inputs, layers.Conv2D(1, 1, name="mask")(dec1))
+
+
+@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
+def test_a_unets_blocks_are_found_around_the_skips(input_format):
+    model = _unet()
+    inputs = random_inputs(model)
+    randomise_weights(model, inputs=inputs)
+    conversion = k2t.convert(model, input_format=input_format)
+    check_source(conversion.code)
+    code = conversion.code
+    assert re.findall(r"^class (\w+)\(nn.Module\)", code, re.M) == ["Block", "Net"]
+    for call in ("self.enc2 = Block(4, 8)", "self.bottom3 = Block(8, 8)", "self.dec1 = Block(12, 4)"):
+        assert call in code
+    # channels_last: the first block also turns the input channels-first, another structure.
+    assert ("self.enc1 = Block(3, 4)" in code) == (input_format == "channels_first")
+    assert "torch.cat([x, skip_1], dim=" in code  # the skips stay in the model's forward
+    expected = np.asarray(model(inputs[0], training=False))
+    actual = _run(conversion.build(), inputs[0], conversion)
+    assert relative_error(expected, actual) <= RTOL
+
+
 def test_block_initialisers_follow_each_instances_fans():
     """He-normal bounds depend on each block's width: written as sqrt(K / fan) in the class."""
     model = _users_model()
