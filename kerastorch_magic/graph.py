@@ -168,13 +168,14 @@ class _Reader:
                 continue
             node_inputs = [values[id(p)] for p in parents]
             if _is_model(operation):
-                node_outputs = self.expand(
-                    operation,
-                    node_inputs,
-                    (*scope, attributes.get(id(operation), operation.name)),
-                    nodes,
-                    (*classes, type(operation).__name__),
-                )
+                inner_scope = (*scope, attributes.get(id(operation), operation.name))
+                inner_classes = (*classes, type(operation).__name__)
+                if len(parents) > len(_model_io(operation, "inputs")):  # called with mask=
+                    node_outputs = self.expand_masked(
+                        operation, keras_node, node_inputs, inner_scope, nodes, inner_classes
+                    )
+                else:
+                    node_outputs = self.expand(operation, node_inputs, inner_scope, nodes, inner_classes)
             else:
                 node_outputs = [Value(tuple(t.shape), str(t.dtype)) for t in keras_node.outputs]
                 node = Node(operation, scope, node_inputs, node_outputs, keras_node, classes)
@@ -190,6 +191,20 @@ class _Reader:
             for produced, value in zip(keras_node.outputs, node_outputs):
                 values[id(produced)] = value
         return [values[id(t)] for t in output_tensors]
+
+    def expand_masked(self, model, keras_node, inputs, scope, nodes, classes) -> list[Value]:
+        """A nested model called with Keras masks: its layers, as they run with the masks on.
+
+        ``Functional.call`` sets the masks it is given (``mask=``, which Keras passes itself when
+        the inputs carry masks) on its inputs, and the layers inside read them at run time: the
+        keras-io translation transformer's decoder attends to the encoder's outputs through the
+        encoder's padding mask. The graph Keras recorded inside the model was built without them,
+        so its call() is traced afresh, with the masks on its fresh inputs.
+        """
+        from . import tracing
+
+        trace = tracing.trace(model, keras_node.arguments, "/".join(scope))
+        return self.walk(trace.inputs, inputs, trace.outputs, scope, nodes, classes, trace.attributes)
 
     def traced(self, layer, trace, scope: tuple[str, ...], classes: tuple[str, ...]) -> Graph:
         """The graph of one traced call() (its nodes scoped under the layer's name)."""

@@ -15,13 +15,18 @@ import inspect
 
 def implicit_masks(operation, keras_node) -> list[tuple[str, object]]:
     """``[(mask argument name, mask KerasTensor)]`` Keras passes to this call at run time."""
+    from .tracing import is_functional
+
     arguments = getattr(keras_node, "arguments", None)
     call = getattr(operation, "call", None)
-    if arguments is None or call is None:
-        return []
+    if arguments is None or call is None or is_functional(operation):
+        return []  # a nested model's masks are inputs of its own walk (graph._Reader.expand_masked)
     try:
         signature = inspect.signature(call)
-        bound = signature.bind_partial(*arguments.args, **arguments.kwargs).arguments
+        kwargs = dict(arguments.kwargs)
+        if "training" not in signature.parameters:
+            kwargs.pop("training", None)  # a nested Functional passes it to every layer; __call__ drops it
+        bound = signature.bind_partial(*arguments.args, **kwargs).arguments
     except (TypeError, ValueError):
         return []
     masks = []
@@ -38,6 +43,27 @@ def implicit_masks(operation, keras_node) -> list[tuple[str, object]]:
             mask = getattr(tensor, "_keras_mask", None)
             if mask is not None:
                 masks.append((f"mask[{position}]", mask))
+    return masks + traced_input_masks(operation, arguments)
+
+
+def traced_input_masks(operation, arguments) -> list[tuple[str, object]]:
+    """The Keras masks a traced custom layer's input tensors carry, when call() is not given them.
+
+    Keras passes ``mask=`` only to a call() with one tensor argument; the inner layers of any
+    call() still read each input's mask themselves (keras-io's TransformerDecoder: its
+    MultiHeadAttention's query and value masks). The trace gives its fresh inputs these masks.
+    """
+    from . import registry, tracing
+
+    if registry.find(type(operation).__name__) is not None or not tracing.traceable(operation):
+        return []
+    given = {id(t) for t in arguments.keras_tensors}
+    masks, seen = [], set()
+    for position, tensor in enumerate(arguments.keras_tensors):
+        mask = getattr(tensor, "_keras_mask", None)
+        if mask is not None and id(mask) not in given and id(mask) not in seen:
+            seen.add(id(mask))
+            masks.append((f"input[{position}]._keras_mask", mask))
     return masks
 
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow turns oneDNN on by itself only on some x86 CPUs (Intel's); without it, its CPU
+# kernels refuse channels_first convolutions (Conv2D "only supports NHWC on the CPU"), which the
+# tests run in Keras as the reference. On, every machine computes the reference the same way.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402

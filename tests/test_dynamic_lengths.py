@@ -139,15 +139,19 @@ class TransformerDecoder(layers.Layer):
 VOCAB, SEQUENCE_LENGTH, EMBED, LATENT, HEADS = 50, 20, 16, 32, 2
 
 
-def nmt_transformer():
-    """keras-io's model assembled as there (encoder, decoder as nested models), small sizes."""
+def nmt_transformer(embedding=PositionalEmbedding):
+    """keras-io's model assembled as there (encoder, decoder as nested models), small sizes.
+
+    ``embedding=MaskingPositionalEmbedding`` is the keras-io example exactly: the padding masks
+    reach both the encoder's and the decoder's attention.
+    """
     encoder_inputs = keras.Input(shape=(None,), dtype="int64", name="encoder_inputs")
-    x = PositionalEmbedding(SEQUENCE_LENGTH, VOCAB, EMBED)(encoder_inputs)
+    x = embedding(SEQUENCE_LENGTH, VOCAB, EMBED)(encoder_inputs)
     encoder_outputs = TransformerEncoder(EMBED, LATENT, HEADS)(x)
 
     decoder_inputs = keras.Input(shape=(None,), dtype="int64", name="decoder_inputs")
     encoded_seq_inputs = keras.Input(shape=(None, EMBED), name="decoder_state_inputs")
-    x = PositionalEmbedding(SEQUENCE_LENGTH, VOCAB, EMBED)(decoder_inputs)
+    x = embedding(SEQUENCE_LENGTH, VOCAB, EMBED)(decoder_inputs)
     decoder_layer = TransformerDecoder(EMBED, LATENT, HEADS)
     sample = np.zeros((1, 3, EMBED), "float32")
     decoder_layer(sample, sample)  # builds its sublayers (see compute_output_spec)
@@ -181,6 +185,15 @@ def test_nmt_transformer_at_any_length():
     assert ".repeat(inputs.shape[0], 1, 1)" in code
     assert "torch.arange(inputs.shape[1], device=inputs.device)" in code
     assert "attention_1 = F.scaled_dot_product_attention(" in code  # not named after the mask
+
+
+def test_masked_nmt_transformer_at_any_length():
+    """With padding masks: the decoder's traced call() reads its input's mask (not given as mask=)."""
+    model = nmt_transformer(MaskingPositionalEmbedding)
+    conversion, _ = assert_exact_at_lengths(
+        model, "channels_first", lambda n: [token_ids(n), token_ids(n, seed=1)]
+    )
+    assert "inputs_mask" in unwrap(conversion.code)  # the mask is a named argument of forward
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

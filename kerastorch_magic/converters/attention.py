@@ -178,7 +178,8 @@ def _atom(expr: str) -> str:
 
 def _conjunction(terms: list[str]) -> str:
     """Boolean masks AND-ed (an atom for method calls on it)."""
-    joined = " & ".join(_atom(t) for t in terms)
+    # Self-attention's key and value masks are one tensor: AND it in once.
+    joined = " & ".join(_atom(t) for t in dict.fromkeys(terms))
     return _atom(joined)
 
 

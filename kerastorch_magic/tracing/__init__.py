@@ -32,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ..masks import traced_input_masks
 from ..registry import ConversionError
 from .init_recovery import initializer_of, recover_initializers
 from .pseudo import constant, is_constant, is_random_draw, is_variable_read, random_draw, variable_read
@@ -233,9 +234,13 @@ def trace(layer, arguments, qualified_name: str) -> Trace:
         new = keras.KerasTensor(tuple(tensor.shape), dtype=tensor.dtype)
         fresh.setdefault(id(tensor), new)
         inputs.append(fresh[id(tensor)])
+    # At run time each input carries its Keras mask, which inner layers read themselves
+    # (MultiHeadAttention's query/value masks): the fresh inputs carry them too, the one call()
+    # was given as mask=, or one more input after them (see masks.traced_input_masks).
+    extra = [mask for _, mask in traced_input_masks(layer, arguments)]
+    for mask in extra:
+        inputs.append(fresh.setdefault(id(mask), keras.KerasTensor(tuple(mask.shape), dtype=mask.dtype)))
     for tensor in arguments.keras_tensors:
-        # At run time the input carries its Keras mask, which inner layers read themselves
-        # (MultiHeadAttention's query/value masks): keep it where call() also got it (mask=).
         mask = getattr(tensor, "_keras_mask", None)
         if mask is not None and id(mask) in fresh:
             fresh[id(tensor)]._keras_mask = fresh[id(mask)]
@@ -244,7 +249,13 @@ def trace(layer, arguments, qualified_name: str) -> Trace:
         return fresh.get(id(value), value) if isinstance(value, keras.KerasTensor) else value
 
     args, kwargs = keras.tree.map_structure(swap, (tuple(arguments.args), dict(arguments.kwargs)))
-    return _run(layer, args, kwargs, inputs, qualified_name)
+    traced = _run(layer, args, kwargs, inputs, qualified_name)
+    if extra:  # forward(self, inputs, encoder_outputs, inputs_mask, encoder_outputs_mask)
+        owners = {id(getattr(t, "_keras_mask", None)): name for t, name in zip(traced.inputs, traced.input_names)}
+        first = len(traced.input_names) - len(extra)
+        for position, mask in enumerate(traced.inputs[first:], start=first):
+            traced.input_names[position] = f"{owners.get(id(mask), 'input')}_mask"
+    return traced
 
 
 def trace_model(model, qualified_name: str) -> Trace:
@@ -289,8 +300,11 @@ def _run(layer, args, kwargs, inputs, qualified_name: str) -> Trace:
     import keras
 
     signature = inspect.signature(layer.call).parameters
+    # Inference behaviour; a call() without `training` is not given it (Keras's __call__ drops
+    # it too, and a nested Functional passes it to every layer it calls).
+    kwargs = {key: value for key, value in kwargs.items() if key != "training"}
     if "training" in signature:
-        kwargs = {**kwargs, "training": False}
+        kwargs["training"] = False
     attributes = attribute_names(layer)
     recover_initializers(layer)
     try:
