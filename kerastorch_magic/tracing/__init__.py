@@ -251,7 +251,9 @@ def trace(layer, arguments, qualified_name: str) -> Trace:
     args, kwargs = keras.tree.map_structure(swap, (tuple(arguments.args), dict(arguments.kwargs)))
     traced = _run(layer, args, kwargs, inputs, qualified_name)
     if extra:  # forward(self, inputs, encoder_outputs, inputs_mask, encoder_outputs_mask)
-        owners = {id(getattr(t, "_keras_mask", None)): name for t, name in zip(traced.inputs, traced.input_names)}
+        owners = {
+            id(getattr(t, "_keras_mask", None)): name for t, name in zip(traced.inputs, traced.input_names)
+        }
         first = len(traced.input_names) - len(extra)
         for position, mask in enumerate(traced.inputs[first:], start=first):
             traced.input_names[position] = f"{owners.get(id(mask), 'input')}_mask"
