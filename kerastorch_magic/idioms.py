@@ -83,6 +83,7 @@ def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
     nodes = [_rewrite_inner(node, fold_batchnorm) for node in graph.nodes]
     graph = dataclasses.replace(graph, nodes=nodes) if nodes != graph.nodes else graph
     fusions = _activation_fusions(graph)
+    fusions += _keepdims_pooling_fusions(graph, {id(n) for f in fusions for n in f.nodes})
     folded = (
         folding.batchnorm_fusions(graph, {id(n) for f in fusions for n in f.nodes}) if fold_batchnorm else []
     )
@@ -344,4 +345,41 @@ def _activation_fusions(graph: Graph) -> list[Fusion]:
                 how=f"part of {name}, fused",
             )
         )
+    return fusions
+
+
+_GLOBAL_POOLING = {f"Global{kind}Pooling{rank}D" for kind in ("Average", "Max") for rank in (1, 2, 3)}
+
+
+def _keepdims_pooling_fusions(graph: Graph, taken: set[int]) -> list[Fusion]:
+    """Global pooling then a Reshape that puts the pooled axes back as 1s: ``keepdims=True``.
+
+    EfficientNet's squeeze-excite writes ``Reshape((1, 1, filters))(GlobalAveragePooling2D()(x))``;
+    a hand port writes ``x.mean(dim=(2, 3), keepdim=True)``, not a reshape to Keras's layout and
+    a permute back to torch's.
+    """
+    match = _Matcher(graph)
+    match.taken |= taken
+    fusions: list[Fusion] = []
+    for pooling in graph.nodes:
+        if (
+            pooling.class_name not in _GLOBAL_POOLING
+            or pooling.is_operation
+            or pooling.layer.get_config().get("keepdims")
+            or isinstance(pooling, (Fused, Skipped))
+            or len(pooling.inputs) != 1
+            or pooling.keras_node is None
+            or pooling.keras_node.arguments.kwargs.get("mask") is not None
+            or not match.free(pooling)
+        ):
+            continue
+        reshape = match.only_reader(pooling.outputs[0])
+        if reshape is None or reshape.class_name != "Reshape" or reshape.is_operation:
+            continue
+        config = {**pooling.layer.get_config(), "keepdims": True, "name": reshape.layer.name}
+        kept = type(pooling.layer).from_config(config)
+        if tuple(reshape.outputs[0].shape) != tuple(kept.compute_output_shape(pooling.inputs[0].shape)):
+            continue
+        match.taken.update((id(pooling), id(reshape)))
+        fusions.append(Fusion([pooling, reshape], kept, list(pooling.inputs), how="keepdims=True, fused"))
     return fusions

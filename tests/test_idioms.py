@@ -123,6 +123,27 @@ def test_compare_skips_the_swallowed_layers():
     assert len(last) == 1 and last[0].compared and last[0].status(result.tolerance) == "ok"
 
 
+@pytest.mark.parametrize("input_format", FORMATS)
+def test_global_pooling_then_reshape_to_ones_keeps_dims(input_format):
+    """EfficientNet's squeeze-excite: GlobalAveragePooling2D then Reshape((1, 1, C))."""
+    inputs, x = _conv_input()
+    se = keras.layers.GlobalAveragePooling2D(name="squeeze")(x)
+    se = keras.layers.Reshape((1, 1, 6), name="to_ones")(se)
+    peak = keras.layers.Reshape((1, 6))(keras.layers.GlobalMaxPooling2D()(x))  # not keepdims' shape
+    se = keras.layers.Conv2D(6, 1, activation="sigmoid")(se)
+    model = keras.Model(inputs, [keras.layers.Multiply()([x, se]), peak])
+    conversion, _ = assert_exact(model, input_format)
+    code = _forward(conversion.code)
+    assert code.count("keepdim=True") == 1, conversion.code  # the max pooling's reshape stays
+    if input_format == "channels_first":
+        assert ".mean(dim=(2, 3), keepdim=True)" in code and ".permute(" not in code
+    result = k2t.compare(model, conversion, device="cpu")
+    assert result.ok
+    rows = {layer.keras_layer: layer for layer in result.layers}
+    assert rows["squeeze"].status(result.tolerance) == "skip" and "keepdims=True" in rows["squeeze"].note
+    assert rows["to_ones"].compared
+
+
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0"])
 def test_applications_use_the_idioms(name):
     """At 96x96 (weights=None): exact, and written with torch's activation functions."""
