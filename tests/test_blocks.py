@@ -197,15 +197,20 @@ def _users_model():
     return keras.Model(inputs, layers.Dense(4)(x))
 
 
-@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
-def test_a_users_repeated_function_becomes_one_class(input_format):
-    model = _users_model()
+def _one_block_class(model, input_format: str):
+    """``model`` on random weights and inputs, converted: a ``Block`` class and the ``Net``."""
     inputs = random_inputs(model)
     randomise_weights(model, inputs=inputs)
     conversion = k2t.convert(model, input_format=input_format)
     check_source(conversion.code)
+    assert re.findall(r"^class (\w+)\(nn.Module\)", conversion.code, re.M) == ["Block", "Net"]
+    return model, inputs, conversion
+
+
+@pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
+def test_a_users_repeated_function_becomes_one_class(input_format):
+    model, inputs, conversion = _one_block_class(_users_model(), input_format)
     code = conversion.code
-    assert re.findall(r"^class (\w+)\(nn.Module\)", code, re.M) == ["Block", "Net"]
     assert "def __init__(self, channels):" in code
     assert code.count("Block(8)") == 2 and code.count("Block(16)") == 2
     expected = np.asarray(model(inputs[0], training=False))
@@ -233,13 +238,8 @@ def _unet():
 
 @pytest.mark.parametrize("input_format", ["channels_first", "channels_last"])
 def test_a_unets_blocks_are_found_around_the_skips(input_format):
-    model = _unet()
-    inputs = random_inputs(model)
-    randomise_weights(model, inputs=inputs)
-    conversion = k2t.convert(model, input_format=input_format)
-    check_source(conversion.code)
+    model, inputs, conversion = _one_block_class(_unet(), input_format)
     code = conversion.code
-    assert re.findall(r"^class (\w+)\(nn.Module\)", code, re.M) == ["Block", "Net"]
     for call in ("self.enc2 = Block(4, 8)", "self.bottom3 = Block(8, 8)", "self.dec1 = Block(12, 4)"):
         assert call in code
     # channels_last: the first block also turns the input channels-first, another structure.

@@ -120,16 +120,6 @@ _TF_EQUIVALENTS = {
     "nn.softmax": _tf_softmax,
     "nn.relu": lambda ops, features: ops.relu(features),
     "nn.gelu": lambda ops, features, approximate=False: ops.gelu(features, approximate),
-    "sigmoid": lambda ops, x: ops.sigmoid(x),
-    "nn.sigmoid": lambda ops, x: ops.sigmoid(x),
-    "tanh": lambda ops, x: ops.tanh(x),
-    "nn.tanh": lambda ops, x: ops.tanh(x),
-    "sqrt": lambda ops, x: ops.sqrt(x),
-    "math.sqrt": lambda ops, x: ops.sqrt(x),
-    "square": lambda ops, x: ops.square(x),
-    "math.square": lambda ops, x: ops.square(x),
-    "exp": lambda ops, x: ops.exp(x),
-    "math.exp": lambda ops, x: ops.exp(x),
     "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
     "identity": lambda ops, input: input,
     "nn.silu": lambda ops, features, beta=1.0: (
@@ -144,41 +134,12 @@ _TF_EQUIVALENTS = {
     "math.reduce_sum": lambda ops, input_tensor, axis=None, keepdims=False: ops.sum(
         input_tensor, axis, keepdims
     ),
-    "math.sigmoid": lambda ops, x: ops.sigmoid(x),
-    "math.tanh": lambda ops, x: ops.tanh(x),
-    "abs": lambda ops, x: ops.abs(x),
-    "math.abs": lambda ops, x: ops.abs(x),
-    "maximum": lambda ops, x, y: ops.maximum(x, y),
-    "minimum": lambda ops, x, y: ops.minimum(x, y),
-    "add": lambda ops, x, y: ops.add(x, y),
-    "multiply": lambda ops, x, y: ops.multiply(x, y),
     "split": _tf_split,
     "image.extract_patches": _tf_extract_patches,
-    "sign": lambda ops, x: ops.sign(x),
-    "math.sign": lambda ops, x: ops.sign(x),
-    "sin": lambda ops, x: ops.sin(x),
-    "math.sin": lambda ops, x: ops.sin(x),
-    "cos": lambda ops, x: ops.cos(x),
-    "math.cos": lambda ops, x: ops.cos(x),
-    "math.log": lambda ops, x: ops.log(x),
-    "math.rsqrt": lambda ops, x: ops.rsqrt(x),
-    "pow": lambda ops, x, y: ops.power(x, y),
-    "math.pow": lambda ops, x, y: ops.power(x, y),
-    "subtract": lambda ops, x, y: ops.subtract(x, y),
-    "math.subtract": lambda ops, x, y: ops.subtract(x, y),
-    "divide": lambda ops, x, y: ops.divide(x, y),
-    "math.divide": lambda ops, x, y: ops.divide(x, y),
-    "truediv": lambda ops, x, y: ops.true_divide(x, y),
-    "math.maximum": lambda ops, x, y: ops.maximum(x, y),
-    "math.minimum": lambda ops, x, y: ops.minimum(x, y),
     "clip_by_value": lambda ops, t, clip_value_min, clip_value_max: ops.clip(
         t, clip_value_min, clip_value_max
     ),
     "where": _tf_where,
-    "equal": lambda ops, x, y: ops.equal(x, y),
-    "not_equal": lambda ops, x, y: ops.not_equal(x, y),
-    "math.equal": lambda ops, x, y: ops.equal(x, y),
-    "math.not_equal": lambda ops, x, y: ops.not_equal(x, y),
     "zeros_like": lambda ops, input, dtype=None: ops.zeros_like(input, _tf_dtype(dtype)),
     "ones_like": lambda ops, input, dtype=None: ops.ones_like(input, _tf_dtype(dtype)),
     "tile": lambda ops, input, multiples: ops.tile(input, multiples),
@@ -202,6 +163,47 @@ _TF_EQUIVALENTS = {
         "uniform", shape, minval, 1.0 if maxval is None else maxval, _tf_dtype(dtype)
     ),
 }
+# TF functions of the same arguments (``x``; ``x, y``) as the keras.ops function they run as:
+# keras.ops name -> the TF paths (``tf.sin`` and ``tf.math.sin`` are one function).
+_ELEMENTWISE_UNARY = {
+    "sigmoid": ("sigmoid", "nn.sigmoid", "math.sigmoid"),
+    "tanh": ("tanh", "nn.tanh", "math.tanh"),
+    "sqrt": ("sqrt", "math.sqrt"),
+    "square": ("square", "math.square"),
+    "exp": ("exp", "math.exp"),
+    "abs": ("abs", "math.abs"),
+    "sign": ("sign", "math.sign"),
+    "sin": ("sin", "math.sin"),
+    "cos": ("cos", "math.cos"),
+    "log": ("math.log",),
+    "rsqrt": ("math.rsqrt",),
+}
+_ELEMENTWISE_BINARY = {
+    "maximum": ("maximum", "math.maximum"),
+    "minimum": ("minimum", "math.minimum"),
+    "add": ("add", "math.add"),
+    "multiply": ("multiply", "math.multiply"),
+    "power": ("pow", "math.pow"),
+    "subtract": ("subtract", "math.subtract"),
+    "divide": ("divide", "math.divide"),
+    "true_divide": ("truediv", "math.truediv"),
+    "equal": ("equal", "math.equal"),
+    "not_equal": ("not_equal", "math.not_equal"),
+}
+
+
+def _unary(op: str):
+    """``tf.<path>(x)`` as ``keras.ops.<op>(x)``."""
+    return lambda ops, x: getattr(ops, op)(x)
+
+
+def _binary(op: str):
+    """``tf.<path>(x, y)`` as ``keras.ops.<op>(x, y)``."""
+    return lambda ops, x, y: getattr(ops, op)(x, y)
+
+
+_TF_EQUIVALENTS.update({path: _unary(op) for op, paths in _ELEMENTWISE_UNARY.items() for path in paths})
+_TF_EQUIVALENTS.update({path: _binary(op) for op, paths in _ELEMENTWISE_BINARY.items() for path in paths})
 # Twins used while tracing even without a symbolic argument (a draw would be baked in otherwise).
 _TF_ALWAYS = {"random.normal", "random.uniform"}
 
