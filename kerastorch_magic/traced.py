@@ -232,7 +232,7 @@ def is_random(node: Node) -> bool:
     """Whether a node's output is random at inference (a traced layer drawing keras.random)."""
     if node.subgraph is None:
         return False
-    return any(tracing.is_random_draw(n.layer) or is_random(n) for n in node.subgraph.nodes)
+    return any(tracing.is_random(n.layer) or is_random(n) for n in node.subgraph.nodes)
 
 
 def lambda_name(node: Node) -> str | None:

@@ -51,6 +51,7 @@ OPERATION_FAMILIES = {
     "ops_dynamic": "Over sizes unknown while tracing (the trace's own records of ops.arange, ops.reshape "
     "and ops.tile given ops.shape(x)[i] of an axis of length None)",
     "activations": "Activations shared with the layers",
+    "core": "Dropout a traced call() applies at inference (its Dropout called with training=True)",
 }
 
 

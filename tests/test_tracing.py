@@ -233,6 +233,36 @@ def test_random_at_inference_becomes_a_torch_draw_marked_random():
     assert abs(float(sample.mean())) < 0.1 and abs(float(sample.std()) - 1.0) < 0.1
 
 
+class MCDropout(layers.Dropout):
+    """handson-ml3's Monte Carlo dropout (chapter 11): dropout at inference too."""
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=True)
+
+
+def test_monte_carlo_dropout_becomes_f_dropout_in_training_mode():
+    inputs = keras.Input((8,))
+    hidden = layers.Dense(16, activation="relu")(inputs)
+    # noise_shape: one mask for each row's 4 columns, drawn (N, 1, 4) and broadcast
+    shared = MCDropout(0.5, noise_shape=(None, 1, 4), name="mc_shared")(layers.Reshape((4, 4))(hidden))
+    model = keras.Model(
+        inputs, [layers.Dense(3)(MCDropout(0.25, name="mc_dropout")(hidden)), layers.Flatten()(shared)]
+    )
+    conversion = k2t.convert(model)
+    assert "F.dropout(inputs, p=0.25, training=True)" in conversion.code
+    assert "Monte Carlo dropout" in conversion.code
+    result = k2t.compare(model, conversion, device="cpu", progress=False)
+    assert result.ok, result.to_dataframe()
+    assert [layer.keras_layer for layer in result.layers if layer.random] == ["mc_dropout", "mc_shared"]
+    assert "torch.rand(inputs.shape[0], 1, 4, device=inputs.device)" in conversion.code
+    # Keras's distribution: each unit kept with probability 0.75, scaled by 1 / 0.75.
+    net = conversion.build()
+    with torch.no_grad():
+        dropped = net.mc_dropout(torch.ones(4000, 16))
+    assert abs(float((dropped != 0).float().mean()) - 0.75) < 0.02
+    assert torch.allclose(dropped[dropped != 0], torch.tensor(1 / 0.75))
+
+
 def test_raw_tensorflow_call_is_refused_with_the_line():
     import tensorflow as tf
 

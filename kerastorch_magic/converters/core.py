@@ -118,6 +118,14 @@ def convert_dropout(call: LayerCall) -> Converted:
     return Converted([Step("{m}({x})")], [same_layout(call, spec)], {"": module})
 
 
+@converter("RandomDropout", operation=True)
+def convert_random_dropout(call: LayerCall) -> Converted:
+    """Dropout a traced call() applies at inference (Monte Carlo dropout): random at every call."""
+    comment = "Monte Carlo dropout: active at inference too, as the Keras call() asks"
+    step = Step(f"F.dropout({{x}}, p={call.layer.rate!r}, training=True)", comment)
+    return Converted([step], [call.output_spec(call.inputs[0].perm)])
+
+
 @converter("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", passthrough=True)
 def convert_spatial_dropout(call: LayerCall) -> Converted:
     """Whole-channel dropout: nn.Dropout1d/2d/3d, which drop torch dim 1."""

@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from ..masks import traced_input_masks
 from ..registry import ConversionError
 from .init_recovery import initializer_of, recover_initializers
-from .pseudo import constant, is_constant, is_random_draw, is_variable_read, random_draw, variable_read
+from .pseudo import (
+    constant,
+    is_constant,
+    is_random,
+    is_random_draw,
+    is_variable_read,
+    random_draw,
+    variable_read,
+)
 from .scope import active, layer_calls_patched, random_patched, reshape_patched, weights_symbolic
 from .sizes import UNSUPPORTED_SIZE_USE, UnknownSizeError, check_recorded, sizes_patched
 from .tf_twins import tensorflow_twins
@@ -48,6 +56,7 @@ __all__ = [
     "is_builtin",
     "is_constant",
     "is_functional",
+    "is_random",
     "is_random_draw",
     "is_variable_read",
     "random_draw",

@@ -82,6 +82,18 @@ def random_draw(kind: str, shape, low: float, high: float, dtype):
     return operation.symbolic_call()
 
 
+def random_dropout(inputs, rate: float):
+    """A symbolic tensor standing for dropout applied at inference (``keras.random.dropout``).
+
+    Monte Carlo dropout (a Dropout subclass whose call() passes ``training=True``): random at
+    every call, written as torch's ``F.dropout(x, p, training=True)``.
+    """
+    operation = _pseudo_class("RandomDropout")(name="dropout")
+    operation.rate = float(rate)
+    operation.shape, operation.dtype = tuple(inputs.shape), str(inputs.dtype)
+    return operation.symbolic_call(inputs)
+
+
 class SizeOf(NamedTuple):
     """A sized operation's size known only at run time: axis ``axis`` of its input ``input``."""
 
@@ -126,6 +138,13 @@ def naming_of(kind: str) -> str:
 
 def is_random_draw(operation) -> bool:
     return type(operation).__name__ == "RandomDraw" and isinstance(operation, _PseudoOperation)
+
+
+def is_random(operation) -> bool:
+    """A draw, or an operation of tensors that draws (dropout at inference): random at every call."""
+    return is_random_draw(operation) or (
+        type(operation).__name__ == "RandomDropout" and isinstance(operation, _PseudoOperation)
+    )
 
 
 def is_variable_read(operation) -> bool:

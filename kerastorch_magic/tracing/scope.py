@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from .pseudo import constant, random_draw, variable_read
+from .pseudo import constant, random_draw, random_dropout, variable_read
 
 _STATE = threading.local()
 
@@ -92,6 +92,24 @@ def layer_calls_patched():
         Layer.__call__ = original
 
 
+def _patched_dropout(original):
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        """Keras's dropout as TensorFlow computes it: kept where a uniform draw >= rate, scaled."""
+        import keras
+
+        if not is_tracing():
+            return original(inputs, rate, noise_shape=noise_shape, seed=seed)
+        if noise_shape is None or all(a is None or a == b for a, b in zip(noise_shape, inputs.shape)):
+            return random_dropout(inputs, rate)  # F.dropout
+        # A mask shared over some axes (noise_shape): drawn at that shape and broadcast.
+        shape = tuple(size if size is not None else full for size, full in zip(noise_shape, inputs.shape))
+        keep = keras.ops.greater_equal(random_draw("uniform", shape, 0.0, 1.0, inputs.dtype), rate)
+        return keras.ops.where(keep, inputs * (1.0 / (1.0 - rate)), 0.0)
+
+    dropout._kerastorch_patch = True
+    return dropout
+
+
 def _patched_random(kind: str, original):
     def draw(shape, a=None, b=None, dtype=None, seed=None, **kwargs):
         if not is_tracing():
@@ -108,11 +126,12 @@ def _patched_random(kind: str, original):
 
 @contextlib.contextmanager
 def random_patched():
-    """keras.random.normal/uniform called by the traced code are recorded, not drawn once.
+    """keras.random.normal/uniform/dropout called by the traced code are recorded, not drawn once.
 
     (A draw made while tracing would otherwise be baked into the port as a constant.)
     """
     import keras
+    from keras.src.backend import random as backend_random
     from keras.src.random import random as keras_random
 
     saved = []
@@ -123,6 +142,11 @@ def random_patched():
                 continue
             saved.append((module, kind, original))
             setattr(module, kind, _patched_random(kind, original))
+    # Dropout that a call() runs at inference (Monte Carlo dropout: `super().call(x, training=True)`
+    # in a Dropout subclass): keras.random.dropout and Dropout.call both end in the backend's.
+    if not getattr(backend_random.dropout, "_kerastorch_patch", False):
+        saved.append((backend_random, "dropout", backend_random.dropout))
+        backend_random.dropout = _patched_dropout(backend_random.dropout)
     try:
         yield
     finally:
