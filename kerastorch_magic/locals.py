@@ -30,6 +30,7 @@ def _local_identifier(raw: str, fallback: str) -> str:
 
 MAX_LENGTH = 20  # a branch named after its layer: at most this many characters
 SHORT = 12  # and only its last words when the whole name is longer than this
+_COMPARISONS = {"Equal", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual"}  # name: mask
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class Locals:
         """The producing layer's name, its last words when it is long (``conv2_block1_0_conv``
         -> ``conv``: the block numbers are in the attribute the line calls)."""
         base = self.graph.attributes.get(id(node.layer)) or naming.stable(node.layer.name, node.class_name)
+        if node.is_operation and node.class_name in _COMPARISONS:
+            base = "mask"  # `mask = x != 0`, not `not_equal = x != 0` (or `equal` for >=)
         words = naming.identifier(base).split("_")
         name = words.pop()
         while words and (len(name) < 4 or len(words[-1]) + 1 + len(name) <= SHORT):

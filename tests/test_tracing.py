@@ -263,6 +263,26 @@ def test_monte_carlo_dropout_becomes_f_dropout_in_training_mode():
     assert torch.allclose(dropped[dropped != 0], torch.tensor(1 / 0.75))
 
 
+class MCAlphaDropout(layers.AlphaDropout):
+    """handson-ml3's Monte Carlo alpha dropout (chapter 11): its ops.random.uniform is recorded."""
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=True)
+
+
+def test_monte_carlo_alpha_dropout_keeps_keras_distribution():
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, MCAlphaDropout(0.2, name="mc_alpha")(inputs))
+    conversion = k2t.convert(model)
+    assert "mask = noise >= 0.2" in conversion.code  # the kept units: a draw compared with the rate
+    assert [trace.random for trace in conversion.traces] == [True]
+    # AlphaDropout keeps SELU's self-normalisation: N(0, 1) in, mean 0 and variance 1 out.
+    sample = conversion.build()(torch.randn(50000, 16))
+    assert abs(float(sample.mean())) < 0.02 and abs(float(sample.std()) - 1.0) < 0.02
+    expected = np.asarray(model(np.random.default_rng(0).normal(size=(50000, 16)).astype("float32")))
+    assert abs(float(expected.std()) - float(sample.std())) < 0.02
+
+
 def test_raw_tensorflow_call_is_refused_with_the_line():
     import tensorflow as tf
 

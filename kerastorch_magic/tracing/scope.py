@@ -135,7 +135,9 @@ def random_patched():
     from keras.src.random import random as keras_random
 
     saved = []
-    for module in (keras.random, keras_random):
+    # keras.random's functions, and the backend's that layers call directly (AlphaDropout's
+    # ops.random.uniform is keras.src.backend.random.uniform).
+    for module in (keras.random, keras_random, backend_random):
         for kind in ("normal", "uniform"):
             original = getattr(module, kind)
             if getattr(original, "_kerastorch_patch", False):
