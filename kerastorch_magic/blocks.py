@@ -6,7 +6,7 @@ A pass over the flat :class:`codegen.ClassSource` (the converters and the builde
    residual block, whose shortcut lives across it, is one segment. Segments without a branch
    (EfficientNet's first MBConv of a stage, MobileNet's blocks) are joined by the Keras layer-name
    prefix they share (``block2a_``, ``expanded_conv_4_``); a layer with an automatic name
-   (``re_lu_3``) belongs to the segment before it.
+   (``re_lu_3``) belongs to the segment before it (see :mod:`block_segments`).
 2. **Structures.** Two segments are the same structure when their code is equal up to the number
    literals (see :mod:`block_templates`); a structure with at least two instances becomes an
    ``nn.Module`` class whose constructor takes the numbers that vary (literals varying together
@@ -24,17 +24,18 @@ from __future__ import annotations
 import re
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import block_inits, block_templates, codegen, naming
 from . import block_names as names_of
+from .block_segments import ATTRIBUTE as _ATTR
+from .block_segments import LOCAL as _LOCAL
+from .block_segments import Segment as _Segment
+from .block_segments import cut_segments, read_units
 from .block_templates import Template
 
-_LOCAL = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
-_ATTR = re.compile(r"\bself\.(\w+)")
 # Constructor parameters that count channels: they become positional block arguments.
 _CHANNELS = {"in_channels", "out_channels", "num_features", "in_features", "out_features", "normalized_shape"}
-_ACTIVATIONS = {"ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"}
 _RENAMED = {"p": "drop_rate", "num_features": "channels", "normalized_shape": "channels"}
 
 
@@ -45,37 +46,6 @@ class Structured:
     source: codegen.ClassSource
     keys: dict[str, str]  # flat key (``conv2_block1_1_conv.weight``) -> structured (``conv2.0.conv1.weight``)
     paths: dict[str, str]  # flat attribute (``conv2_block1_1_conv``) -> submodule path (``conv2.0.conv1``)
-
-
-@dataclass
-class _Unit:
-    """One Keras layer's statements (and taps) in ``forward``."""
-
-    name: str  # the layer's stable name, as an identifier ("" for the final re-layout)
-    anonymous: bool  # an automatic Keras name (``re_lu``): no block prefix to read from it
-    activation: bool  # a Keras activation layer (it ends the block before it)
-    start: int  # its span in ``source.statements``
-    end: int
-
-
-@dataclass
-class _Segment:
-    units: list[_Unit]
-    block_id: str | None  # the Keras name prefix its layers share (``conv2_block1``)
-    branched: bool = False  # a second tensor is alive inside it (a residual block)
-    in_var: str = ""
-    out_var: str = ""
-    attrs: list[str] = field(default_factory=list)  # submodules it calls, in order of first use
-    key: tuple = ()
-    templates: list = field(default_factory=list)  # per attr (ctor, inits), then per statement
-
-    @property
-    def start(self) -> int:
-        return self.units[0].start
-
-    @property
-    def end(self) -> int:
-        return self.units[-1].end
 
 
 def restructure(source: codegen.ClassSource, traces, state: dict) -> Structured | None:
@@ -95,8 +65,8 @@ def restructure(source: codegen.ClassSource, traces, state: dict) -> Structured 
 
 
 def _restructure(source: codegen.ClassSource, traces, state: dict) -> Structured | None:
-    units = _units(source, traces)
-    segments = _segments(source, units)
+    units = read_units(source, traces)
+    segments = cut_segments(source, units)
     declared = {d.attr: d for d in source.declarations}
     candidates = [s for s in segments if _describe(s, source, declared)]
     groups: dict[tuple, list[_Segment]] = {}
@@ -106,161 +76,6 @@ def _restructure(source: codegen.ClassSource, traces, state: dict) -> Structured
     if not structures:
         return None
     return _Restructurer(source, declared, structures, state, traces).run()
-
-
-# -- 1. units and segments ------------------------------------------------------------------------
-def _units(source: codegen.ClassSource, traces) -> list[_Unit]:
-    units: list[_Unit] = []
-    start = 0
-    for position, item in enumerate(source.statements):
-        if not isinstance(item, tuple):
-            continue
-        node = traces[item[0]].node
-        only_taps = all(isinstance(s, tuple) for s in source.statements[start:position])
-        if units and only_taps and start == units[-1].end and position == start:
-            units[-1].end = position + 1  # a layer's second output: one more tap
-            start = position + 1
-            continue
-        name = naming.identifier(node.local_name(0))
-        auto = naming.stable(node.layer.name, node.class_name) == naming.snake_case(node.class_name)
-        units.append(_Unit(name, auto, node.class_name in _ACTIVATIONS, start, position + 1))
-        start = position + 1
-    if start < len(source.statements):
-        units.append(_Unit("", True, False, start, len(source.statements)))
-    return units
-
-
-def _reads(expr: str, names: set[str]) -> set[str]:
-    return {m for m in _LOCAL.findall(expr) if m in names}
-
-
-def _live_before(source: codegen.ClassSource) -> list[set[str]]:
-    """The locals alive before each entry of ``source.statements`` (and after the last)."""
-    statements = source.statements
-    names = set(source.forward_args)
-    for s in statements:
-        if not isinstance(s, tuple):
-            names.update(t.strip() for t in s.target.split(","))
-    live = set(source.returns) & names
-    out: list[set[str]] = [set()] * (len(statements) + 1)
-    out[len(statements)] = set(live)
-    for position in range(len(statements) - 1, -1, -1):
-        s = statements[position]
-        if not isinstance(s, tuple):
-            live = (live - {t.strip() for t in s.target.split(",")}) | _reads(s.expr, names)
-        out[position] = set(live)
-    return out
-
-
-def _prefixes(name: str) -> list[str]:
-    """The block prefixes a layer name offers: its words up to each word with a digit
-    (``conv2_block1_1_conv`` -> ``conv2``, ``conv2_block1``, ``conv2_block1_1``)."""
-    words = name.split("_")
-    return ["_".join(words[: i + 1]) for i, w in enumerate(words) if names_of.DIGIT.search(w)]
-
-
-def _common_id(units: list[_Unit]) -> str | None:
-    named = [u for u in units if not u.anonymous]
-    if not named:
-        return None
-    common = set(_prefixes(named[0].name))
-    for unit in named[1:]:
-        common &= set(_prefixes(unit.name))
-    return max(common, key=len) if common else None
-
-
-def _leaves(prefix: str, units: list[_Unit]) -> bool:
-    """Whether every named layer is ``prefix`` + a layer's own name (a number only at its end:
-    ``..._downsampling_block_0`` + ``layernorm_0``), not a deeper numbered block (``block1_0_conv``)."""
-    for unit in units:
-        if unit.anonymous:
-            continue
-        words = unit.name[len(prefix) + 1 :].split("_")
-        if any(names_of.DIGIT.search(w) for w in words[:-1]):
-            return False
-    return True
-
-
-def _segments(source: codegen.ClassSource, units: list[_Unit]) -> list[_Segment]:
-    """Cut where one local is alive, then join neighbours that share a Keras block prefix.
-
-    A piece of automatically named layers joins the block before it when that block has a name
-    prefix, or when it is an activation (the ReLU after a residual add).
-    """
-    live = _live_before(source)
-    pieces: list[list[_Unit]] = []
-    current: list[_Unit] = []
-    for unit in units:
-        current.append(unit)
-        if len(live[unit.end]) == 1:
-            pieces.append(current)
-            current = []
-    if current:
-        pieces.append(current)
-    segments: list[_Segment] = []
-    for piece in pieces:
-        block_id = _common_id(piece)
-        previous = segments[-1] if segments else None
-        anonymous = all(u.anonymous for u in piece)
-        if (
-            previous is not None
-            and anonymous
-            and (previous.block_id is not None or all(u.activation for u in piece))
-        ):
-            previous.units += piece
-            continue
-        joined = _common_id(previous.units + piece) if previous is not None and block_id is not None else None
-        if joined is not None and (
-            joined == block_id == previous.block_id or _leaves(joined, previous.units + piece)
-        ):
-            previous.units += piece
-            previous.block_id = joined
-            continue
-        segments.append(_Segment(piece, block_id))
-    for segment in segments:
-        segment.branched = any(len(live[p]) > 1 for p in range(segment.start + 1, segment.end))
-        before, after = live[segment.start], live[segment.end]
-        if len(before) == 1 and len(after) == 1:
-            segment.in_var, segment.out_var = next(iter(before)), next(iter(after))
-    return [part for segment in segments for part in _named_runs(source, segment, live)]
-
-
-def _named_runs(source: codegen.ClassSource, segment: _Segment, live: list[set[str]]) -> list[_Segment]:
-    """An unnamed stretch (a U-Net's encoder, with its skips alive) split at the named blocks in it.
-
-    A run of layers sharing a Keras prefix (``enc2_a``, ``enc2_b``) is a block when it reads one
-    tensor and leaves one, whatever else stays alive around it untouched (the skip tensors).
-    """
-    if segment.block_id is not None:
-        return [segment]
-    runs: list[list[_Unit]] = []
-    for unit in segment.units:
-        run = runs[-1] if runs else None
-        joined = _common_id(run + [unit]) if run and not unit.anonymous else None
-        if run and (
-            joined is not None and _leaves(joined, run + [unit]) or unit.anonymous and unit.activation
-        ):
-            run.append(unit)
-        else:
-            runs.append([unit])
-    parts: list[_Segment] = []
-    for run in runs:
-        block_id = _common_id(run)
-        start, end = run[0].start, run[-1].end
-        items = [st for st in source.statements[start:end] if not isinstance(st, tuple)]
-        touched = {name for st in items for name in _LOCAL.findall(f"{st.target} {st.expr}")}
-        through = (live[start] & live[end]) - touched
-        ins, outs = live[start] - through, live[end] - through
-        if block_id is None or len(run) < 2 or len(ins) != 1 or len(outs) != 1:
-            if parts and not parts[-1].block_id:
-                parts[-1].units += run  # filler between the named blocks, never a block itself
-            else:
-                parts.append(_Segment(list(run), None))
-            continue
-        parts.append(_Segment(list(run), block_id, in_var=next(iter(ins)), out_var=next(iter(outs))))
-    if not any(part.block_id for part in parts):
-        return [segment]
-    return parts
 
 
 # -- 2. structures --------------------------------------------------------------------------------
