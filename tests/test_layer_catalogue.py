@@ -21,11 +21,12 @@ def test_every_keras_layer_class_converts_or_is_refused_with_a_reason():
     assert stale == [], f"refused classes keras.layers does not export: {stale}"
 
 
-def test_a_cell_called_on_its_own_is_refused_and_converts_inside_rnn():
+def test_stacked_cells_called_on_their_own_are_refused_and_convert_inside_rnn():
     steps = keras.Input((5, 3))
     state = keras.Input((4,))
-    output, _ = keras.layers.SimpleRNNCell(4, name="cell")(steps[:, 0], [state])
-    with pytest.raises(k2t.ConversionError, match=r"'cell' \(SimpleRNNCell\).*wrap the cell in RNN"):
+    stacked = keras.layers.StackedRNNCells([keras.layers.SimpleRNNCell(4)], name="cells")
+    output, _ = stacked(steps[:, 0], [state])
+    with pytest.raises(k2t.ConversionError, match=r"'cells' \(StackedRNNCells\).*wrap the cell in RNN"):
         k2t.convert(keras.Model([steps, state], output))
     k2t.convert(keras.Sequential([steps, keras.layers.RNN(keras.layers.SimpleRNNCell(4))]))
 

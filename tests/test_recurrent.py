@@ -352,6 +352,42 @@ def test_rnn_with_custom_cells_traced(masked):
     assert re.search(r"keras_rnn_loop\(self\.minimal,(\w+),\(\1\.new_zeros\(\1\.shape\[0\],4\),\)", compact)
 
 
+class LNSimpleRNNCell(L.Layer):
+    """handson-ml3's layer-normalised cell (chapter 15): Keras's SimpleRNNCell called on one step."""
+
+    def __init__(self, units, activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.state_size = units
+        self.output_size = units
+        self.simple_rnn_cell = L.SimpleRNNCell(units, activation=None)
+        self.layer_norm = L.LayerNormalization()
+        self.activation = keras.activations.get(activation)
+
+    def call(self, inputs, states):
+        outputs, new_states = self.simple_rnn_cell(inputs, states)
+        norm_outputs = self.activation(self.layer_norm(outputs))
+        return norm_outputs, [norm_outputs]
+
+
+def test_keras_cells_called_on_one_step():
+    """SimpleRNNCell/LSTMCell/GRUCell called outside an RNN: explicit cells returning what Keras's do."""
+    series = keras.Input((None, 1))
+    x = L.RNN(LNSimpleRNNCell(8), return_sequences=True)(series)
+    model = keras.Model(series, L.Dense(3)(L.RNN(LNSimpleRNNCell(8), return_sequences=True)(x)))
+    inputs = [np.random.default_rng(3).normal(size=(2, 7, 1)).astype("float32")]
+    code = unwrap(assert_exact(model, "channels_first", inputs=inputs)[0].code)
+    assert "self.simple_rnn_cell = SimpleRNNCellWithActivation(1, 8, activation=nn.Identity())" in code
+
+    steps, h, c = keras.Input((3, 3)), keras.Input((4,)), keras.Input((4,))
+    simple, [simple_state] = L.SimpleRNNCell(4, activation="relu")(steps[:, 0], [h])
+    lstm, [lstm_h, lstm_c] = L.LSTMCell(4, use_bias=False)(steps[:, 1], [h, c])
+    gru, [gru_state] = L.GRUCell(4, reset_after=False)(steps[:, 2], [h])
+    model = keras.Model([steps, h, c], [simple, simple_state, lstm, lstm_h, lstm_c, gru, gru_state])
+    for fmt in FORMATS:
+        code = unwrap(assert_exact(model, fmt)[0].code)
+    assert re.search(r"\w+, \w+, \w+ = self\.lstm_cell\(\w+, \w+, \w+\)", code)  # output, h, c
+
+
 def test_custom_cell_trains_like_keras():
     tokens = keras.Input((6,), dtype="int32")
     embedded = L.Embedding(10, 3, mask_zero=True)(tokens)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import initializers
-from ..registry import Fragment, LayerCall, Submodule
+from ..registry import Converted, Fragment, LayerCall, Step, Submodule, converter
 from .activations import activation_name, activation_steps
 from .recurrent_traced import TracedCellPlan, is_custom_cell, plan_traced_cell
 
@@ -50,9 +50,10 @@ class LSTMCellWithActivations(nn.Module):
     def forward(self, x, h, c):
         z = F.linear(x, self.weight_ih, self.bias) + F.linear(h, self.weight_hh)
         i, f, g, o = z.chunk(4, dim=1)
-        c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
-        h = self.recurrent_activation(o) * self.activation(c)
-        return h, h, c  # the output, then the new state (h, c), as a Keras cell returns them
+        i, f, o = (self.recurrent_activation(gate) for gate in (i, f, o))
+        c = f * c + i * self.activation(g)
+        h = o * self.activation(c)
+        return h, h, c  # the output, then the new state (h, c), as Keras returns them
 '''
 
 _GRU_CELL = '''
@@ -216,9 +217,10 @@ class CellPlan:
         return text + ("; Keras's one bias is bias_ih, bias_hh is 0." if self.use_bias else ".")
 
 
-def plan_cell(call: LayerCall, cell) -> CellPlan | TracedCellPlan:
+def plan_cell(call: LayerCall, cell, explicit: bool = False) -> CellPlan | TracedCellPlan:
     """The torch plan of one Keras cell: built-in (``LSTMCell``, ``GRUCell``, ``SimpleRNNCell``)
-    or the user's own (traced, see :mod:`recurrent_traced`)."""
+    or the user's own (traced, see :mod:`recurrent_traced`). ``explicit``: always the explicit
+    cell class (one step called on its own, see :func:`convert_cell_step`)."""
     kind = _KINDS.get(type(cell).__name__)
     if kind is None and is_custom_cell(cell):
         return plan_traced_cell(call, cell)
@@ -240,6 +242,7 @@ def plan_cell(call: LayerCall, cell) -> CellPlan | TracedCellPlan:
         exact = activation in ("tanh", "relu")
     else:
         exact = activation == "tanh" and recurrent_activation == "sigmoid" and (kind != "GRU" or reset_after)
+    exact = exact and not explicit
     options = [] if use_bias else ["bias=False"]
     if kind == "RNN" and activation == "relu":
         options.append('nonlinearity="relu"')
@@ -256,8 +259,24 @@ def plan_cell(call: LayerCall, cell) -> CellPlan | TracedCellPlan:
         plan.bias_hh = None if bias_hh is None else _gru_rows(bias_hh, units)
     plan.kernel, plan.recurrent = np.ascontiguousarray(plan.kernel), np.ascontiguousarray(plan.recurrent)
     if not exact:
-        _explicit_cell(call, plan, activation, recurrent_activation, reset_after)
+        _explicit_cell(call, plan, activation, recurrent_activation, reset_after, stepped=not explicit)
     return plan
+
+
+@converter(*_KINDS)
+def convert_cell_step(call: LayerCall) -> Converted:
+    """A Keras cell called on one step, outside an RNN (in a custom cell's call(), such as
+    handson-ml3's layer-normalised ``LNSimpleRNNCell``): its explicit cell class, whose forward
+    takes the states flat and returns what the Keras cell returns, ``(output, *new_states)``."""
+    plan = plan_cell(call, call.layer, explicit=True)
+    if len(call.inputs) != 1 + plan.n_states or any(spec.rank != 2 for spec in call.inputs):
+        raise call.unsupported(
+            f"a {call.class_name} step takes one (batch, features) input and {plan.n_states} state(s); "
+            f"got {len(call.inputs)} tensors"
+        )
+    args = ", ".join(f"{{x{i}}}" for i in range(len(call.inputs)))
+    outputs = [call.output_spec((0, 1), index) for index in range(len(call.node.outputs))]
+    return Converted([Step(f"{{m}}({args})")], outputs, {"": plan.explicit()}, plan.notes, plan.helpers)
 
 
 def _gru_rows(array: np.ndarray, units: int) -> np.ndarray:
@@ -265,7 +284,9 @@ def _gru_rows(array: np.ndarray, units: int) -> np.ndarray:
     return np.concatenate([blocks[i] for i in _GRU_TO_TORCH])
 
 
-def _explicit_cell(call: LayerCall, plan: CellPlan, activation: str, recurrent_activation: str, reset_after):
+def _explicit_cell(
+    call: LayerCall, plan: CellPlan, activation: str, recurrent_activation: str, reset_after, stepped=True
+):
     act, code = _function(call, activation)
     args = [str(plan.input_size), str(plan.units), f"activation={act}"]
     if plan.kind != "RNN":
@@ -291,11 +312,12 @@ def _explicit_cell(call: LayerCall, plan: CellPlan, activation: str, recurrent_a
         why.append(f"activation={activation!r}")
     if plan.kind != "RNN" and recurrent_activation != "sigmoid":
         why.append(f"recurrent_activation={recurrent_activation!r}")
-    plan.notes += [
-        f"Keras {', '.join(why)}: nn.{plan.kind} cannot express it, so an explicit cell steps "
-        "through time (slower than the fused torch module).",
-        *code.notes,
-    ]
+    if stepped:
+        plan.notes.append(
+            f"Keras {', '.join(why)}: nn.{plan.kind} cannot express it, so an explicit cell steps "
+            "through time (slower than the fused torch module)."
+        )
+    plan.notes += code.notes
 
 
 def _function(call: LayerCall, name: str) -> tuple[str, Fragment]:

@@ -31,9 +31,6 @@ _CELL = (
 
 # Class name -> why it does not convert (the first words read as "<Class>: ...").
 REFUSED: dict[str, str] = {
-    "GRUCell": _CELL,
-    "LSTMCell": _CELL,
-    "SimpleRNNCell": _CELL,
     "StackedRNNCells": _CELL,
     "TextVectorization": _STRINGS,
     "StringLookup": _STRINGS,
