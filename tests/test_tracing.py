@@ -264,7 +264,7 @@ def test_monte_carlo_dropout_becomes_f_dropout_in_training_mode():
 
 
 class MCAlphaDropout(layers.AlphaDropout):
-    """handson-ml3's Monte Carlo alpha dropout (chapter 11): its ops.random.uniform is recorded."""
+    """handson-ml3's Monte Carlo alpha dropout (chapter 11): torch's F.alpha_dropout."""
 
     def call(self, inputs, training=False):
         return super().call(inputs, training=True)
@@ -274,7 +274,7 @@ def test_monte_carlo_alpha_dropout_keeps_keras_distribution():
     inputs = keras.Input((16,))
     model = keras.Model(inputs, MCAlphaDropout(0.2, name="mc_alpha")(inputs))
     conversion = k2t.convert(model)
-    assert "mask = noise >= 0.2" in conversion.code  # the kept units: a draw compared with the rate
+    assert "F.alpha_dropout(inputs, p=0.2, training=True)" in conversion.code  # the same formula
     assert [trace.random for trace in conversion.traces] == [True]
     # AlphaDropout keeps SELU's self-normalisation: N(0, 1) in, mean 0 and variance 1 out.
     sample = conversion.build()(torch.randn(50000, 16))

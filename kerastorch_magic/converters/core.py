@@ -122,7 +122,8 @@ def convert_dropout(call: LayerCall) -> Converted:
 def convert_random_dropout(call: LayerCall) -> Converted:
     """Dropout a traced call() applies at inference (Monte Carlo dropout): random at every call."""
     comment = "Monte Carlo dropout: active at inference too, as the Keras call() asks"
-    step = Step(f"F.dropout({{x}}, p={call.layer.rate!r}, training=True)", comment)
+    function = "F.alpha_dropout" if call.layer.alpha else "F.dropout"
+    step = Step(f"{function}({{x}}, p={call.layer.rate!r}, training=True)", comment)
     return Converted([step], [call.output_spec(call.inputs[0].perm)])
 
 

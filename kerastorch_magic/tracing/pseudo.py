@@ -82,14 +82,15 @@ def random_draw(kind: str, shape, low: float, high: float, dtype):
     return operation.symbolic_call()
 
 
-def random_dropout(inputs, rate: float):
+def random_dropout(inputs, rate: float, alpha: bool = False):
     """A symbolic tensor standing for dropout applied at inference (``keras.random.dropout``).
 
     Monte Carlo dropout (a Dropout subclass whose call() passes ``training=True``): random at
-    every call, written as torch's ``F.dropout(x, p, training=True)``.
+    every call, written as torch's ``F.dropout(x, p, training=True)`` (``alpha``: AlphaDropout's,
+    ``F.alpha_dropout``).
     """
     operation = _pseudo_class("RandomDropout")(name="dropout")
-    operation.rate = float(rate)
+    operation.rate, operation.alpha = float(rate), alpha
     operation.shape, operation.dtype = tuple(inputs.shape), str(inputs.dtype)
     return operation.symbolic_call(inputs)
 

@@ -110,6 +110,17 @@ def _patched_dropout(original):
     return dropout
 
 
+def _patched_alpha_dropout(original):
+    def call(self, inputs, training=False):
+        """Keras's alpha dropout is torch's: keep with 1 - rate, then the same affine map."""
+        if is_tracing() and training and self.rate > 0 and self.noise_shape is None:
+            return random_dropout(inputs, self.rate, alpha=True)
+        return original(self, inputs, training=training)
+
+    call._kerastorch_patch = True
+    return call
+
+
 def _patched_random(kind: str, original):
     def draw(shape, a=None, b=None, dtype=None, seed=None, **kwargs):
         if not is_tracing():
@@ -149,6 +160,11 @@ def random_patched():
     if not getattr(backend_random.dropout, "_kerastorch_patch", False):
         saved.append((backend_random, "dropout", backend_random.dropout))
         backend_random.dropout = _patched_dropout(backend_random.dropout)
+    # AlphaDropout computes its own (SELU-preserving) dropout with keras.ops: F.alpha_dropout's.
+    alpha_call = keras.layers.AlphaDropout.call
+    if not getattr(alpha_call, "_kerastorch_patch", False):
+        saved.append((keras.layers.AlphaDropout, "call", alpha_call))
+        keras.layers.AlphaDropout.call = _patched_alpha_dropout(alpha_call)
     try:
         yield
     finally:

@@ -118,7 +118,6 @@ _TF_EQUIVALENTS = {
     "reduce_max": lambda ops, input_tensor, axis=None, keepdims=False: ops.max(input_tensor, axis, keepdims),
     "reduce_min": lambda ops, input_tensor, axis=None, keepdims=False: ops.min(input_tensor, axis, keepdims),
     "nn.softmax": _tf_softmax,
-    "nn.relu": lambda ops, features: ops.relu(features),
     "nn.gelu": lambda ops, features, approximate=False: ops.gelu(features, approximate),
     "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
     "identity": lambda ops, input: input,
@@ -146,12 +145,7 @@ _TF_EQUIVALENTS = {
     "gather": _tf_gather,
     "one_hot": _tf_one_hot,
     "nn.moments": lambda ops, x, axes, shift=None, keepdims=False: ops.moments(x, axes, keepdims=keepdims),
-    "nn.relu6": lambda ops, features: ops.relu6(features),
-    "nn.elu": lambda ops, features: ops.elu(features),
-    "nn.selu": lambda ops, features: ops.selu(features),
     "nn.leaky_relu": lambda ops, features, alpha=0.2: ops.leaky_relu(features, alpha),
-    "nn.softplus": lambda ops, features: ops.softplus(features),
-    "math.softplus": lambda ops, features: ops.softplus(features),
     "linalg.matmul": _tf_matmul,
     "image.crop_to_bounding_box": _tf_crop_to_bounding_box,
     "image.pad_to_bounding_box": _tf_pad_to_bounding_box,
@@ -163,11 +157,17 @@ _TF_EQUIVALENTS = {
         "uniform", shape, minval, 1.0 if maxval is None else maxval, _tf_dtype(dtype)
     ),
 }
-# TF functions of the same arguments (``x``; ``x, y``) as the keras.ops function they run as:
-# keras.ops name -> the TF paths (``tf.sin`` and ``tf.math.sin`` are one function).
-_ELEMENTWISE_UNARY = {
+# TF functions taking the same tensors, positionally, as the keras.ops function they run as:
+# keras.ops name -> the TF paths (``tf.sin`` and ``tf.math.sin`` are one function). A call naming
+# its tensors (``tf.add(x=a, y=b)``) is not matched and stays TensorFlow's (refused by name).
+_SAME_ARGUMENTS = {
     "sigmoid": ("sigmoid", "nn.sigmoid", "math.sigmoid"),
     "tanh": ("tanh", "nn.tanh", "math.tanh"),
+    "relu": ("nn.relu",),
+    "relu6": ("nn.relu6",),
+    "elu": ("nn.elu",),
+    "selu": ("nn.selu",),
+    "softplus": ("nn.softplus", "math.softplus"),
     "sqrt": ("sqrt", "math.sqrt"),
     "square": ("square", "math.square"),
     "exp": ("exp", "math.exp"),
@@ -177,8 +177,6 @@ _ELEMENTWISE_UNARY = {
     "cos": ("cos", "math.cos"),
     "log": ("math.log",),
     "rsqrt": ("math.rsqrt",),
-}
-_ELEMENTWISE_BINARY = {
     "maximum": ("maximum", "math.maximum"),
     "minimum": ("minimum", "math.minimum"),
     "add": ("add", "math.add"),
@@ -192,18 +190,12 @@ _ELEMENTWISE_BINARY = {
 }
 
 
-def _unary(op: str):
-    """``tf.<path>(x)`` as ``keras.ops.<op>(x)``."""
-    return lambda ops, x: getattr(ops, op)(x)
+def _same_arguments(op: str):
+    """``tf.<path>(*tensors)`` as ``keras.ops.<op>(*tensors)``."""
+    return lambda ops, *tensors: getattr(ops, op)(*tensors)
 
 
-def _binary(op: str):
-    """``tf.<path>(x, y)`` as ``keras.ops.<op>(x, y)``."""
-    return lambda ops, x, y: getattr(ops, op)(x, y)
-
-
-_TF_EQUIVALENTS.update({path: _unary(op) for op, paths in _ELEMENTWISE_UNARY.items() for path in paths})
-_TF_EQUIVALENTS.update({path: _binary(op) for op, paths in _ELEMENTWISE_BINARY.items() for path in paths})
+_TF_EQUIVALENTS.update({path: _same_arguments(op) for op, paths in _SAME_ARGUMENTS.items() for path in paths})
 # Twins used while tracing even without a symbolic argument (a draw would be baked in otherwise).
 _TF_ALWAYS = {"random.normal", "random.uniform"}
 
