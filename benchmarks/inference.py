@@ -8,11 +8,12 @@ in one process and on the same CPU threads, timed interleaved (rounds x repeats)
 * ``folded``: ``convert(..., fold_batchnorm=True)``, the deployment variant;
 * ``onnx2torch``: ``model.export(..., format="onnx")`` (tf2onnx) loaded by ``onnx2torch.convert``,
   a ``torch.fx.GraphModule`` (tf2onnx folds BatchNorm into the convolutions too);
-* ``folded channels_last``: the same module and input in ``torch.channels_last`` memory format
-  (oneDNN's native layout: no reorders around each convolution; onnx2torch gets it for free, as
-  its graph permutes Keras's NHWC input);
-* with ``--compile``: ``folded`` (channels_last) under ``torch.compile`` (inductor; compiling
-  takes minutes on a busy 2-core machine).
+* with ``--compile``: ``folded`` under ``torch.compile`` (inductor; compiling takes minutes on a
+  busy 2-core machine).
+
+Both generated classes copy their (N, C, H, W) input into ``torch.channels_last`` memory first
+(oneDNN's native layout: no reorders around each convolution); onnx2torch's graph gets the same
+strides implicitly, as it permutes Keras's NHWC input.
 
 Every torch contender runs under ``torch.inference_mode`` and is checked against Keras first
 (relative error of the logits printed). It prints each contender's fastest and median call and
@@ -121,11 +122,8 @@ def _contenders(name: str, args) -> tuple[dict, dict]:
     modules = {"default": (default.build(), x), "folded": (folded.build(), x)}
     if not args.no_onnx:
         modules["onnx2torch"] = (_onnx_module(model, data), torch.from_numpy(data))  # takes NHWC
-    last = x.contiguous(memory_format=torch.channels_last)
-    modules["folded channels_last"] = (folded.build().to(memory_format=torch.channels_last), last)
     if args.compile:
-        compiled = torch.compile(folded.build().to(memory_format=torch.channels_last))
-        modules["folded compiled"] = (compiled, last)
+        modules["folded compiled"] = (torch.compile(folded.build()), x)
     for label, (module, tensor) in modules.items():
         with torch.inference_mode():
             out = module(tensor)

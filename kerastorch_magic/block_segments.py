@@ -54,9 +54,11 @@ class Segment:
 # -- 1. units and segments ------------------------------------------------------------------------
 def read_units(source: codegen.ClassSource, traces) -> list[Unit]:
     units: list[Unit] = []
-    start = 0
+    start = 0  # after the prologue (an input's memory format): it belongs to no layer
+    while start < len(source.statements) and getattr(source.statements[start], "prologue", False):
+        start += 1
     for position, item in enumerate(source.statements):
-        if not isinstance(item, tuple):
+        if position < start or not isinstance(item, tuple):
             continue
         node = traces[item[0]].node
         only_taps = all(isinstance(s, tuple) for s in source.statements[start:position])

@@ -34,6 +34,7 @@ class Statement:
     target: str  # variable(s) assigned
     expr: str
     comment: str | None = None
+    prologue: bool = False  # prepares an input before any layer runs: part of no layer's block
 
 
 @dataclass

@@ -137,6 +137,20 @@ class _Builder:
             return layout.identity(rank)
         return layout.channels_first(rank) if self._feeds_channels_first(value) else layout.identity(rank)
 
+    def _run_channels_last(self, var: str, spec: TensorSpec) -> None:
+        """Copy a channels-first image input once into channels_last memory (see
+        :func:`layout.channels_last_memory`) when the model convolves images of its rank.
+
+        Only for the model's own forward taking torch's (N, C, H, W): with Keras's layout the
+        input's ``permute`` already has channels_last strides, and a traced layer's inputs come
+        from its caller.
+        """
+        channels_first = spec.rank in (4, 5) and spec.perm == layout.channels_first(spec.rank)
+        if self.input_specs is not None or not channels_first or not _convolves(self.model, spec.rank - 2):
+            return
+        expr = layout.channels_last_memory(var, spec.rank)
+        self.statements.append(codegen.Statement(var, expr, layout.CHANNELS_LAST_COMMENT, prologue=True))
+
     def _feeds_channels_first(self, value) -> bool:
         """Whether the value reaches a channels-first layer through layout-agnostic layers only."""
         return _feeds_channels_first(value, self.readers)
@@ -181,6 +195,7 @@ class _Builder:
             self.specs[id(value)], self.vars[id(value)] = spec, var
             forward_args.append(var)
             inputs.append(spec)
+            self._run_channels_last(var, spec)
         errors: list[ConversionError] = []
         for node in self.graph.nodes:
             try:
@@ -545,6 +560,18 @@ class _Builder:
             specs.append(TensorSpec(spec.keras_shape, wanted, spec.dtype, f"output_{position}"))
             returns.append(var)
         return specs, returns
+
+
+def _convolves(model, spatial_rank: int) -> bool:
+    """Whether ``model`` (nested layers included) holds a convolution over ``spatial_rank`` axes."""
+    import keras
+
+    if spatial_rank == 2:
+        kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+        kinds += (keras.layers.Conv2DTranspose,)
+    else:
+        kinds = (keras.layers.Conv3D, keras.layers.Conv3DTranspose)
+    return any(isinstance(layer, kinds) for layer in model._flatten_layers(include_self=False))
 
 
 def _feeds_channels_first(value, readers: dict[int, list[Node]]) -> bool:

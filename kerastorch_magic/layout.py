@@ -51,3 +51,21 @@ def axis_first(rank: int, axis: int) -> tuple[int, ...]:
     """Perm putting Keras ``axis`` at torch dim 1 (batch stays first, the rest keep their order)."""
     axis %= rank
     return (0, axis, *(a for a in range(1, rank) if a != axis))
+
+
+# torch's name of the channels-last memory format of a channels-first tensor of this rank.
+_CHANNELS_LAST_FORMATS = {4: "torch.channels_last", 5: "torch.channels_last_3d"}
+CHANNELS_LAST_COMMENT = "channels_last memory, same values: the layout convolutions run fastest in"
+
+
+def channels_last_memory(var: str, rank: int) -> str | None:
+    """``var`` as a channels_last-strided tensor, for an input of this rank; None when torch has
+    no such format.
+
+    Keras's own layout is channels-last in memory, and oneDNN's convolutions are fastest there: a
+    channels-first (N, C, H, W) input copied once into this memory format keeps it through every
+    convolution, normalisation, pooling and element-wise op after it (torch propagates it), where
+    contiguous (N, C, H, W) tensors cost two reorders per convolution. Values are unchanged.
+    """
+    memory_format = _CHANNELS_LAST_FORMATS.get(rank)
+    return f"{var}.contiguous(memory_format={memory_format})" if memory_format else None
