@@ -1,7 +1,7 @@
 """Inference speed of converted keras.applications models against Keras/TF and tf2onnx + onnx2torch.
 
 For each model (default MobileNetV3Small and ResNet50, weights=None, 224x224, batch 8, float32),
-in one process and on the same CPU threads, timed interleaved (rounds x repeats):
+in one process and on the same CPU threads, timed in cycles that call each contender once:
 
 * ``keras``: Keras/TF ``model.predict_on_batch``;
 * ``default``: the class ``kerastorch_magic.convert`` generates (trainable, BatchNorm kept);
@@ -17,9 +17,11 @@ strides implicitly, as it permutes Keras's NHWC input.
 
 Every torch contender runs under ``torch.inference_mode`` and is checked against Keras first
 (relative error of the logits printed). It prints each contender's fastest and median call and
-the ratios the targets are about, from the fastest calls: on a CPU other processes share (the
-load average before and after is printed), the fastest of many interleaved calls is the one the
-others disturbed least; medians move with the load.
+the speed ratios the targets are about, two ways: of the fastest calls (on a CPU other processes
+share, the fastest of many calls is the one they disturbed least), and the median of paired
+ratios: the contenders are called in turn, one call each per cycle, and each cycle gives a ratio
+of neighbouring calls, so a slow spell slows both sides of a ratio alike. The load average
+before and after is printed; on a shared 2-core VM single figures still move by about 10%.
 
 tf2onnx and onnx2torch are not project dependencies: they live in the benchmark's own venv,
 ``benchmarks/.venv-onnx``, layered over the project venv (a ``.pth`` file), created by::
@@ -31,7 +33,7 @@ torchvision for its NMS/RoIAlign converters only, which these models do not use;
 torchvision wheels do not load against the CPU build of torch, so a stub stands in for it.
 
     .venv/bin/python benchmarks/inference.py [--models MobileNetV3Small ResNet50] [--batch 8]
-        [--size 224] [--repeat 5] [--rounds 3] [--threads N] [--compile] [--no-onnx]
+        [--size 224] [--cycles 15] [--threads N] [--compile] [--no-onnx]
 """
 
 from __future__ import annotations
@@ -137,13 +139,17 @@ def _contenders(name: str, args) -> tuple[dict, dict]:
     return runs, errors
 
 
+def _paired_ratio(reference: list[float], contender: list[float]) -> float:
+    """Median over cycles of reference time / contender time (> 1: the contender is faster)."""
+    return statistics.median(r / c for r, c in zip(reference, contender))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["MobileNetV3Small", "ResNet50"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per contender and round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--cycles", type=int, default=15, help="timed calls per contender, in turn")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads, both libraries")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
     parser.add_argument("--no-onnx", action="store_true", help="leave out tf2onnx + onnx2torch")
@@ -172,19 +178,23 @@ def main() -> int:
         for run in runs.values():  # warm-up: TF graph tracing, allocator, oneDNN primitives, compile
             timings(run, 2)
         times: dict[str, list[float]] = {label: [] for label in runs}
-        for _ in range(args.rounds):
+        for _ in range(args.cycles):  # cycles: every contender once, in turn
             for label, run in runs.items():
-                times[label] += timings(run, args.repeat)
+                times[label] += timings(run, 1)
         best = {label: min(values) * 1e3 for label, values in times.items()}
         print(f"\n{name}: batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, "
-              f"{args.rounds}x{args.repeat} interleaved calls each; fastest / median")  # fmt: skip
+              f"{args.cycles} cycles of one call each; fastest / median")  # fmt: skip
         for label, values in times.items():
             error = f"  (relative error {errors[label]:.1e})" if label in errors else ""
             median = statistics.median(values) * 1e3
             print(f"  {label:22s} {best[label]:8.1f} / {median:8.1f} ms{error}")
         for label in [label for label in best if label != "keras"]:
             others = [other for other in ("keras", "onnx2torch") if other in best and other != label]
-            print(f"  {label} speed: " + ", ".join(f"{best[o] / best[label]:.2f}x {o}" for o in others))
+            ratios = [
+                f"{best[o] / best[label]:.2f}x {o} (paired {_paired_ratio(times[o], times[label]):.2f}x)"
+                for o in others
+            ]
+            print(f"  {label} speed: " + ", ".join(ratios))
     load_after = os.getloadavg()
     print(f"\nload average (1, 5, 15 min): before {load_before[0]:.1f} {load_before[1]:.1f} "
           f"{load_before[2]:.1f}, after {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} "
