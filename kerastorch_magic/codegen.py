@@ -15,6 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from . import naming
+from .inplace import in_place_activations
 
 # ruff's (and black's) default: generated code is left unchanged by `ruff format` with default
 # settings, the conventions most projects use.
@@ -127,14 +128,16 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
     if source.declarations:
         body.append("")
     body += [f"    def forward(self, {', '.join(source.forward_args)}):"]
-    for statement in source.statements:
+    # Taps read tensors a later in-place op would change: the traced class computes out of place.
+    rewritten = {} if trace else in_place_activations(source.statements, source.declarations)
+    for position, statement in enumerate(source.statements):
         if isinstance(statement, tuple):
             if trace:
                 body.append(f"        self._tap({statement[0]}, {statement[1]})")
             continue
         if statement.comment:
             body += _comment_lines(statement.comment, "        ", seen)
-        body.append(f"        {statement.target} = {statement.expr}")
+        body.append(f"        {statement.target} = {rewritten.get(position, statement.expr)}")
     ret = source.returns[0] if len(source.returns) == 1 else ", ".join(source.returns)
     body.append(f"        return {ret}")
     if init:
