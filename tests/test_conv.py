@@ -237,7 +237,7 @@ def code_of(layer: str, shape: tuple, **options) -> str:
 def test_code_is_compact_pytorch():
     code = code_of("Conv2D", (9, 9, 3), filters=8, kernel_size=3, strides=2, activation="relu")
     assert "self.conv2d = nn.Conv2d(3, 8, kernel_size=3, stride=2)" in code
-    assert "x = F.relu(self.conv2d(x))" in code
+    assert "x = F.relu(self.conv2d(x), inplace=True)" in code
     assert "nn.init.xavier_uniform_(self.conv2d.weight)" in code
     assert "F.pad" not in code and "permute" not in code
 

@@ -37,7 +37,7 @@ def test_dense_configurations(fmt):
     model = keras.Model([vector, sequence, image, plain], list(branches.values()))
     code = assert_each_output_exact(model, fmt, list(branches))[0].code
     assert "self.no_bias = nn.Linear(7, 5, bias=False)" in code
-    assert "F.relu(self.dense_1(vector))" in code
+    assert "F.relu(self.dense_1(vector), inplace=True)" in code
     assert re.search(r"nn\.init\.trunc_normal_\(\s*self\.he\.weight", code)  # he_normal: truncated
     assert "nn.init.ones_(self.ones.bias)" in code
     # Dense on an NCHW tensor acts on Keras's last axis: channels go last first.

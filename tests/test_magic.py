@@ -282,7 +282,7 @@ def test_class_and_instance_are_defined_without_running_the_generated_cell(kerne
     # A traceback through forward shows the generated line.
     wrong = kernel.a.execute("bound_net(torch.zeros(1, 5, 8, 8))")
     traceback = re.sub(r"\x1b\[[0-9;]*m", "", "".join(wrong.errors[0]["traceback"]))
-    assert wrong.status == "error" and "x = F.relu(self.conv(x))" in traceback, traceback
+    assert wrong.status == "error" and "x = F.relu(self.conv(x), inplace=True)" in traceback, traceback
 
 
 def test_compiled_models_training_setup_is_defined_too(kernel):

@@ -51,7 +51,7 @@ def test_seed_example_matches_keras(build, fmt):
 def test_sequential_cnn_reads_like_hand_written_pytorch():
     (code,) = [assert_exact(sequential_cnn())[0].code]
     assert "self.conv2d = nn.Conv2d(3, 32, kernel_size=3)" in code
-    assert "x = F.relu(self.conv2d(x))" in code
+    assert "x = F.relu(self.conv2d(x), inplace=True)" in code
     assert "x = torch.flatten(x, 1)" in code
     assert "F.softmax(self.dense(x), dim=1)" in code
     assert "reordered" in code  # the folded flatten order is explained
