@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+# Also matches ``F.relu(a) + F.relu(b)`` (argument "a) + F.relu(b"): such an argument is neither
+# one module call nor the target's name, so the checks below leave it out of place.
 _ACTIVATION = re.compile(r"F\.(relu|relu6)\((.+)\)")
 # A sum or product of two names (a residual add): always a new tensor.
 _ARITHMETIC = re.compile(r"\w+ [-+*] \w+")

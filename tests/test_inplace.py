@@ -45,6 +45,7 @@ def test_a_tensor_another_name_may_share_stays_out_of_place():
     assert _rewritten("x = F.relu(x)") == {}  # the caller's input
     assert _rewritten("x = F.relu(self.conv(x) + 1)") == {}  # not one module call
     assert _rewritten("x = self.conv(x)", "x = F.gelu(x)") == {}  # ReLU and ReLU6 only
+    assert _rewritten("x = self.conv(x)", "x = F.relu(x) + F.relu(x)") == {}  # not one call
 
 
 def _residual_cnn():
