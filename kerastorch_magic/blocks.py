@@ -254,7 +254,8 @@ class _Restructurer:
                 for i, slot in enumerate(template.slots)
                 if ("stmt", position, i) in param_of
             }
-            statements.append(codegen.Statement(target, expr, names_of.general(statement.comment, varied)))
+            comment = names_of.general(statement.comment, varied)
+            statements.append(codegen.Statement(target, expr, comment, alike=statement.alike))
         own = [v for v in vectors if v not in derived]  # the constructor's parameters
         params = sorted(dict.fromkeys(names[v] for v in own), key=lambda p: not p.endswith("channels"))
         values = {names[v]: [p[vectors[v][0][0]].text for p in paths] for v in own}

@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from . import naming
-from .inplace import in_place_activations
+from .inplace import in_place_lines
 
 # ruff's (and black's) default: generated code is left unchanged by `ruff format` with default
 # settings, the conventions most projects use.
@@ -36,6 +36,7 @@ class Statement:
     expr: str
     comment: str | None = None
     prologue: bool = False  # prepares an input before any layer runs: part of no layer's block
+    alike: bool = False  # the operands have the result's shape and dtype (registry.Step.alike)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
         body.append("")
     body += [f"    def forward(self, {', '.join(source.forward_args)}):"]
     # Taps read tensors a later in-place op would change: the traced class computes out of place.
-    rewritten = {} if trace else in_place_activations(source.statements, source.declarations)
+    rewritten = {} if trace else in_place_lines(source.statements, source.declarations)
     for position, statement in enumerate(source.statements):
         if isinstance(statement, tuple):
             if trace:
@@ -137,7 +138,7 @@ def _class_lines(source: ClassSource, trace: bool) -> list[str]:
             continue
         if statement.comment:
             body += _comment_lines(statement.comment, "        ", seen)
-        body.append(f"        {statement.target} = {rewritten.get(position, statement.expr)}")
+        body.append(f"        {rewritten.get(position, f'{statement.target} = {statement.expr}')}")
     ret = source.returns[0] if len(source.returns) == 1 else ", ".join(source.returns)
     body.append(f"        return {ret}")
     if init:

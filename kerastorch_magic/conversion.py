@@ -284,7 +284,7 @@ class _Builder:
             comment = step.comment
             if position == 0 and result.notes and not modules:  # no declaration to carry them
                 comment = "\n".join([*result.notes, *([comment] if comment else [])])
-            self.statements.append(codegen.Statement(step_target, expr, comment))
+            self.statements.append(codegen.Statement(step_target, expr, comment, alike=step.alike))
             current = out_vars[0]
         traced_node = getattr(node, "original", None) or node  # a fused chain's trace: its last node
         for index, (value, spec, var) in enumerate(zip(node.outputs, result.outputs, out_vars)):

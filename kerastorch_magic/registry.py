@@ -194,6 +194,9 @@ class Step:
 
     expr: str
     comment: str | None = None
+    # Every operand of ``expr`` has the result's shape and dtype (no broadcasting, no promotion):
+    # the result may be computed into an operand no other name reads (``x += shortcut``).
+    alike: bool = False
 
 
 @dataclass

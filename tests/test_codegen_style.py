@@ -62,7 +62,9 @@ def test_resnet_blocks_read_like_torchvision(applications):
     assert "shortcut = self.conv2_block1_0_conv(x)" in code
     # An identity block keeps its input while the main path runs.
     assert "shortcut = x\n        x = self.conv2_block2_1_conv(x)" in code
-    assert code.count("x = shortcut + x") == 16  # one per bottleneck
+    # One sum per bottleneck, into the BatchNorm's new output as torchvision's `out += identity`.
+    assert code.count("x = self.conv2_block1_3_bn(x)\n        x += shortcut") == 1
+    assert code.count("x += shortcut") == 16
 
 
 def test_squeeze_excite_is_named_se(applications):

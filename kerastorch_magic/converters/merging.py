@@ -47,10 +47,23 @@ def _merged(call: LayerCall, expr: str, perm: tuple[int, ...], comment: str | No
     return Converted([Step(expr, comment)], [call.output_spec(perm)])
 
 
+def _alike(call: LayerCall) -> bool:
+    """Every input has the output's shape and dtype: the sum may be computed into one of them.
+
+    Only the batch axis may be unknown (one batch runs through the model); an unknown length
+    elsewhere could broadcast a size-1 operand at run time, which an in-place add cannot hold.
+    """
+    value = call.node.outputs[0]
+    shape = tuple(value.shape)
+    return None not in shape[1:] and all(
+        spec.keras_shape == shape and spec.dtype == value.dtype for spec in call.inputs
+    )
+
+
 @converter("Add", passthrough=True)
 def convert_add(call: LayerCall) -> Converted:
     terms, perm = _operands(call)
-    return _merged(call, " + ".join(terms), perm)
+    return Converted([Step(" + ".join(terms), alike=_alike(call))], [call.output_spec(perm)])
 
 
 @converter("Subtract", passthrough=True)
