@@ -19,7 +19,7 @@ from ._common import has_keras_mask, same_layout
 from ._source import int_or_tuple, number, size_args
 from .activation_functions import known_function, traced_function
 
-_SOFTMAX_NOTE = "softmax kept as in Keras; to train with nn.CrossEntropyLoss, return the logits instead."
+_SOFTMAX_NOTE = "softmax as in Keras; for nn.CrossEntropyLoss, return the logits instead."
 
 
 @dataclass(frozen=True)

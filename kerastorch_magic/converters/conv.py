@@ -231,8 +231,8 @@ def convert_depthwise(call: LayerCall) -> Converted:
     module = _depthwise_module(call, kernel, strides, padding_args, dilation, use_bias)
     if use_bias:
         _bias(call, weights["bias"], module.state, module.init)
-    outputs = f"{multiplier} outputs each" if multiplier > 1 else "one output each"
-    module.comment = f"Depthwise: groups={channels} convolves each input channel on its own ({outputs})."
+    outputs = f" ({multiplier} outputs each)" if multiplier > 1 else ""
+    module.comment = f"Depthwise: groups={channels}, each input channel convolved on its own{outputs}."
     return _finish(call, code, "{m}({x})", cf, {"": module})
 
 
