@@ -40,6 +40,9 @@ class Fused(Node):
 
     original: Node | None = None
     note: str | None = None
+    # Per spatial dimension, zeros a folded ZeroPadding layer adds on both sides (zero_padding.py):
+    # the converter writes them as the module's padding=.
+    zero_padding: tuple[int, ...] | None = None
 
 
 @dataclass(eq=False)
@@ -59,6 +62,7 @@ class Fusion:
     inputs: list[Value]
     note: str | None = None
     how: str = "fused"  # on the swallowed layers' comparison rows, before "compared at <last>"
+    zero_padding: tuple[int, ...] | None = None  # see Fused.zero_padding
 
 
 @dataclass(eq=False)
@@ -78,7 +82,7 @@ _INFERENCE_ONLY = (
 
 def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
     """``graph`` with its idioms fused (and BatchNorms folded when asked); ``graph`` if none."""
-    from . import folding
+    from . import folding, zero_padding
 
     nodes = [_rewrite_inner(node, fold_batchnorm) for node in graph.nodes]
     graph = dataclasses.replace(graph, nodes=nodes) if nodes != graph.nodes else graph
@@ -87,6 +91,10 @@ def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
     folded = (
         folding.batchnorm_fusions(graph, {id(n) for f in fusions for n in f.nodes}) if fold_batchnorm else []
     )
+    # A ZeroPadding before a convolution joins that convolution's BatchNorm fold, if it has one.
+    padded = zero_padding.fold_into(graph, folded, {id(n) for f in fusions for n in f.nodes})
+    fusions += padded[len(folded) :]
+    folded = padded[: len(folded)]
     # Folded inside a traced layer counts too: the outer class is then inference-only as well.
     folded_inside = any(getattr(node.subgraph, "docstring_notes", None) for node in graph.nodes)
     if not fusions and not folded and not folded_inside:
@@ -108,6 +116,7 @@ def rewrite(graph: Graph, fold_batchnorm: bool = False) -> Graph:
             last.scope_classes,
             original=last,
             note=fusion.note,
+            zero_padding=fusion.zero_padding,
         )
     fields = {f.name: getattr(graph, f.name) for f in dataclasses.fields(Graph)}
     fields["nodes"] = [replaced.get(id(node), node) for node in graph.nodes]

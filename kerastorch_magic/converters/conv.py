@@ -53,7 +53,7 @@ def _padding(call: LayerCall, size, strides, dilation) -> tuple[list[str], Fragm
             return [], Fragment()
         padding = compact(tuple(before for before, _ in pads))
         notes = []
-        if strided:
+        if strided and call.config.get("padding") == "same":
             notes.append(
                 f"Keras padding='same' at stride {compact(strides)} depends on the input size; "
                 f"padding={padding} holds for the {size_text(spatial_sizes(call))} input the model was "

@@ -60,6 +60,8 @@ def spatial_padding(
 ) -> list[tuple[int, int]] | None:
     """Per spatial dimension (before, after) for the layer's ``padding`` option.
 
+    With 'valid', the zeros of a ZeroPadding layer folded into this one (:mod:`..zero_padding`).
+
     'same' at stride > 1 over a dimension of unknown size has no constant answer: an error naming
     the layer, or None with ``allow_dynamic`` (the caller then pads with :func:`same_pad`).
     """
@@ -67,7 +69,8 @@ def spatial_padding(
     mode = mode.lower() if isinstance(mode, str) else mode
     rank = len(kernel)
     if mode == "valid":
-        return [(0, 0)] * rank
+        folded = getattr(call.node, "zero_padding", None)  # a ZeroPadding layer folded in
+        return [(p, p) for p in folded] if folded else [(0, 0)] * rank
     if mode == "causal":
         return [((kernel[0] - 1) * dilation[0], 0)]
     if mode != "same":

@@ -86,7 +86,8 @@ def convert_pooling(call: LayerCall) -> Converted:
                 note += "; at stride 1 torch pads the larger side both ways, forward drops the first window"
             if not is_max:
                 args.append("count_include_pad=False")
-            notes.append(note + ".")
+            if call.config.get("padding") == "same":  # not a ZeroPadding folded in: its note says why
+                notes.append(note + ".")
     ctor = f"nn.{kind}Pool{rank}d({', '.join(args)})"
     expr = "{m}({x})"
     if any(crop):
