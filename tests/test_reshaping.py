@@ -38,6 +38,21 @@ def test_flatten_as_model_output_permutes_first(fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_unit_axes_need_no_permute(fmt):
+    """(N, C, 1, 1) lists its elements as its Keras twin (N, 1, 1, C) does: flatten or reshape it
+    as it is (MobileNetV3's 1x1 logits); a 2x1 map still goes through Keras's order."""
+    pooled = [L.GlobalAveragePooling2D(keepdims=True), L.Conv2D(5, 1)]
+    conversion, _ = assert_exact(tiny((6, 5, 3), L.Conv2D(4, 3), *pooled, L.Flatten()), fmt)
+    to_keras_order = "x = x.permute(0, 2, 3, 1)"  # (an input in channels_last is permuted the other way)
+    assert to_keras_order not in conversion.code and "x = torch.flatten(x, 1)" in conversion.code
+    conversion, _ = assert_exact(tiny((6, 5, 3), L.Conv2D(4, 3), *pooled, L.Reshape((5, 1))), fmt)
+    assert to_keras_order not in conversion.code
+    tall = [L.MaxPooling2D((2, 3)), L.Conv2D(5, 1), L.Flatten()]
+    conversion, _ = assert_exact(tiny((4, 3, 3), *tall), fmt)
+    assert to_keras_order in conversion.code
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_flatten_dropout_dense(fmt):
     model = tiny((6, 5, 3), L.Conv2D(4, 3), L.Flatten(), L.Dropout(0.5), L.GaussianNoise(0.1), L.Dense(7))
     conversion, _ = assert_exact(model, fmt)

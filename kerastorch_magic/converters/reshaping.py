@@ -50,7 +50,7 @@ def convert_flatten(call: LayerCall) -> Converted:
     keras_order = layout.identity(spec.rank)
     if call.config.get("data_format", "channels_last") == "channels_first":
         keras_order = (0, *range(2, spec.rank), 1)
-    if spec.perm == keras_order:
+    if _same_element_order(spec, keras_order):
         return Converted([Step("torch.flatten({x}, 1)")], [out])
     if spec.flat_order is None and None not in spec.keras_shape[1:] and _folds_into_dense(call):
         # torch flattens its own (permuted) order; record which Keras element each column holds.
@@ -121,10 +121,30 @@ def _refuse_folded_order(call: LayerCall) -> None:
 
 
 def _to_keras_layout(call: LayerCall, why: str) -> list[Step]:
+    if _same_element_order(call.inputs[0], layout.identity(call.inputs[0].rank)):
+        return []
     steps = call.relayout(layout.identity(call.inputs[0].rank))
     if steps:
         steps[-1].comment = why
     return steps
+
+
+def _same_element_order(spec, order: tuple[int, ...]) -> bool:
+    """Whether the tensor, laid out as it is, lists its elements in the order of layout ``order``.
+
+    True when the layouts agree, and also when they differ only in where axes of size 1 sit: a
+    (N, C, 1, 1) channels-first map flattens as its (N, 1, 1, C) Keras twin does, so a hand port
+    writes ``torch.flatten(x, 1)`` with no permute before it.
+    """
+    if spec.perm == order:
+        return True
+    if spec.flat_order is not None or None in spec.keras_shape[1:]:
+        return False
+
+    def longer_axes(perm):
+        return [axis for axis in perm[1:] if spec.keras_shape[axis] != 1]
+
+    return longer_axes(spec.perm) == longer_axes(order)
 
 
 def _feeds_channels_first(call: LayerCall) -> bool:
