@@ -33,10 +33,8 @@ def batchnorm_fusions(graph: Graph, taken: set[int]) -> list[Fusion]:
     """A fusion per BatchNorm whose input is a foldable layer's output read by nothing else."""
     readers = graph.readers()
     outputs = {id(v) for v in graph.outputs}
-    producer = {id(v): node for node in graph.nodes for v in node.outputs}
-    calls: dict[int, int] = {}
-    for node in graph.nodes:
-        calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+    producer = graph.producers()
+    calls = graph.calls_per_layer()
     fusions = []
     for norm in graph.nodes:
         if norm.class_name != "BatchNormalization" or norm.is_operation or len(norm.inputs) != 1:

@@ -93,6 +93,17 @@ class Graph:
                 readers.setdefault(id(value), []).append(node)
         return readers
 
+    def producers(self) -> dict[int, Node]:
+        """id(Value) -> the node computing it (model inputs have none)."""
+        return {id(value): node for node in self.nodes for value in node.outputs}
+
+    def calls_per_layer(self) -> dict[int, int]:
+        """id(layer) -> how many nodes call it (a shared layer is one module called twice)."""
+        calls: dict[int, int] = {}
+        for node in self.nodes:
+            calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+        return calls
+
     def readers_inside(self, value: Value) -> list[Node]:
         """The nodes reading ``value``, looking into traced layers' graphs.
 

@@ -33,10 +33,8 @@ def fold_into(graph: Graph, fusions: list[Fusion], taken: set[int]) -> list[Fusi
     front of the fold starting at its reader. Nodes in ``taken`` (other fusions) are left alone."""
     readers = graph.readers()
     outputs = {id(v) for v in graph.outputs}
-    producer = {id(v): node for node in graph.nodes for v in node.outputs}
-    calls: dict[int, int] = {}
-    for node in graph.nodes:
-        calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+    producer = graph.producers()
+    calls = graph.calls_per_layer()
     starting = {id(f.nodes[0]): i for i, f in enumerate(fusions)}
     inside = {id(n) for f in fusions for n in f.nodes} | taken
     result = list(fusions)
