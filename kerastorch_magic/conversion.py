@@ -146,7 +146,7 @@ class _Builder:
         from its caller.
         """
         channels_first = spec.rank in (4, 5) and spec.perm == layout.channels_first(spec.rank)
-        if self.input_specs is not None or not channels_first or not _convolves(self.model, spec.rank - 2):
+        if self.input_specs is not None or not channels_first or not _convolves(self.graph, spec.rank - 2):
             return
         expr = layout.channels_last_memory(var, spec.rank)
         self.statements.append(codegen.Statement(var, expr, layout.CHANNELS_LAST_COMMENT, prologue=True))
@@ -562,8 +562,9 @@ class _Builder:
         return specs, returns
 
 
-def _convolves(model, spatial_rank: int) -> bool:
-    """Whether ``model`` (nested layers included) holds a convolution over ``spatial_rank`` axes."""
+def _convolves(graph, spatial_rank: int) -> bool:
+    """Whether ``graph`` calls a convolution over ``spatial_rank`` axes, in a traced layer's own
+    graph too (nested Functional models are already flattened into it)."""
     import keras
 
     if spatial_rank == 2:
@@ -571,7 +572,10 @@ def _convolves(model, spatial_rank: int) -> bool:
         kinds += (keras.layers.Conv2DTranspose,)
     else:
         kinds = (keras.layers.Conv3D, keras.layers.Conv3DTranspose)
-    return any(isinstance(layer, kinds) for layer in model._flatten_layers(include_self=False))
+    inner = [node.subgraph for node in graph.nodes if node.subgraph is not None]
+    return any(isinstance(node.layer, kinds) for node in graph.nodes) or any(
+        _convolves(subgraph, spatial_rank) for subgraph in inner
+    )
 
 
 def _feeds_channels_first(value, readers: dict[int, list[Node]]) -> bool:

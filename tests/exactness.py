@@ -226,6 +226,23 @@ def assert_exact(
     return conversion, worst
 
 
+def assert_exact_with_and_without_folding(model, input_format: str = "channels_first", rtol: float = RTOL):
+    """(default conversion, ``fold_batchnorm=True`` conversion) of ``model`` with random weights and
+    BatchNorm statistics, each checked as :func:`assert_exact` checks one (Keras in eval mode)."""
+    inputs = random_inputs(model)
+    randomise_weights(model, inputs=inputs)
+    conversions = []
+    for fold in (False, True):
+        conversion = k2t.convert(model, input_format=input_format, fold_batchnorm=fold)
+        check_source(conversion.code)
+        expected, actual = run_both(model, conversion, inputs)
+        for spec, keras_out, torch_out in zip(conversion.outputs, expected, actual):
+            error = relative_error(np.transpose(keras_out, spec.perm), torch_out.numpy())
+            assert error <= rtol, f"fold_batchnorm={fold}: relative error {error:.3g}\n{conversion.code}"
+        conversions.append(conversion)
+    return conversions
+
+
 def unwrap(code: str) -> str:
     """``code`` with ruff's line wrapping undone, so tests can look for one-line snippets.
 

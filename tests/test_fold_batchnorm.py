@@ -13,39 +13,17 @@ import keras
 import numpy as np
 import pytest
 import torch
-from exactness import RTOL, check_source, random_inputs, randomise_weights, relative_error
+from exactness import (
+    RTOL,
+    assert_exact_with_and_without_folding,
+    random_inputs,
+    randomise_weights,
+    relative_error,
+)
 
 import kerastorch_magic as k2t
 
 FORMATS = ["channels_first", "channels_last"]
-
-
-def _outputs(conversion, inputs) -> list[np.ndarray]:
-    module = conversion.build()
-    arrays = [
-        torch.from_numpy(np.ascontiguousarray(s.to_torch_layout(a)))
-        for s, a in zip(conversion.inputs, inputs)
-    ]
-    with torch.no_grad():
-        out = module(*arrays)
-    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
-def _convert_both(model, input_format: str):
-    """(default conversion, folded conversion), each checked against Keras."""
-    inputs = random_inputs(model)
-    randomise_weights(model, inputs=inputs)
-    expected = model(inputs[0], training=False)
-    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
-    conversions = []
-    for fold in (False, True):
-        conversion = k2t.convert(model, input_format=input_format, fold_batchnorm=fold)
-        check_source(conversion.code)
-        for spec, keras_out, torch_out in zip(conversion.outputs, expected, _outputs(conversion, inputs)):
-            error = relative_error(np.transpose(keras_out, spec.perm), torch_out)
-            assert error <= RTOL, f"fold_batchnorm={fold}: relative error {error:.3g}"
-        conversions.append(conversion)
-    return conversions
 
 
 def _parameters(conversion) -> int:
@@ -91,7 +69,7 @@ def _resnet_blocks():
 @pytest.mark.parametrize("input_format", FORMATS)
 def test_resnet_blocks(input_format):
     model = _resnet_blocks()
-    default, folded = _convert_both(model, input_format)
+    default, folded = assert_exact_with_and_without_folding(model, input_format)
     norms = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 7
     assert "nn.BatchNorm" not in folded.code
@@ -111,7 +89,7 @@ def test_depthwise_and_separable(input_format):
     x = keras.layers.SeparableConv2D(5, 3, strides=2, padding="same", use_bias=False, name="sep")(x)
     x = keras.layers.BatchNormalization(name="sep_bn", center=False)(x)
     model = keras.Model(inputs, x)
-    default, folded = _convert_both(model, input_format)
+    default, folded = assert_exact_with_and_without_folding(model, input_format)
     assert "nn.BatchNorm" in default.code and "nn.BatchNorm" not in folded.code
     assert _parameters(default) - _parameters(folded) == _folded_saving(model, ["dw_bn", "sep_bn"])
 
@@ -125,7 +103,7 @@ def test_dense_and_conv1d(input_format):
     x = keras.layers.Dense(5, name="fc")(x)
     x = keras.layers.BatchNormalization(name="fc_bn")(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Activation("relu")(x)))
-    default, folded = _convert_both(model, input_format)
+    default, folded = assert_exact_with_and_without_folding(model, input_format)
     assert "nn.BatchNorm" not in folded.code
     assert _parameters(default) - _parameters(folded) == _folded_saving(model, ["conv_bn", "fc_bn"])
 
@@ -140,14 +118,14 @@ def test_not_folded_when_the_output_has_another_reader_or_an_activation():
     x = keras.layers.Conv2D(4, 1, name="plain")(x)
     x = keras.layers.BatchNormalization(name="plain_bn")(x)
     model = keras.Model(inputs, x)
-    _, folded = _convert_both(model, "channels_first")
+    _, folded = assert_exact_with_and_without_folding(model, "channels_first")
     assert folded.code.count("nn.BatchNorm2d(") == 2
     assert [note.layer for note in folded.notes if "folded into the weight" in note.text] == ["plain"]
 
 
 def test_compare_maps_the_batchnorm_row_to_the_folded_layer():
     model = _resnet_blocks()
-    _, folded = _convert_both(model, "channels_first")
+    _, folded = assert_exact_with_and_without_folding(model, "channels_first")
     result = k2t.compare(model, folded, device="cpu")
     assert result.ok
     rows = {layer.keras_layer: layer for layer in result.layers}
@@ -199,7 +177,7 @@ class ConvBlock(keras.layers.Layer):
 def test_inside_a_traced_custom_layer(input_format):
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(ConvBlock()(inputs)))
-    default, folded = _convert_both(model, input_format)
+    default, folded = assert_exact_with_and_without_folding(model, input_format)
     assert "class ConvBlock(nn.Module):" in folded.code and "nn.BatchNorm" not in folded.code
     assert "Do not train this class" in folded.code.split('"""')[1]  # the outer class says so too
     assert "nn.BatchNorm2d" in default.code
@@ -210,7 +188,7 @@ def test_applications(name, size):
     """Every BatchNorm of these follows a convolution: all folded, exact, fewer parameters."""
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
-    default, folded = _convert_both(model, "channels_first")
+    default, folded = assert_exact_with_and_without_folding(model, "channels_first")
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert "nn.BatchNorm" not in folded.code and len(norms) > 30
     saved = sum(4 * norm.moving_mean.shape[0] for norm in norms)

@@ -120,3 +120,21 @@ def test_volumes_use_the_3d_format():
     x = keras.layers.GlobalAveragePooling3D()(x)
     conversion, _ = assert_exact(keras.Model(inputs, x))
     assert conversion.code.count("x = x.contiguous(memory_format=torch.channels_last_3d)") == 1
+
+
+class _ConvBlock(keras.layers.Layer):
+    """A custom layer convolving inside its call(): converted by tracing it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same")
+
+    def call(self, x):
+        return keras.ops.relu(self.conv(x)) + 1.0
+
+
+def test_a_convolution_inside_a_traced_layer_counts():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(_ConvBlock()(inputs))
+    conversion, _ = assert_exact(keras.Model(inputs, x))
+    assert conversion.code.count(LINE_2D) == 1, conversion.code

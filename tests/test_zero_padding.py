@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import keras
 import pytest
-from exactness import assert_exact, random_inputs, randomise_weights, unwrap
-from test_fold_batchnorm import _convert_both
+from exactness import (
+    assert_exact,
+    assert_exact_with_and_without_folding,
+    random_inputs,
+    randomise_weights,
+    unwrap,
+)
 
 import kerastorch_magic as k2t
 
@@ -44,7 +49,7 @@ def _stem(rank: int = 2):
 @pytest.mark.parametrize("input_format", FORMATS)
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_stem_pads_fold_into_the_conv_and_pool_exactly(rank, input_format):
-    default, folded = _convert_both(_stem(rank), input_format)
+    default, folded = assert_exact_with_and_without_folding(_stem(rank), input_format)
     kind = {1: "1d", 2: "2d", 3: "3d"}[rank]
     for conversion in (default, folded):
         code = unwrap(conversion.code)
