@@ -1,7 +1,8 @@
 """kerastorch_magic: turn a notebook cell's Keras model into an exact, readable PyTorch module.
 
 Public API (DESIGN.md §3): :func:`convert`, :func:`compare`, :class:`ConversionError`,
-:func:`converter` (register a converter for a custom layer), and the IPython extension hooks.
+:class:`KerasRunError` (compare: Keras itself could not run a layer), :func:`converter` (register
+a converter for a custom layer), and the IPython extension hooks.
 """
 
 from . import startup
@@ -12,6 +13,7 @@ startup.import_keras()
 
 from .compare import Comparison, compare  # noqa: E402
 from .conversion import Conversion, convert  # noqa: E402
+from .errors import KerasRunError  # noqa: E402
 from .files import convert_file  # noqa: E402
 from .registry import (  # noqa: E402
     ConversionError,
@@ -30,6 +32,7 @@ __all__ = [
     "ConversionError",
     "Converted",
     "Fragment",
+    "KerasRunError",
     "LayerCall",
     "Step",
     "Submodule",

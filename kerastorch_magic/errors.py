@@ -18,3 +18,19 @@ class ConversionError(Exception):
     def __init__(self, message: str, layers: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.layers = layers or []
+
+
+class KerasRunError(RuntimeError):
+    """Keras itself failed to run a layer of the model while :func:`compare` stepped through it.
+
+    The reference is missing, not the port wrong: the conversion does not depend on running Keras,
+    so ``convert`` may well have succeeded. A ``RuntimeError`` (what ``compare`` raised for this
+    before the class existed), so existing ``except RuntimeError`` code keeps working.
+
+    Attributes:
+        layer: the qualified name of the Keras layer that failed (``"block/conv"``).
+    """
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer

@@ -19,6 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import devices, frontend, training, weights
+from .errors import KerasRunError
 from .frontend import INSERT_MODES, FrontendLink
 from .layout import INPUT_FORMATS
 
@@ -491,7 +492,14 @@ class Keras2TorchMagics(Magics):
         if not args.no_compare:  # after the code's summary: a large model compares for a while
             from .compare import compare
 
-            _show_comparison(compare(picked.model, conversion, inputs=sample, device=options.device))
+            try:
+                comparison = compare(picked.model, conversion, inputs=sample, device=options.device)
+            except KerasRunError as error:
+                # Keras, not the port, failed (a channels_first model on TensorFlow's CPU): the
+                # class is delivered and defined, so the cell succeeds and Run All goes on.
+                print(f"keras2torch: no comparison: {error}", file=sys.stderr)
+            else:
+                _show_comparison(comparison)
 
     def _generated_cell(self, conversion, options: Options, cell_id, model) -> str:
         extra_import, load = weights.loading_lines(

@@ -30,8 +30,9 @@ through ``convert`` and ``compare`` on randomised weights.
 Every model is classified: ``exact`` (``compare(...).ok``), ``mismatch`` (max relative error and
 first failing layer), ``refused`` (the ``ConversionError``'s first reason: the layer class or op it
 names), ``crashed`` (any other exception in convert/compare/the generated forward: a bug in our
-tool, with a traceback summary) or ``not built``. An example that yields no model is ``not
-extractable`` (with its first relevant error). Output under ``--out`` (default
+tool, with a traceback summary), ``keras failed`` (Keras itself could not run the model here, so
+there is no reference: ``compare``'s ``KerasRunError``) or ``not built``. An example that yields
+no model is ``not extractable`` (with its first relevant error). Output under ``--out`` (default
 ``test-artifacts/realworld/``): ``results.jsonl`` (one record per example and per model),
 ``summary.md`` / ``summary.json`` (counts per class, per refusal reason, crash list) and ``logs/``
 (each example's stdout/stderr).
@@ -66,6 +67,9 @@ DEFAULT_OUT = ROOT / "test-artifacts" / "realworld"
 ENVIRONMENT = {
     "KERAS_BACKEND": "tensorflow",
     "TF_CPP_MIN_LOG_LEVEL": "3",
+    # oneDNN also runs channels_first convolutions on the CPU (models written for JAX or torch),
+    # which TensorFlow's own kernels refuse; TensorFlow turns it on by itself only on some CPUs.
+    "TF_ENABLE_ONEDNN_OPTS": "1",
     "TF_USE_LEGACY_KERAS": "0",  # tf.keras must be Keras 3 even where tf_keras is installed
     "MPLBACKEND": "Agg",
     "OMP_NUM_THREADS": "1",  # one example at a time on a shared machine: one core each
@@ -610,6 +614,13 @@ def check_model(found: Found, tolerance: float, timeout: float, randomise: bool)
         if error.__cause__ is not None:
             result["cause"] = _traceback_tail(error.__cause__, 4)
         return record | result | {"seconds": round(time.perf_counter() - started, 1)}
+    except k2t.KerasRunError as error:  # Keras could not run its own model here: no reference
+        return record | {
+            "result": "keras failed",
+            "stage": stage,
+            "reason": _first_line(error),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
     except Exception as error:  # noqa: BLE001 - a crash of our tool is what we report
         return record | {
             "result": "crashed",
@@ -863,7 +874,7 @@ def run_all(examples: list[tuple[str, Path]], args) -> list[dict]:
 
 
 # -- the summary -----------------------------------------------------------------------------------
-RESULTS = ["exact", "mismatch", "refused", "crashed", "not built", "timeout"]
+RESULTS = ["exact", "mismatch", "refused", "crashed", "keras failed", "not built", "timeout"]
 
 
 def summarise(records: list[dict]) -> dict:
@@ -894,6 +905,7 @@ def summarise(records: list[dict]) -> dict:
             _brief(r, "first_failure", "max_rel_diff", "reason") for r in models if r["result"] == "mismatch"
         ],
         "crashes": [_brief(r, "stage", "reason", "traceback") for r in models if r["result"] == "crashed"],
+        "keras_failures": [_brief(r, "reason") for r in models if r["result"] == "keras failed"],
         "not_extractable": collections.Counter(
             _reason_kind(r.get("reason", "")) for r in examples if r["status"] != "ok"
         ).most_common(),
@@ -969,6 +981,9 @@ def render(summary: dict, top: int = 15) -> str:
     for crash in summary["crashes"]:
         lines.append(f"- {crash['example']} model {crash['model']!r}, {crash['stage']}: {crash['reason']}")
         lines += [f"    - {frame}" for frame in (crash.get("traceback") or [])[:-1]]
+    failures = summary["keras_failures"]
+    lines += ["", f"## Keras failed ({len(failures)}): Keras could not run the model here", ""]
+    lines += [f"- {f['example']} model {f['model']!r}: {f['reason']}" for f in failures]
     lines += ["", f"## Mismatches ({len(summary['mismatches'])})", ""]
     lines += [
         f"- {m['example']} model {m['model']!r}: first failure {m['first_failure']} ({m['reason']}), "

@@ -160,7 +160,8 @@ class Client:
 class KernelSession:
     """An ipykernel on this venv's Python, with the project importable and TF quiet."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
+        """``env``: more environment variables for the kernel (over this process's and the above)."""
         self._dir = tempfile.TemporaryDirectory(prefix="k2t-kernelspec-")
         spec_dir = Path(self._dir.name) / "k2t-test"
         spec_dir.mkdir()
@@ -169,7 +170,7 @@ class KernelSession:
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "KERAS_BACKEND": "tensorflow",
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        }
+        } | (env or {})
         spec = {
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "kerastorch_magic tests",

@@ -195,17 +195,35 @@ def test_discover_and_summary(realworld, tmp_path):
          "layers": [["lstm", "LSTM"]]},
         {"type": "model", "example": "keras-io/a.py", "result": "crashed", "stage": "convert",
          "reason": "KeyError: 3", "traceback": ["conversion.py:10 f: x[3]", "KeyError: 3"], "model": "m"},
+        {"type": "model", "example": "keras-io/a.py", "result": "keras failed", "stage": "compare",
+         "reason": "running Keras layer 'conv' failed: NHWC", "model": "cf"},
         {"type": "example", "example": "keras-io/b.py", "status": "not extractable",
          "reason": "line 3: ModuleNotFoundError: No module named 'tensorflow_io'"},
     ]  # fmt: skip
     summary = realworld.summarise(records)
     assert summary["results"] == {
-        "exact": 1, "mismatch": 0, "refused": 1, "crashed": 1, "not built": 0, "timeout": 0
+        "exact": 1, "mismatch": 0, "refused": 1, "crashed": 1, "keras failed": 1, "not built": 0,
+        "timeout": 0,
     }  # fmt: skip
     assert summary["refusal_reasons"] == [("LSTM: no converter", 1)]
     assert summary["not_extractable"] == [("missing module tensorflow_io", 1)]
     text = realworld.render(summary)
     assert "| 1 | LSTM: no converter |" in text and "KeyError: 3" in text and "conversion.py:10" in text
+    assert "## Keras failed (1)" in text and "model 'cf': running Keras layer 'conv' failed" in text
+
+
+def test_a_model_keras_cannot_run_is_not_our_crash(realworld, monkeypatch):
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")], name="m")
+
+    def keras_fails(model, conversion, **options):  # as compare() does when Keras raises
+        raise k2t.KerasRunError("running Keras layer 'dense' failed: no kernel here", "dense")
+
+    monkeypatch.setattr(k2t, "compare", keras_fails)
+    record = realworld.check_model(realworld.Found(model, "model", 3), 1e-5, 60.0, randomise=False)
+    assert record["result"] == "keras failed" and record["stage"] == "compare"
+    assert record["reason"] == "running Keras layer 'dense' failed: no kernel here"
 
 
 def test_a_stalled_example_is_killed_and_recorded(realworld, tmp_path):

@@ -17,7 +17,28 @@ import keras
 import numpy as np
 import torch
 
+from ..errors import KerasRunError
 from ..ir import Graph, Node
+
+
+def _why(error: Exception, layer) -> str:
+    """What to do about a Keras failure whose cause is the machine, not the model ('' if unknown)."""
+    if "only supports the NHWC tensor format" not in str(error):
+        return ""
+    # Without oneDNN, TensorFlow's CPU convolution and pooling kernels take channels-last data only;
+    # TensorFlow turns oneDNN on by itself only on some (Intel) CPUs.
+    if getattr(layer, "data_format", None) == "channels_first":
+        cause = "its data_format is 'channels_first'"
+    elif keras.config.image_data_format() == "channels_first":
+        cause = "keras.config.image_data_format() is 'channels_first', its layers' default"
+    else:
+        cause = "a layer inside it has data_format='channels_first'"
+    return (
+        f"\nKeras itself cannot run this layer here: {cause}, which TensorFlow computes on this"
+        " CPU only with oneDNN. The conversion does not need Keras to run it; to compare, set"
+        " TF_ENABLE_ONEDNN_OPTS=1 in the environment before TensorFlow is imported (restart the"
+        " kernel), or compare on a GPU, or with KERAS_BACKEND=torch or jax."
+    )
 
 
 class KerasFailure(Exception):
@@ -85,7 +106,8 @@ class KerasStepper:
         try:
             outputs = _batch_sized(operation, args)(*args, **kwargs)
         except Exception as error:
-            raise RuntimeError(f"running Keras layer {node.qualified_name!r} failed: {error}") from error
+            message = f"running Keras layer {node.qualified_name!r} failed: {error}{_why(error, operation)}"
+            raise KerasRunError(message, node.qualified_name) from error
         flat = keras.tree.flatten(outputs)
         if self._device is None and flat:
             self._device = _device_of(flat[0])
