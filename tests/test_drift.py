@@ -100,6 +100,68 @@ def test_a_wrong_layer_inside_the_drift_still_fails_there(chain):
     assert statuses[40:] == ["fail"] * (DEPTH - 40)  # everything downstream of it stays failed
     assert "drift" in statuses[:40]  # while the round-off before it is still called drift
     assert "fed Keras's own inputs" in result.summary()
+    # Keras recomputed in float64 does not excuse it either: Keras's float32 is right, the port not.
+    keras32, port = result.info.drift.float64[40]
+    assert keras32 < 1e-6 and port > 1e-4
+    assert "float64" not in result.summary()
+
+
+def one_feature_layer_norm():
+    """keras-io's time-series Transformer normalises its one-feature input: x - mean is exactly 0,
+    but Keras computes x * inv + (beta - mean * inv) with inv = 1 / sqrt(1e-6) = 1000."""
+    inputs = keras.Input((50, 1))
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="ln")(inputs)
+    x = keras.layers.Conv1D(4, 3, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x), name="one_feature")
+    model.get_layer("ln").set_weights([np.array([1.3], "float32"), np.array([0.2], "float32")])
+    return model
+
+
+def test_keras_own_float32_round_off_in_one_layer_is_shown_against_keras_in_float64():
+    model = one_feature_layer_norm()
+    x = np.random.default_rng(0).normal(scale=30.0, size=(4, 50, 1)).astype("float32")
+    conversion = k2t.convert(model)
+    result = k2t.compare(model, conversion, inputs=x, device="cpu", progress=False)
+
+    # Independently of compare: the exact normalisation of one feature is beta; Keras's float32
+    # result is off from it, the port's nn.LayerNorm is not.
+    keras32 = np.asarray(keras.Model(model.inputs, model.get_layer("ln").output)(x), np.float64)
+    with torch.no_grad():
+        port32 = conversion.build().ln(torch.from_numpy(x)).numpy().astype(np.float64)
+    assert np.abs(keras32 - 0.2).max() / 0.2 > 1e-3 and np.abs(port32 - 0.2).max() / 0.2 < 1e-6
+
+    assert result.ok and result.first_failure is None
+    assert result.statuses()[0] == "drift"  # beyond tolerance against float32 Keras...
+    keras_off, port_off = result.info.drift.float64[0]  # ...within it against float64 Keras
+    assert keras_off > 1e-3 and port_off < 1e-6
+    assert result.layers[0].isolated_rel_diff > 1e-3  # (against float32 Keras, as measured)
+    assert "Keras's own float32 output is off by" in result.layers[0].note
+    summary = result.summary()
+    assert "no conversion error" in summary and "'ln' against Keras in float64" in summary
+    assert "float32 round-off (Keras's own, up to" in summary
+
+
+def test_float64_rerun_of_a_keras_layer():
+    from kerastorch_magic.compare.reference64 import output_in_float64
+
+    dense = keras.layers.Dense(3)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    dense(x)
+    kernel, bias = (w.astype(np.float64) for w in dense.get_weights())
+    output = output_in_float64(dense, (keras.ops.convert_to_tensor(x),), {}, 0)
+    assert keras.backend.standardize_dtype(output.dtype) == "float64"
+    np.testing.assert_allclose(np.asarray(output), x.astype(np.float64) @ kernel + bias, rtol=1e-12)
+
+    class NoConfig(keras.layers.Layer):  # a custom layer that cannot be rebuilt from its config
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def call(self, x):
+            return x * self.scale
+
+    assert output_in_float64(NoConfig(2.0), (keras.ops.convert_to_tensor(x),), {}, 0) is None
 
 
 def test_drift_check_skips_rows_after_the_last_failure():

@@ -24,7 +24,10 @@ Each row is ``ok``, ``warn``, ``fail`` or ``skip`` by its relative error (max|Δ
 against ``tolerance``. When rows fail end to end, a drift check runs every layer again on Keras's
 own inputs: rows beyond tolerance whose own error, and that of every row upstream, is within it
 become ``drift`` (float32 round-off amplified through depth; ``ok`` stays true), the others stay
-``fail`` (:mod:`.run`, :mod:`.results`). Layers random at inference (a traced layer drawing
+``fail`` (:mod:`.run`, :mod:`.results`). A layer still beyond it there is measured once more,
+against Keras's layer recomputed in float64 (:mod:`.reference64`): where Keras's own float32
+result is the rounded one and the port matches float64 Keras, the row is ``drift`` too, its note
+says by how much Keras is off. Layers random at inference (a traced layer drawing
 ``keras.random``, such as a VAE's ``Sampling``) are ``random``: their values are not compared and
 the next layers are fed Keras's own draw, so everything after them is compared exactly. A line in
 the notebook shows the progress (``progress=``).

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import KerasRunError
 from ..ir import Graph, Node
+from . import reference64
 
 
 def _why(error: Exception, layer) -> str:
@@ -55,8 +56,18 @@ class KerasStepper:
     A value is dropped as soon as every node reading it ran and no pending comparison wants it.
     """
 
-    def __init__(self, graph: Graph, arrays: list[np.ndarray], wanted: set[int]):
+    def __init__(
+        self,
+        graph: Graph,
+        arrays: list[np.ndarray],
+        wanted: set[int],
+        keep_inputs_of: set[int] = frozenset(),
+    ):
+        """``keep_inputs_of``: ids of nodes whose call arguments are kept, until
+        :meth:`float64_output` or :meth:`forget_inputs`, for a float64 re-run of that node."""
         self.graph = graph
+        self.keep_inputs_of = keep_inputs_of
+        self.kept: dict[int, tuple] = {}
         self.values: dict[int, object] = {}
         for value, array in zip(graph.inputs, arrays):
             self.values[id(value)] = keras.ops.convert_to_tensor(array)
@@ -78,6 +89,15 @@ class KerasStepper:
         if value is None:
             raise RuntimeError(f"the output of Keras layer {node.qualified_name!r} was already released")
         return value
+
+    def float64_output(self, node: Node, index: int):
+        """Output ``index`` of ``node`` recomputed in float64 on the inputs it ran on (see
+        :mod:`.reference64`), or None (inputs not kept, or no faithful float64 re-run)."""
+        kept = self.kept.get(id(node))
+        return None if kept is None else reference64.output_in_float64(*kept, index)
+
+    def forget_inputs(self, node: Node) -> None:
+        self.kept.pop(id(node), None)
 
     def release(self, node: Node, index: int) -> None:
         key = id(node.outputs[index])
@@ -103,8 +123,11 @@ class KerasStepper:
             operation, "_call_has_training_arg", False
         ):
             kwargs["training"] = False
+        call = _batch_sized(operation, args)
+        if id(node) in self.keep_inputs_of:
+            self.kept[id(node)] = (call, args, kwargs)
         try:
-            outputs = _batch_sized(operation, args)(*args, **kwargs)
+            outputs = call(*args, **kwargs)
         except Exception as error:
             message = f"running Keras layer {node.qualified_name!r} failed: {error}{_why(error, operation)}"
             raise KerasRunError(message, node.qualified_name) from error

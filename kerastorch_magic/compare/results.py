@@ -6,8 +6,9 @@ Statuses (:data:`Status`) of one Keras layer output, at a tolerance on the relat
 * ``ok`` / ``warn``: within tolerance (``warn`` above a tenth of it);
 * ``fail``: beyond tolerance, NaN/inf, or shapes that do not line up, and not explained by drift;
 * ``drift``: beyond tolerance end to end, but this layer and every layer it reads from are within
-  tolerance when fed Keras's own inputs (the drift check of :mod:`.run`): float32 round-off grown
-  through the layers before, not a conversion error;
+  tolerance when fed Keras's own inputs (the drift check of :mod:`.run`; measured against the
+  layer recomputed in float64 where Keras's own float32 output is the rounded one): float32
+  round-off grown through the layers before, not a conversion error;
 * ``random``: random at inference (a traced layer drawing ``keras.random``, e.g. a VAE's
   ``Sampling``): the two sides draw different values, so its numbers say nothing about the port
   and the next layers are fed Keras's own output (their rows stay exact);
@@ -36,25 +37,47 @@ class DriftCheck:
     the check did not compare it: no counterpart, or past the last row failing at the tolerance
     the comparison ran with, where the check stops); ``upstream`` the rows each row reads from
     directly (through layers without a row, such as the model inputs, to the nearest rows).
+    ``float64`` holds, for rows still beyond tolerance on Keras's inputs, the relative errors of
+    Keras's float32 output and of the port's against that Keras layer recomputed in float64
+    (where it could be): a port within tolerance of float64 Keras is right, Keras's float32
+    result the rounded one.
     """
 
     isolated: list[float | None]
     upstream: list[tuple[int, ...]]
     seconds: float
+    float64: dict[int, tuple[float, float]] = field(default_factory=dict)
     _tainted: dict[float, list[bool]] = field(default_factory=dict, repr=False)
+
+    def own_error(self, index: int) -> float | None:
+        """The row's own error: against Keras's float32 output, or float64 Keras's where smaller."""
+        own = self.isolated[index]
+        if own is not None and index in self.float64:
+            port = self.float64[index][1]
+            return port if own != own else min(own, port)  # (NaN: float64 decides)
+        return own
 
     def tainted(self, tolerance: float) -> list[bool]:
         """Per row: it, or a row it depends on, is beyond ``tolerance`` on Keras's own inputs."""
         if tolerance not in self._tainted:
             marks: list[bool] = []
-            for own, upstream in zip(self.isolated, self.upstream):
+            for index, upstream in enumerate(self.upstream):
+                own = self.own_error(index)
                 wrong = own is not None and not own <= tolerance  # NaN and inf are wrong too
                 marks.append(wrong or any(marks[j] for j in upstream))
             self._tainted = {tolerance: marks}  # one tolerance at a time is all callers use
         return self._tainted[tolerance]
 
+    def float64_note(self, index: int) -> str:
+        keras32, port = self.float64[index]
+        return (
+            f"Keras's own float32 output is off by {keras32:.2g} from this layer recomputed in "
+            f"float64, which the port matches (relative error {port:.2g})"
+        )
+
     def max_isolated(self) -> float:
-        values = [value for value in self.isolated if value is not None]
+        """The largest own error (:meth:`own_error`) of any row the check compared."""
+        values = [value for value in map(self.own_error, range(len(self.isolated))) if value is not None]
         return max(values) if values else math.nan
 
 
@@ -272,14 +295,28 @@ class Comparison:
         return text
 
     def _drift_summary(self, drifting: list[LayerResult]) -> str:
-        isolated = self.info.drift.max_isolated()
+        drift = self.info.drift
+        isolated = drift.max_isolated()
         worst = max(drifting, key=lambda layer: layer.rel_diff)
         at = "at the output" if worst.is_output else f"at {worst.keras_layer!r}"
+        rounded_by_keras = [
+            layer
+            for layer in self.layers
+            if layer.index in drift.float64 and not drift.isolated[layer.index] <= self.tolerance
+        ]
+        whose = ""
+        if rounded_by_keras:
+            names = ", ".join(repr(layer.keras_layer) for layer in rounded_by_keras)
+            keras32 = max(drift.float64[layer.index][0] for layer in rounded_by_keras)
+            isolated_text = f"{isolated:.2g}; {names} against Keras in float64"
+            whose = f" (Keras's own, up to {keras32:.2g} in {names})"
+        else:
+            isolated_text = f"{isolated:.2g}"
         return (
             f"no conversion error: every compared layer matches within {self.tolerance:g} when fed "
-            f"Keras's own inputs (max relative error {isolated:.2g}); end to end {len(drifting)} of "
+            f"Keras's own inputs (max relative error {isolated_text}); end to end {len(drifting)} of "
             f"{len(self.compared)} layer outputs drift beyond it (up to {worst.rel_diff:.2g}, {at}): "
-            f"float32 round-off amplified through {_count('layer', len(self.layers))}"
+            f"float32 round-off{whose} amplified through {_count('layer', len(self.layers))}"
         )
 
     def __repr__(self) -> str:

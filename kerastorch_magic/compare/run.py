@@ -10,7 +10,10 @@ activation once compared) and keeps only each layer's relative error. A layer be
 end to end whose own error and whose upstream layers' own errors are within it is ``drift``:
 deep untrained networks amplify float32 round-off (Keras's float32 output is as far from a
 float64 run as the port's) until whole stages disagree; a wrong layer shows in isolation too.
-Its cost is one more pass without histograms or previews, only when something failed.
+Its cost is one more pass without histograms or previews, only when something failed. A layer
+beyond tolerance in isolation is rerun in Keras in float64 on the same inputs (its call arguments
+are kept only for the failing rows, only until compared): a port that matches that reference is
+right where Keras's own float32 arithmetic is not (LayerNormalization over one feature).
 
 A row random at inference (``Row.random``) is always fed forward from Keras's output, as in
 isolation: the two draws differ, and the layers after it should not inherit that difference.
@@ -123,10 +126,12 @@ def compare(
                 break
         failing = {layer.index for layer in best.layers if layer.status(tolerance) == "fail"}
         if not isolate and best.error is None and failing:
-            drift = _drift_check(graph, best.plan, arrays, reporter, failing)
+            drift = _drift_check(graph, best.plan, arrays, reporter, failing, tolerance)
     reporter.finish(sum(layer.compared for layer in best.layers))
     for layer in best.layers:
         layer.drift = drift
+        if drift is not None and layer.index in drift.float64:
+            layer.note = "; ".join(filter(None, (layer.note, drift.float64_note(layer.index))))
     seconds = {**best.seconds, "total": time.perf_counter() - started}
     if drift is not None:
         seconds["drift_check"] = drift.seconds
@@ -158,20 +163,29 @@ def _input_formats(graph: Graph, wanted: str | None) -> list[str]:
     return ["channels_last"]
 
 
-def _drift_check(graph: Graph, plan: Plan, arrays, reporter: Reporter, failing: set[int]) -> DriftCheck:
+def _drift_check(
+    graph: Graph, plan: Plan, arrays, reporter: Reporter, failing: set[int], tolerance: float
+) -> DriftCheck:
     """Every layer fed Keras's inputs: its own error, and which rows each row depends on.
 
+    A failing row whose own error is beyond ``tolerance`` is also measured against Keras's layer
+    recomputed in float64 (:mod:`.reference64`): where Keras's float32 result is the rounded one.
     The pass stops once the failing rows were seen: the rows after them need no evidence.
     """
     started = time.perf_counter()
-    run = _Run(graph, plan, arrays, reporter, isolate=True, until=failing, phase="drift check")
+    options = {"isolate": True, "until": failing, "phase": "drift check", "recheck_above": tolerance}
+    run = _Run(graph, plan, arrays, reporter, **options)
     run.execute()
     isolated: list[float | None] = [None] * len(plan.rows)
+    float64: dict[int, tuple[float, float]] = {}
     for index, observed in run.observed.items():
         if plan.rows[index].random:  # different draws: no evidence either way
             continue
         isolated[index] = observed.rel_diff if observed.rel_diff is not None else float("inf")
-    return DriftCheck(isolated, _upstream_rows(graph, plan.rows), time.perf_counter() - started)
+        if observed.float64 is not None:
+            float64[index] = observed.float64
+    upstream = _upstream_rows(graph, plan.rows)
+    return DriftCheck(isolated, upstream, time.perf_counter() - started, float64=float64)
 
 
 def _upstream_rows(graph: Graph, rows: list[Row]) -> list[tuple[int, ...]]:
@@ -253,6 +267,8 @@ class _Observed:
     preview: stats.Preview | None = None
     note: str = ""
     rel_diff: float | None = None  # the drift check keeps only this
+    # and, beyond its tolerance: (Keras float32, the port) relative errors against Keras in float64
+    float64: tuple[float, float] | None = None
 
 
 class _Run:
@@ -267,14 +283,19 @@ class _Run:
         isolate: bool = False,
         until: set[int] | None = None,
         phase: str = "comparing",
+        recheck_above: float | None = None,
     ):
-        """``until``: the drift check's mode: keep only relative errors, stop once these rows were seen."""
+        """``until``: the drift check's mode: keep only relative errors, stop once these rows were
+        seen. ``recheck_above``: rows of ``until`` with an error beyond it are also measured against
+        Keras in float64."""
         self.graph, self.plan, self.arrays = graph, plan, arrays
         self.isolate, self.until = isolate, None if until is None else set(until)
         self.errors_only = until is not None
+        self.recheck_above = recheck_above
         self.reporter, self.phase = reporter, phase
         wanted = {id(plan.rows[i].node.outputs[plan.rows[i].output_index]) for i in plan.wanted()}
-        self.keras = keras_side.KerasStepper(graph, arrays, wanted)
+        recheck = {id(plan.rows[i].node) for i in self.until or ()} if recheck_above is not None else set()
+        self.keras = keras_side.KerasStepper(graph, arrays, wanted, keep_inputs_of=recheck)
         self.observed: dict[int, _Observed] = {}
         self.layers: list[LayerResult] = []
         self.error: str | None = None
@@ -349,6 +370,19 @@ class _Run:
         result.note = "; ".join(filter(None, (result.note, row.params_note)))
         return result
 
+    def _beyond_recheck(self, row: Row, rel_diff: float) -> bool:
+        return self.recheck_above is not None and not row.random and not rel_diff <= self.recheck_above
+
+    def _against_float64(self, row: Row, keras_tensor, aligned) -> tuple[float, float] | None:
+        """(Keras float32, the port) relative errors against the layer rerun in float64, or None."""
+        reference = self.keras.float64_output(row.node, row.output_index)
+        if reference is None:
+            return None
+        cpu = torch.device("cpu")  # in float64, which MPS lacks
+        reference = keras_side.to_torch(reference, cpu).double()
+        keras32, port = keras_tensor.to(cpu).double(), aligned.to(cpu).double()
+        return stats.rel_diff(reference, keras32), stats.rel_diff(reference, port)
+
     def observe(self, index: int, tensor):
         """The tap: compare one PyTorch output with Keras's; with ``isolate``, what replaces it."""
         row = self.plan.rows[index]
@@ -375,6 +409,8 @@ class _Run:
                 with _single_thread_on_cpu(aligned.device):  # (the isolating copy too: 3x faster)
                     if self.errors_only:
                         observed.rel_diff = stats.rel_diff(keras_tensor, aligned)
+                        if self._beyond_recheck(row, observed.rel_diff):
+                            observed.float64 = self._against_float64(row, keras_tensor, aligned)
                     else:
                         observed.numbers, observed.histogram, observed.preview = stats.layer(
                             keras_tensor, aligned
@@ -389,6 +425,7 @@ class _Run:
                 del keras_tensor, aligned
         finally:
             del keras_value
+            self.keras.forget_inputs(row.node)
             self.keras.release(row.node, row.output_index)
             self._stats_seconds += time.perf_counter() - started
         self.observed[index] = observed
