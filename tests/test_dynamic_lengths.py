@@ -255,6 +255,43 @@ def test_reshape_by_runtime_sizes():
     assert ".reshape(x.shape[0], -1, 8)" in conversion.code  # the batch alone: as before
 
 
+class FoldNodesIntoBatch(layers.Layer):
+    """keras-io's traffic forecasting: (batch, time, nodes, features) -> one sequence per node."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm, self.dense = layers.LSTM(8), layers.Dense(3)
+
+    def call(self, x):
+        x = ops.transpose(x, (2, 0, 1, 3))
+        nodes, batch, time, features = ops.shape(x)
+        x = ops.reshape(x, (batch * nodes, time, features))  # a product with the unknown batch
+        y = ops.reshape(self.dense(self.lstm(x)), (nodes, batch, 3))
+        return ops.transpose(y, (1, 2, 0))
+
+
+def test_a_product_of_sizes_is_the_reshape_entry_to_infer():
+    inputs = keras.Input((12, 5, 2))
+    model = keras.Model(inputs, FoldNodesIntoBatch()(inputs))
+    conversion, _ = assert_exact(model, "channels_last")
+    assert ".reshape(-1, 12, 2)" in conversion.code  # -1 infers batch * nodes exactly
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):  # any batch, not the traced one
+        x = rng.normal(size=(batch, 12, 5, 2)).astype("float32")
+        (expected,), (actual,) = run_both(model, conversion, [x])
+        assert actual.shape == (batch, 3, 5) and relative_error(expected, actual.numpy()) < 1e-5
+
+
+class SizeProductAndInferred(layers.Layer):
+    def call(self, x):
+        return ops.reshape(x, (ops.shape(x)[0] * 2, -1))
+
+
+class SizeProductInArange(layers.Layer):
+    def call(self, x):
+        return x + ops.cast(ops.arange(ops.shape(x)[1] * 1), "float32")[:, None]
+
+
 class SizeArithmetic(layers.Layer):
     def call(self, x):
         return x[:, 1:] + ops.cast(ops.arange(ops.shape(x)[1] - 1), "float32")[:, None]
@@ -277,8 +314,10 @@ class SizeInSlice(layers.Layer):
         (lambda x: SizeArithmetic()(x), r"`-` on the length of axis 1 of a \(None, None, 4\) tensor"),
         (lambda x: SizeAsNumber()(x), r"given to an op that needs a number"),
         (lambda x: SizeInSlice()(x, x), r"GetItem given the length of axis 1"),
+        (lambda x: SizeProductAndInferred()(x), r"another unknown size besides \(the batch size"),
+        (lambda x: SizeProductInArange()(x), r"given to an op that needs a number"),
     ],
-    ids=["arithmetic", "ops.ones", "slice"],
+    ids=["arithmetic", "ops.ones", "slice", "product and -1", "product in arange"],
 )
 def test_other_uses_of_an_unknown_size_are_refused(make, match):
     inputs = keras.Input((None, 4))

@@ -212,7 +212,7 @@ def _reason(error: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     if isinstance(error, UnknownSizeError):  # its message says what and why
         return text
-    if "UnknownSize" in text:  # given to an op that wants a number (ops.ones((n, n)))
+    if "UnknownSize" in text or "SizeProduct" in text:  # given to an op that wants a number
         return f"{UNSUPPORTED_SIZE_USE} (here given to an op that needs a number)"
     if "KerasTensor cannot be used as input to a TensorFlow function" in text:
         return "a raw TensorFlow call on a symbolic tensor; use keras.ops (or register a converter)"

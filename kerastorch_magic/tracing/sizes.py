@@ -16,7 +16,10 @@ tensor (:mod:`.pseudo`'s sized operations, converted by ``converters/ops_dynamic
 The batch size (axis 0) is an :class:`UnknownSize` too; where code passes it to an op that takes
 a shape with an unknown batch (``ops.reshape(x, (batch, -1, 4))``, ``keras.random.normal``,
 ``ops.broadcast_to``) it becomes None again, which those converters read as the batch.
-Anything else done with a size (arithmetic, comparisons, ``int()``) raises
+A product of sizes (``batch_size * num_nodes``, a :class:`SizeProduct`) is accepted as the one
+entry of a reshape target that is not a known size: it becomes ``-1``, which infers exactly that
+product (the element count is the same on both sides), as keras-io's graph LSTM folds its nodes
+into the batch. Anything else done with a size (other arithmetic, comparisons, ``int()``) raises
 :class:`UnknownSizeError` naming it, and the trace refuses the layer with that reason.
 """
 
@@ -32,8 +35,9 @@ from .scope import is_tracing
 # What converts; quoted by every refusal so the user knows the way around it.
 UNSUPPORTED_SIZE_USE = (
     "a size unknown while tracing (ops.shape(x)[i] of an axis of length None) converts only as an "
-    "argument of ops.arange, ops.reshape or ops.tile (its repeats may be built with "
-    "ops.expand_dims/concatenate/stack); give the model input a fixed length otherwise"
+    "argument of ops.arange, ops.reshape or ops.tile (a reshape target may hold one product of "
+    "sizes, the entry to infer; tile's repeats may be built with ops.expand_dims/concatenate/"
+    "stack); give the model input a fixed length otherwise"
 )
 
 
@@ -41,7 +45,39 @@ class UnknownSizeError(ValueError):
     """Something done with an :class:`UnknownSize` that the port cannot express."""
 
 
-class UnknownSize:
+class _SizeWhileTracing:
+    """What every size unknown while tracing refuses: any use the port cannot express."""
+
+    __slots__ = ()
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def refuse(self, what: str) -> UnknownSizeError:
+        return UnknownSizeError(f"{what} {self.describe()}: {UNSUPPORTED_SIZE_USE}")
+
+    def __bool__(self):
+        raise self.refuse("the truth value of")
+
+    def __index__(self):
+        raise self.refuse("a Python integer from")
+
+    __int__ = __index__
+
+    def __float__(self):
+        raise self.refuse("a Python float from")
+
+    def __mul__(self, other):
+        if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
+            return SizeProduct((self, int(other)))
+        if isinstance(other, _SizeWhileTracing):
+            return SizeProduct((self, other))
+        raise self.refuse(f"`*` by {other!r} of")
+
+    __rmul__ = __mul__
+
+
+class UnknownSize(_SizeWhileTracing):
     """``ops.shape(tensor)[axis]`` of an axis whose length is None while tracing."""
 
     __slots__ = ("tensor", "axis")
@@ -57,9 +93,6 @@ class UnknownSize:
         what = "the batch size" if self.is_batch else f"the length of axis {self.axis}"
         return f"{what} of a {tuple(self.tensor.shape)} tensor (unknown while tracing)"
 
-    def refuse(self, what: str) -> UnknownSizeError:
-        return UnknownSizeError(f"{what} {self.describe()}: {UNSUPPORTED_SIZE_USE}")
-
     def __repr__(self) -> str:
         return f"UnknownSize(axis={self.axis} of {tuple(self.tensor.shape)})"
 
@@ -71,16 +104,29 @@ class UnknownSize:
     def __hash__(self) -> int:
         return hash((id(self.tensor), self.axis))
 
-    def __bool__(self):
-        raise self.refuse("the truth value of")
 
-    def __index__(self):
-        raise self.refuse("a Python integer from")
+class SizeProduct(_SizeWhileTracing):
+    """A product of sizes, at least one unknown: ``batch_size * num_nodes``. Only a reshape target
+    may hold it, as its one entry that is not a known size (it becomes ``-1`` there)."""
 
-    __int__ = __index__
+    __slots__ = ("factors",)
 
-    def __float__(self):
-        raise self.refuse("a Python float from")
+    def __init__(self, factors):
+        flat: list = []
+        for factor in factors:
+            flat += factor.factors if isinstance(factor, SizeProduct) else [factor]
+        self.factors = tuple(flat)
+
+    def describe(self) -> str:
+        return " * ".join(str(f) if isinstance(f, int) else f"({f.describe()})" for f in self.factors)
+
+    def __repr__(self) -> str:
+        return f"SizeProduct{self.factors}"
+
+    def __eq__(self, other):
+        raise self.refuse(f"comparing {other!r} with")
+
+    __hash__ = None
 
 
 def _arithmetic(symbol: str):
@@ -91,13 +137,13 @@ def _arithmetic(symbol: str):
 
 
 for _name, _symbol in {
-    "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
+    "add": "+", "sub": "-", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
 }.items():  # fmt: skip
-    setattr(UnknownSize, f"__{_name}__", _arithmetic(_symbol))
-    setattr(UnknownSize, f"__r{_name}__", _arithmetic(_symbol))
+    setattr(_SizeWhileTracing, f"__{_name}__", _arithmetic(_symbol))
+    setattr(_SizeWhileTracing, f"__r{_name}__", _arithmetic(_symbol))
 for _name, _symbol in {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "ne": "!="}.items():
-    setattr(UnknownSize, f"__{_name}__", _arithmetic(_symbol))
-UnknownSize.__neg__ = _arithmetic("-")
+    setattr(_SizeWhileTracing, f"__{_name}__", _arithmetic(_symbol))
+_SizeWhileTracing.__neg__ = _arithmetic("-")
 
 
 class SizeVector:
@@ -195,8 +241,30 @@ def arange(original):
     return patched
 
 
+def _product_as_inferred(newshape):
+    """``newshape`` with its one :class:`SizeProduct` as ``-1``, where that infers exactly it: the
+    product is the only entry that is not a known size or the batch, and no other entry is -1."""
+    if isinstance(newshape, SizeVector):
+        newshape = newshape.entries
+    if not isinstance(newshape, (tuple, list)):
+        return newshape
+    products = [e for e in newshape if isinstance(e, SizeProduct)]
+    if not products:
+        return newshape
+    others = [e for e in newshape if not isinstance(e, SizeProduct)]
+    ambiguous = [e for e in others if isinstance(e, UnknownSize) and not e.is_batch or _is_minus_one(e)]
+    if len(products) > 1 or ambiguous:  # (the batch stays itself: the port reads x.shape[0])
+        raise products[0].refuse("a reshape target holding another unknown size besides")
+    return type(newshape)(-1 if isinstance(e, SizeProduct) else e for e in newshape)
+
+
+def _is_minus_one(entry) -> bool:
+    return isinstance(entry, (int, np.integer)) and int(entry) == -1
+
+
 def reshape(original):
     def patched(x, newshape):
+        newshape = _product_as_inferred(newshape)
         entries = _entries(newshape)
         if entries is not None and not all(e.is_batch for e in entries if isinstance(e, UnknownSize)):
             x = _symbolic(x)
@@ -350,7 +418,7 @@ def check_recorded(outputs) -> None:
 
 
 def _find_unknown(value):
-    if isinstance(value, UnknownSize):
+    if isinstance(value, _SizeWhileTracing):
         return value
     if isinstance(value, slice):
         value = (value.start, value.stop, value.step)
