@@ -45,7 +45,7 @@ FAMILIES = {
 OPERATION_FAMILIES = {
     "ops_math": "Element-wise (operators, math functions, comparisons, logic, where, cast, clip)",
     "ops_shape": "Shape and indexing",
-    "ops_reduce": "Reductions, sorting and top-k",
+    "ops_reduce": "Reductions, sorting, top-k and segment reductions",
     "ops_nn": "Activations, normalisation and linear algebra",
     "ops_image": "Images, convolution and pooling",
     "ops_dynamic": "Over sizes unknown while tracing (the trace's own records of ops.arange, ops.reshape "

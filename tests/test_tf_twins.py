@@ -178,3 +178,47 @@ def test_convolution_op_override_and_image_crops_and_pads(fmt):
     shifted = ShiftedImages()(inputs)
     outputs = StandardizedConv2DWithOverride(4, 3, strides=2)(shifted)
     assert_exact(keras.Model(inputs, outputs), fmt)
+
+
+# keras-io timeseries/timeseries_traffic_forecasting.py's GraphConv aggregates neighbours with
+# tf.math.unsorted_segment_{sum,mean,max} over a Python list of edges; segment 5 below has no edge.
+EDGE_TARGETS = [0, 0, 1, 3, 3, 3, 2, 1, 4]
+EDGE_SOURCES = [1, 2, 0, 4, 5, 0, 3, 5, 2]
+
+
+class GraphAggregation(keras.layers.Layer):
+    def __init__(self, how, **kwargs):
+        super().__init__(**kwargs)
+        self.how = how
+        self.weight = self.add_weight(shape=(3, 4), initializer="glorot_uniform")
+
+    def call(self, features):  # (nodes, batch, features)
+        messages = tf.gather(features, EDGE_SOURCES)
+        reduce = getattr(tf.math, f"unsorted_segment_{self.how}")
+        aggregated = reduce(messages, EDGE_TARGETS, num_segments=6)
+        if self.how in ("max", "min"):  # an empty segment holds the lowest/highest float: keep finite
+            aggregated = tf.clip_by_value(aggregated, -10.0, 10.0)
+        return tf.matmul(aggregated, self.weight)
+
+
+@pytest.mark.parametrize("how", ["sum", "mean", "max", "min"])
+def test_unsorted_segment_reductions_of_a_graph_layer(how):
+    inputs = keras.Input((6, 3))  # (batch, nodes, features)
+    nodes_first = keras.ops.transpose(inputs, (1, 0, 2))
+    outputs = keras.ops.transpose(GraphAggregation(how)(nodes_first), (1, 0, 2))
+    model = keras.Model(inputs, outputs)
+    conversion, _ = assert_exact(model, "channels_last")
+    torch_call = ".index_add_(" if how in ("sum", "mean") else ".index_reduce_("
+    assert torch_call in conversion.code
+    assert ".long()" not in conversion.code  # int64 ids already
+
+
+def test_segment_sum_needs_its_number_of_segments():
+    class Unsized(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.segment_sum(x, np.array([0, 1, 1]))
+
+    inputs = keras.Input((4,), batch_size=3)
+    model = keras.Model(inputs, Unsized()(inputs))
+    with pytest.raises(k2t.ConversionError, match="num_segments=None sizes the output by the largest id"):
+        k2t.convert(model)

@@ -1,5 +1,6 @@
 """keras.ops reductions and orderings: sum, mean, max, min, prod, any, all, std, var, logsumexp,
-argmax/argmin, count_nonzero, average, cumsum/cumprod, sort/argsort, top_k, norm.
+argmax/argmin, count_nonzero, average, cumsum/cumprod, sort/argsort, top_k, norm, and the segment
+reductions (segment_sum/max/min).
 
 Reductions run in their input's layout, the Keras axes mapped to torch dims; the result keeps
 the order of the remaining axes. ``axis=None`` reduces every axis, batch included (NumPy's
@@ -21,7 +22,9 @@ from .ops_common import (
     keep_dims,
     keras_layout,
     result,
+    tensor_index,
     torch_dtype,
+    value_in_keras_layout,
 )
 
 # Operation -> (torch method, whether it takes dtype=).
@@ -196,3 +199,46 @@ def convert_quantile(call: LayerCall) -> Converted:
     perm = spec.perm if keepdims else keep_dims(spec.perm, set(axes))
     options = f"dim={dim}" + (", keepdim=True" if keepdims else "")
     return result(call, f"torch.quantile({source}, {q!r}, {options}{method_text})", perm)
+
+
+# -- segment reductions -----------------------------------------------------------------------------
+# Operation -> (Tensor.index_reduce_ mode, what an empty segment holds in TensorFlow's unsorted
+# segment reductions, which Keras's TensorFlow backend runs). Sum: index_add_ into zeros.
+_SEGMENT_REDUCTIONS = {
+    "SegmentSum": (None, None),
+    "SegmentMax": ("amax", "min"),
+    "SegmentMin": ("amin", "max"),
+}
+
+
+def _dtype_name(call: LayerCall, value) -> str:
+    """The dtype of a call's tensor argument or constant, as Keras names it."""
+    import keras
+
+    index = tensor_index(call, value)
+    return call.inputs[index].dtype if index is not None else keras.backend.standardize_dtype(value.dtype)
+
+
+@converter(*_SEGMENT_REDUCTIONS, operation=True)
+def convert_segment_reduction(call: LayerCall) -> Converted:
+    """``ops.segment_sum(data, ids, num_segments)``: rows of ``data`` (axis 0) summed, or their
+    max/min taken, into ``num_segments`` rows by id (graph networks: messages to their nodes)."""
+    mode, empty = _SEGMENT_REDUCTIONS[call.class_name]
+    segments = call.layer.num_segments
+    if segments is None:
+        raise call.unsupported("num_segments=None sizes the output by the largest id, a data value")
+    if mode is not None and call.layer.sorted:
+        raise call.unsupported("sorted=True: TensorFlow's sorted segment max/min leave empty segments 0")
+    if not is_float(call.inputs[0].dtype):
+        raise call.unsupported(f"segment reductions of {call.inputs[0].dtype} data (float data converts)")
+    args = arguments(call)
+    data = value_in_keras_layout(call, args["data"])
+    ids = value_in_keras_layout(call, args["segment_ids"])
+    if _dtype_name(call, args["segment_ids"]) != "int64":
+        ids += ".long()"  # torch indexes with int64
+    rows = f"({int(segments)}, *{data}.shape[1:])"
+    if mode is None:
+        return result(call, f"{data}.new_zeros{rows}.index_add_(0, {ids}, {data})")
+    fill = f"torch.finfo({data}.dtype).{empty}"
+    expr = f'{data}.new_full({rows}, {fill}).index_reduce_(0, {ids}, {data}, "{mode}")'
+    return result(call, expr, comment=f"an empty segment holds the float {empty}, as in TensorFlow")

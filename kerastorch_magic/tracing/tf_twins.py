@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import numpy as np
+
 from .pseudo import random_draw
 from .scope import batch_reshape_target, is_tracing
 
@@ -49,6 +51,27 @@ def _tf_extract_patches(ops, images, sizes, strides, rates, padding):
     return ops.image.extract_patches(
         images, tuple(sizes[1:3]), tuple(strides[1:3]), tuple(rates[1:3]), padding.lower()
     )
+
+
+def _ids(segment_ids):
+    """TensorFlow takes a Python list of ids too; keras.ops wants an array."""
+    return np.asarray(segment_ids) if isinstance(segment_ids, (list, tuple)) else segment_ids
+
+
+def _tf_unsorted_segment_mean(ops, data, segment_ids, num_segments, name=None):
+    # TensorFlow's own formula: the sum over the count of each segment, at least 1 (empty: 0).
+    segment_ids = _ids(segment_ids)
+    total = ops.segment_sum(data, segment_ids, num_segments=num_segments)
+    count = ops.segment_sum(ops.ones_like(segment_ids, dtype=data.dtype), segment_ids, num_segments)
+    trailing = (1,) * (len(data.shape) - len(segment_ids.shape))
+    return total / ops.reshape(ops.maximum(count, 1), (num_segments, *trailing))
+
+
+def _segment(reduction: str):
+    def twin(ops, data, segment_ids, num_segments, name=None):
+        return getattr(ops, reduction)(data, _ids(segment_ids), num_segments=num_segments)
+
+    return twin
 
 
 def _unsupported(option: str):
@@ -143,6 +166,10 @@ _TF_EQUIVALENTS = {
     "ones_like": lambda ops, input, dtype=None: ops.ones_like(input, _tf_dtype(dtype)),
     "tile": lambda ops, input, multiples: ops.tile(input, multiples),
     "gather": _tf_gather,
+    "math.unsorted_segment_sum": _segment("segment_sum"),
+    "math.unsorted_segment_max": _segment("segment_max"),
+    "math.unsorted_segment_min": _segment("segment_min"),
+    "math.unsorted_segment_mean": _tf_unsorted_segment_mean,
     "one_hot": _tf_one_hot,
     "nn.moments": lambda ops, x, axes, shift=None, keepdims=False: ops.moments(x, axes, keepdims=keepdims),
     "nn.leaky_relu": lambda ops, features, alpha=0.2: ops.leaky_relu(features, alpha),
