@@ -222,3 +222,29 @@ def test_segment_sum_needs_its_number_of_segments():
     model = keras.Model(inputs, Unsized()(inputs))
     with pytest.raises(k2t.ConversionError, match="num_segments=None sizes the output by the largest id"):
         k2t.convert(model)
+
+
+class PixelAttention(keras.layers.Layer):
+    """Attention over all pixels written as keras-io's DDPM writes it: TensorFlow einsum subscripts
+    in both cases and with a space, which Keras's own symbolic einsum cannot parse."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.query, self.key, self.value = (keras.layers.Dense(units) for _ in range(3))
+
+    def call(self, x):
+        batch, height, width = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        scores = tf.einsum("bhwc, bHWc->bhwHW", q, k) * self.units**-0.5
+        scores = tf.reshape(scores, [batch, height, width, height * width])
+        scores = tf.reshape(tf.nn.softmax(scores, -1), [batch, height, width, height, width])
+        return x + tf.einsum("bhwHW,bHWc->bhwc", scores, v)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_einsum_with_upper_case_subscripts(fmt):
+    inputs = keras.Input((4, 5, 8))
+    model = keras.Model(inputs, PixelAttention(8)(inputs))
+    conversion, _ = assert_exact(model, fmt)
+    assert conversion.code.count("torch.einsum(") == 2

@@ -8,6 +8,7 @@ like any keras.ops call); the rest stay refused by name.
 from __future__ import annotations
 
 import contextlib
+import string
 import sys
 
 import numpy as np
@@ -51,6 +52,18 @@ def _tf_extract_patches(ops, images, sizes, strides, rates, padding):
     return ops.image.extract_patches(
         images, tuple(sizes[1:3]), tuple(strides[1:3]), tuple(rates[1:3]), padding.lower()
     )
+
+
+def _tf_einsum(ops, equation, *inputs, **kwargs):
+    # TensorFlow takes upper-case subscripts and spaces ("bhwc, bHWc->bhwHW", keras-io's DDPM);
+    # Keras's symbolic einsum reads lower-case ones only: each upper-case letter becomes an unused
+    # lower-case one, the same contraction.
+    equation = equation.replace(" ", "")
+    upper = sorted({c for c in equation if c.isupper()})
+    free = [c for c in string.ascii_lowercase if c not in equation]
+    if len(free) < len(upper):
+        _unsupported("more distinct subscripts than lower-case letters")
+    return ops.einsum(equation.translate(str.maketrans(dict(zip(upper, free)))), *inputs)
 
 
 def _ids(segment_ids):
@@ -142,7 +155,7 @@ _TF_EQUIVALENTS = {
     "reduce_min": lambda ops, input_tensor, axis=None, keepdims=False: ops.min(input_tensor, axis, keepdims),
     "nn.softmax": _tf_softmax,
     "nn.gelu": lambda ops, features, approximate=False: ops.gelu(features, approximate),
-    "einsum": lambda ops, equation, *inputs: ops.einsum(equation, *inputs),
+    "einsum": _tf_einsum,
     "identity": lambda ops, input: input,
     "nn.silu": lambda ops, features, beta=1.0: (
         ops.silu(features) if beta == 1.0 else features * ops.sigmoid(beta * features)
