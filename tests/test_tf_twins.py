@@ -208,7 +208,7 @@ def test_unsorted_segment_reductions_of_a_graph_layer(how):
     outputs = keras.ops.transpose(GraphAggregation(how)(nodes_first), (1, 0, 2))
     model = keras.Model(inputs, outputs)
     conversion, _ = assert_exact(model, "channels_last")
-    torch_call = ".index_add_(" if how in ("sum", "mean") else ".index_reduce_("
+    torch_call = ".index_add_(" if how in ("sum", "mean") else ".scatter_reduce_("
     assert torch_call in conversion.code
     assert ".long()" not in conversion.code  # int64 ids already
 

@@ -71,6 +71,14 @@ def tensor_index(call: LayerCall, value) -> int | None:
     return None
 
 
+def dtype_of(call: LayerCall, value) -> str:
+    """The dtype of a call's tensor argument or constant array, as Keras names it."""
+    import keras
+
+    index = tensor_index(call, value)
+    return call.inputs[index].dtype if index is not None else keras.backend.standardize_dtype(value.dtype)
+
+
 def keras_layout(call: LayerCall, index: int) -> str:
     """Input ``index`` in Keras's own layout (batch first, channels last)."""
     return call.input_as(index, layout.identity(call.inputs[index].rank))

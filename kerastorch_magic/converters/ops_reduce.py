@@ -18,11 +18,11 @@ from ._source import int_or_tuple
 from .ops_common import (
     arguments,
     axes_of,
+    dtype_of,
     is_float,
     keep_dims,
     keras_layout,
     result,
-    tensor_index,
     torch_dtype,
     value_in_keras_layout,
 )
@@ -202,21 +202,14 @@ def convert_quantile(call: LayerCall) -> Converted:
 
 
 # -- segment reductions -----------------------------------------------------------------------------
-# Operation -> (Tensor.index_reduce_ mode, what an empty segment holds in TensorFlow's unsorted
-# segment reductions, which Keras's TensorFlow backend runs). Sum: index_add_ into zeros.
+# Operation -> (Tensor.scatter_reduce_ mode, what an empty segment holds in TensorFlow's unsorted
+# segment reductions, which Keras's TensorFlow backend runs). Sum: index_add_ into zeros. (Not
+# index_reduce_, which would say the same more briefly but warns that it is in beta.)
 _SEGMENT_REDUCTIONS = {
     "SegmentSum": (None, None),
     "SegmentMax": ("amax", "min"),
     "SegmentMin": ("amin", "max"),
 }
-
-
-def _dtype_name(call: LayerCall, value) -> str:
-    """The dtype of a call's tensor argument or constant, as Keras names it."""
-    import keras
-
-    index = tensor_index(call, value)
-    return call.inputs[index].dtype if index is not None else keras.backend.standardize_dtype(value.dtype)
 
 
 @converter(*_SEGMENT_REDUCTIONS, operation=True)
@@ -229,16 +222,19 @@ def convert_segment_reduction(call: LayerCall) -> Converted:
         raise call.unsupported("num_segments=None sizes the output by the largest id, a data value")
     if mode is not None and call.layer.sorted:
         raise call.unsupported("sorted=True: TensorFlow's sorted segment max/min leave empty segments 0")
-    if not is_float(call.inputs[0].dtype):
-        raise call.unsupported(f"segment reductions of {call.inputs[0].dtype} data (float data converts)")
     args = arguments(call)
+    if not is_float(dtype_of(call, args["data"])):
+        raise call.unsupported(f"segment reductions of {dtype_of(call, args['data'])} data (float converts)")
     data = value_in_keras_layout(call, args["data"])
     ids = value_in_keras_layout(call, args["segment_ids"])
-    if _dtype_name(call, args["segment_ids"]) != "int64":
+    if dtype_of(call, args["segment_ids"]) != "int64":
         ids += ".long()"  # torch indexes with int64
     rows = f"({int(segments)}, *{data}.shape[1:])"
     if mode is None:
         return result(call, f"{data}.new_zeros{rows}.index_add_(0, {ids}, {data})")
     fill = f"torch.finfo({data}.dtype).{empty}"
-    expr = f'{data}.new_full({rows}, {fill}).index_reduce_(0, {ids}, {data}, "{mode}")'
-    return result(call, expr, comment=f"an empty segment holds the float {empty}, as in TensorFlow")
+    rank = len(args["data"].shape)
+    index = f"{ids}.view(-1{', 1' * (rank - 1)}).expand_as({data})" if rank > 1 else ids
+    expr = f'{data}.new_full({rows}, {fill}).scatter_reduce_(0, {index}, {data}, "{mode}")'
+    extreme = {"min": "lowest", "max": "highest"}[empty]
+    return result(call, expr, comment=f"an empty segment holds the {extreme} float, as in TensorFlow")
